@@ -1,0 +1,592 @@
+package codec
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"math/bits"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Version is the format version byte that Encode writes and Decode accepts.
+const Version = 1
+
+// MaxBlockBytes bounds the uncompressed payload of one block (1 GiB), so
+// that a corrupt header cannot make Decode allocate without limit.
+const MaxBlockBytes = 1 << 30
+
+var magic = [2]byte{'g', 'b'}
+
+// Encoding is how a block's float values are stored.
+type Encoding uint8
+
+const (
+	// Float32 stores values bit for bit (lossless; the default).
+	Float32 Encoding = 1
+	// Float16 rounds to IEEE binary16: relative error <= 2^-11 for values
+	// in the normal range [6.1e-5, 65504]; smaller values lose precision
+	// and finite values beyond 65504 are an error.
+	Float16 Encoding = 2
+	// BFloat16 keeps float32's range with 8 bits of precision: relative
+	// error <= 2^-8.
+	BFloat16 Encoding = 3
+	// Int8 stores round(x/s) with one scale s = max|x|/127 per row
+	// (example): absolute error <= s/2. NaN and Inf are kept exactly as
+	// exceptions.
+	Int8 Encoding = 4
+)
+
+var encodingNames = map[Encoding]string{Float32: "float32", Float16: "float16", BFloat16: "bfloat16", Int8: "int8"}
+
+func (e Encoding) String() string {
+	if s, ok := encodingNames[e]; ok {
+		return s
+	}
+	return fmt.Sprintf("encoding(%d)", uint8(e))
+}
+
+// Lossy reports whether the encoding can change values.
+func (e Encoding) Lossy() bool { return e != Float32 }
+
+// width is the number of bytes one value takes.
+func (e Encoding) width() int {
+	switch e {
+	case Float32:
+		return 4
+	case Float16, BFloat16:
+		return 2
+	case Int8:
+		return 1
+	}
+	return 0
+}
+
+// ParseEncoding parses an encoding name as String writes it.
+func ParseEncoding(s string) (Encoding, error) {
+	for e, name := range encodingNames {
+		if strings.EqualFold(s, name) {
+			return e, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown encoding %q (want float32, float16, bfloat16 or int8)", s)
+}
+
+const (
+	compNone = 0
+	compZstd = 1
+)
+
+const (
+	modePlain  = 0
+	modeBitmap = 1
+)
+
+var (
+	// ErrCorrupt is wrapped by every error Decode returns for bytes that
+	// are not a valid block.
+	ErrCorrupt = errors.New("corrupt block")
+	// ErrUnrepresentable is returned by Encode when a lossy encoding cannot
+	// hold a finite value (float16 beyond 65504).
+	ErrUnrepresentable = errors.New("value not representable")
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+var (
+	zenc     *zstd.Encoder
+	zdec     *zstd.Decoder
+	zstdOnce sync.Once
+)
+
+func zstdInit() {
+	zstdOnce.Do(func() {
+		var err error
+		zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			panic(err) // static options: cannot fail
+		}
+		zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlockBytes))
+		if err != nil {
+			panic(err)
+		}
+	})
+}
+
+// Header is what the fixed part of an encoded block says about it.
+type Header struct {
+	Version  int
+	Kind     Kind
+	Encoding Encoding
+	// Compressed is true when the payload is zstd-compressed.
+	Compressed bool
+	N          int
+	T, In, Out int // factored blocks
+	Dim        int // dense blocks
+	// MaxAbsErr is the largest absolute error the encoding introduced.
+	MaxAbsErr float32
+	// RawLen is the payload length before compression; Len the length of
+	// the whole encoded block.
+	RawLen, Len int
+}
+
+// Params returns the number of parameters of one per-example gradient.
+func (h Header) Params() int {
+	if h.Kind == Factored {
+		return h.In * h.Out
+	}
+	return h.Dim
+}
+
+// Float32Bytes returns the size of the block's stored values as plain
+// float32 (its factors or rows), the baseline for a compression ratio.
+func (h Header) Float32Bytes() int {
+	if h.Kind == Factored {
+		return 4 * h.N * h.T * (h.In + h.Out)
+	}
+	return 4 * h.N * h.Dim
+}
+
+// Encode encodes b with the given value encoding.
+func Encode(b *Block, enc Encoding) ([]byte, error) {
+	return AppendEncode(nil, b, enc)
+}
+
+// AppendEncode appends the encoding of b to dst.
+func AppendEncode(dst []byte, b *Block, enc Encoding) ([]byte, error) {
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	if enc.width() == 0 {
+		return nil, fmt.Errorf("encode block: unknown encoding %d", enc)
+	}
+	n := b.N()
+	payload := make([]byte, 0, 64+n*binary.MaxVarintLen64/2+b.StoredValues()*enc.width()+b.StoredValues()/8)
+	for _, id := range b.IDs {
+		payload = binary.AppendUvarint(payload, id)
+	}
+	var maxErr float32
+	var err error
+	if b.Kind == Factored {
+		var e1, e2 float32
+		if payload, e1, err = encodeMatrix(payload, b.A, n*b.T, b.In, enc); err != nil {
+			return nil, fmt.Errorf("encode block: A: %w", err)
+		}
+		if payload, e2, err = encodeMatrix(payload, b.Delta, n*b.T, b.Out, enc); err != nil {
+			return nil, fmt.Errorf("encode block: Delta: %w", err)
+		}
+		maxErr = max(e1, e2)
+	} else {
+		if payload, maxErr, err = encodeMatrix(payload, b.Rows, n, b.Dim, enc); err != nil {
+			return nil, fmt.Errorf("encode block: %w", err)
+		}
+	}
+
+	start := len(dst)
+	dst = append(dst, magic[0], magic[1], Version, byte(b.Kind), byte(enc), 0)
+	compAt := len(dst) - 1
+	dst = binary.AppendUvarint(dst, uint64(n))
+	if b.Kind == Factored {
+		dst = binary.AppendUvarint(dst, uint64(b.T))
+		dst = binary.AppendUvarint(dst, uint64(b.In))
+		dst = binary.AppendUvarint(dst, uint64(b.Out))
+	} else {
+		dst = binary.AppendUvarint(dst, uint64(b.Dim))
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(maxErr))
+	dst = binary.AppendUvarint(dst, uint64(len(payload)))
+	zstdInit()
+	body := len(dst)
+	dst = zenc.EncodeAll(payload, dst)
+	if len(dst)-body >= len(payload) {
+		dst = append(dst[:body], payload...)
+	} else {
+		dst[compAt] = compZstd
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
+	return dst, nil
+}
+
+// encodeMatrix appends one rows x cols matrix and returns the largest
+// absolute error the encoding introduced.
+func encodeMatrix(dst []byte, vals []float32, rows, cols int, enc Encoding) ([]byte, float32, error) {
+	total := rows * cols
+	nnz := 0
+	for _, v := range vals {
+		if math.Float32bits(v) != 0 {
+			nnz++
+		}
+	}
+	w := enc.width()
+	mode := byte(modePlain)
+	if (total-nnz)*w > total/8+1 {
+		mode = modeBitmap
+	}
+	dst = append(dst, mode)
+
+	var scales, rowMax []float32
+	if enc == Int8 {
+		scales = make([]float32, rows)
+		rowMax = make([]float32, rows)
+		for r := range rows {
+			var m float32
+			for _, v := range vals[r*cols : (r+1)*cols] {
+				if a := float32(math.Abs(float64(v))); a > m && !math.IsInf(float64(a), 0) {
+					m = a
+				}
+			}
+			scales[r] = m / 127
+			rowMax[r] = m
+			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(scales[r]))
+		}
+	}
+
+	count := total
+	if mode == modeBitmap {
+		count = nnz
+		bm := len(dst)
+		dst = append(dst, make([]byte, (total+7)/8)...)
+		for k, v := range vals {
+			if math.Float32bits(v) != 0 {
+				dst[bm+k>>3] |= 1 << (k & 7)
+			}
+		}
+	}
+
+	planes := len(dst)
+	dst = append(dst, make([]byte, count*w)...)
+	out := dst[planes:]
+	var maxErr float32
+	type exception struct {
+		at   int
+		bits uint32
+	}
+	var exceptions []exception
+	j := 0
+	for k, v := range vals {
+		bits := math.Float32bits(v)
+		if mode == modeBitmap && bits == 0 {
+			continue
+		}
+		switch enc {
+		case Float32:
+			out[j] = byte(bits)
+			out[count+j] = byte(bits >> 8)
+			out[2*count+j] = byte(bits >> 16)
+			out[3*count+j] = byte(bits >> 24)
+		case Float16, BFloat16:
+			var h uint16
+			var back float32
+			if enc == Float16 {
+				h = f32ToF16(v)
+				back = f16ToF32(h)
+			} else {
+				h = f32ToBF16(v)
+				back = bf16ToF32(h)
+			}
+			finite := !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0)
+			if finite {
+				if math.IsInf(float64(back), 0) {
+					return nil, 0, fmt.Errorf("%w: %g at row %d overflows %s", ErrUnrepresentable, v, k/cols, enc)
+				}
+				if e := float32(math.Abs(float64(back) - float64(v))); e > maxErr {
+					maxErr = e
+				}
+			}
+			out[j] = byte(h)
+			out[count+j] = byte(h >> 8)
+		case Int8:
+			var q int8
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				exceptions = append(exceptions, exception{k, bits})
+			} else {
+				if s := scales[k/cols]; s > 0 {
+					q = int8(max(-127, min(127, math.Round(float64(v/s)))))
+				}
+				e := float32(math.Abs(float64(float32(q)*scales[k/cols]) - float64(v)))
+				if float64(e) > float64(rowMax[k/cols])/127 {
+					// Only in float32's subnormal range, where the scale
+					// itself rounds: keep the value exactly.
+					exceptions = append(exceptions, exception{k, bits})
+					q, e = 0, 0
+				}
+				maxErr = max(maxErr, e)
+			}
+			out[j] = byte(q)
+		}
+		j++
+	}
+	if enc == Int8 {
+		dst = binary.AppendUvarint(dst, uint64(len(exceptions)))
+		prev := 0
+		for _, e := range exceptions {
+			dst = binary.AppendUvarint(dst, uint64(e.at-prev))
+			dst = binary.LittleEndian.AppendUint32(dst, e.bits)
+			prev = e.at
+		}
+	}
+	return dst, maxErr, nil
+}
+
+// ReadHeader verifies data's checksum and parses its header without
+// decompressing the payload.
+func ReadHeader(data []byte) (Header, error) {
+	h, _, err := readHeader(data)
+	return h, err
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// readHeader returns the header and the offset of the payload.
+func readHeader(data []byte) (Header, int, error) {
+	var h Header
+	if len(data) < 6+4 {
+		return h, 0, corrupt("%d bytes is too short", len(data))
+	}
+	if data[0] != magic[0] || data[1] != magic[1] {
+		return h, 0, corrupt("bad magic %q", data[:2])
+	}
+	body := data[:len(data)-4]
+	if got, want := crc32.Checksum(body, crcTable), binary.LittleEndian.Uint32(data[len(data)-4:]); got != want {
+		return h, 0, corrupt("checksum mismatch (stored %08x, computed %08x)", want, got)
+	}
+	h.Version = int(data[2])
+	if h.Version != Version {
+		return h, 0, corrupt("format version %d, this gvdb reads version %d", h.Version, Version)
+	}
+	h.Kind = Kind(data[3])
+	h.Encoding = Encoding(data[4])
+	if h.Encoding.width() == 0 {
+		return h, 0, corrupt("unknown encoding %d", data[4])
+	}
+	switch data[5] {
+	case compNone:
+	case compZstd:
+		h.Compressed = true
+	default:
+		return h, 0, corrupt("unknown compression %d", data[5])
+	}
+	off := 6
+	next := func(what string) (int, error) {
+		v, k := binary.Uvarint(body[off:])
+		if k <= 0 || v > MaxBlockBytes {
+			return 0, corrupt("bad %s", what)
+		}
+		off += k
+		return int(v), nil
+	}
+	var err error
+	if h.N, err = next("example count"); err != nil {
+		return h, 0, err
+	}
+	switch h.Kind {
+	case Factored:
+		if h.T, err = next("positions"); err != nil {
+			return h, 0, err
+		}
+		if h.In, err = next("input width"); err != nil {
+			return h, 0, err
+		}
+		if h.Out, err = next("output width"); err != nil {
+			return h, 0, err
+		}
+		if h.T < 1 || h.In < 1 || h.Out < 1 {
+			return h, 0, corrupt("factored shape T=%d In=%d Out=%d", h.T, h.In, h.Out)
+		}
+	case Dense:
+		if h.Dim, err = next("row width"); err != nil {
+			return h, 0, err
+		}
+		if h.Dim < 1 {
+			return h, 0, corrupt("dense row width 0")
+		}
+	default:
+		return h, 0, corrupt("unknown kind %d", h.Kind)
+	}
+	if len(body)-off < 4 {
+		return h, 0, corrupt("truncated header")
+	}
+	h.MaxAbsErr = math.Float32frombits(binary.LittleEndian.Uint32(body[off:]))
+	off += 4
+	if h.RawLen, err = next("payload length"); err != nil {
+		return h, 0, err
+	}
+	// Every value takes at least one bit (bitmap) in the payload: bound the
+	// shape by the payload so that no allocation exceeds 32x its length.
+	values := mulSat(uint64(h.N), uint64(h.Dim))
+	if h.Kind == Factored {
+		values = mulSat(mulSat(uint64(h.N), uint64(h.T)), uint64(h.In+h.Out))
+	}
+	if values > 8*uint64(h.RawLen) || uint64(h.N) > uint64(h.RawLen) {
+		return h, 0, corrupt("shape needs more than the %d-byte payload holds", h.RawLen)
+	}
+	if !h.Compressed && len(body)-off != h.RawLen {
+		return h, 0, corrupt("payload is %d bytes, header says %d", len(body)-off, h.RawLen)
+	}
+	h.Len = len(data)
+	return h, off, nil
+}
+
+// Decode parses an encoded block. Malformed input returns an error wrapping
+// ErrCorrupt.
+func Decode(data []byte) (*Block, error) {
+	h, off, err := readHeader(data)
+	if err != nil {
+		return nil, err
+	}
+	payload := data[off : len(data)-4]
+	if h.Compressed {
+		zstdInit()
+		payload, err = zdec.DecodeAll(payload, make([]byte, 0, min(h.RawLen, 64*len(payload)+4096)))
+		if err != nil {
+			return nil, corrupt("zstd: %v", err)
+		}
+		if len(payload) != h.RawLen {
+			return nil, corrupt("payload is %d bytes, header says %d", len(payload), h.RawLen)
+		}
+	}
+	r := reader{buf: payload}
+	b := &Block{Kind: h.Kind, IDs: make([]uint64, h.N), MaxAbsErr: h.MaxAbsErr}
+	for i := range b.IDs {
+		b.IDs[i] = r.uvarint()
+	}
+	if h.Kind == Factored {
+		b.T, b.In, b.Out = h.T, h.In, h.Out
+		b.A = r.matrix(h.N*h.T, h.In, h.Encoding)
+		b.Delta = r.matrix(h.N*h.T, h.Out, h.Encoding)
+	} else {
+		b.Dim = h.Dim
+		b.Rows = r.matrix(h.N, h.Dim, h.Encoding)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.buf) != 0 {
+		return nil, corrupt("%d trailing payload bytes", len(r.buf))
+	}
+	return b, nil
+}
+
+// reader consumes a payload; the first error sticks and later reads return
+// zero values.
+type reader struct {
+	buf []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = corrupt(format, args...)
+	}
+	r.buf = nil
+}
+
+func (r *reader) uvarint() uint64 {
+	v, k := binary.Uvarint(r.buf)
+	if k <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.buf = r.buf[k:]
+	return v
+}
+
+func (r *reader) bytes(n int) []byte {
+	if n < 0 || n > len(r.buf) {
+		r.fail("truncated payload: need %d bytes, have %d", n, len(r.buf))
+		return nil
+	}
+	b := r.buf[:n]
+	r.buf = r.buf[n:]
+	return b
+}
+
+func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
+	total := rows * cols
+	mode := r.bytes(1)
+	if r.err != nil {
+		return nil
+	}
+	var scales []byte
+	if enc == Int8 {
+		scales = r.bytes(4 * rows)
+	}
+	count := total
+	var bitmap []byte
+	switch mode[0] {
+	case modePlain:
+	case modeBitmap:
+		bitmap = r.bytes((total + 7) / 8)
+		count = 0
+		for _, x := range bitmap {
+			count += bits.OnesCount8(x)
+		}
+	default:
+		r.fail("unknown matrix mode %d", mode[0])
+	}
+	w := enc.width()
+	if r.err != nil || count > len(r.buf)/w {
+		r.fail("truncated values")
+		return nil
+	}
+	planes := r.bytes(count * w)
+	vals := make([]float32, total)
+	j := 0
+	for k := range vals {
+		if bitmap != nil && bitmap[k>>3]&(1<<(k&7)) == 0 {
+			continue
+		}
+		if j >= count {
+			r.fail("bitmap has bits past the matrix")
+			return nil
+		}
+		switch enc {
+		case Float32:
+			vals[k] = math.Float32frombits(uint32(planes[j]) | uint32(planes[count+j])<<8 | uint32(planes[2*count+j])<<16 | uint32(planes[3*count+j])<<24)
+		case Float16:
+			vals[k] = f16ToF32(uint16(planes[j]) | uint16(planes[count+j])<<8)
+		case BFloat16:
+			vals[k] = bf16ToF32(uint16(planes[j]) | uint16(planes[count+j])<<8)
+		case Int8:
+			s := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(k/cols):]))
+			vals[k] = float32(int8(planes[j])) * s
+		}
+		j++
+	}
+	if j != count {
+		r.fail("bitmap has bits past the matrix")
+		return nil
+	}
+	if enc == Int8 {
+		n := r.uvarint()
+		at := 0
+		for e := uint64(0); e < n && r.err == nil; e++ {
+			at += int(min(r.uvarint(), uint64(total)))
+			bits := r.bytes(4)
+			if r.err != nil {
+				break
+			}
+			if at >= total {
+				r.fail("exception index %d past %d values", at, total)
+				break
+			}
+			vals[at] = math.Float32frombits(binary.LittleEndian.Uint32(bits))
+		}
+	}
+	return vals
+}
+
+// mulSat multiplies, saturating at the largest uint64 instead of wrapping.
+func mulSat(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	if hi != 0 {
+		return math.MaxUint64
+	}
+	return lo
+}
