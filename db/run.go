@@ -1,0 +1,301 @@
+package db
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+	"unicode"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// LayerKind says what a layer's parameters are.
+type LayerKind string
+
+// Layer kinds.
+const (
+	DenseWeight LayerKind = "dense"
+	Bias        LayerKind = "bias"
+	ConvWeight  LayerKind = "conv"
+	Other       LayerKind = "other"
+)
+
+// Layer is one entry of a run's layer schema: a parameter tensor.
+type Layer struct {
+	Name   string    `json:"name"`
+	Kind   LayerKind `json:"kind"`
+	Shape  []int     `json:"shape"`
+	Params int       `json:"params"`
+}
+
+// Run statuses.
+const (
+	StatusRunning     = "running"
+	StatusComplete    = "complete"
+	StatusInterrupted = "interrupted"
+	StatusFailed      = "failed"
+)
+
+// Run is a training run's metadata: everything needed to reproduce it.
+type Run struct {
+	Name    string  `json:"name"`
+	ID      uint32  `json:"id"`
+	Model   string  `json:"model"`
+	Dataset string  `json:"dataset"`
+	Layers  []Layer `json:"layers"`
+
+	Optimizer   string  `json:"optimizer,omitempty"`
+	LR          float64 `json:"lr,omitempty"`
+	Momentum    float64 `json:"momentum,omitempty"`
+	WeightDecay float64 `json:"weight_decay,omitempty"`
+	BatchSize   int     `json:"batch_size,omitempty"`
+	Steps       int64   `json:"steps,omitempty"`
+	Seed        uint64  `json:"seed"`
+
+	SnapshotEvery    int64  `json:"snapshot_every,omitempty"`
+	SnapshotExamples int    `json:"snapshot_examples,omitempty"`
+	Encoding         string `json:"encoding,omitempty"`
+
+	Status  string    `json:"status,omitempty"`
+	Created time.Time `json:"created"`
+	Version string    `json:"gvdb_version,omitempty"`
+	// Params holds free-form settings (hidden widths, data options, ...).
+	Params map[string]string `json:"params,omitempty"`
+}
+
+// LayerNames returns the names of the run's layers in schema order.
+func (r *Run) LayerNames() []string {
+	names := make([]string, len(r.Layers))
+	for i, l := range r.Layers {
+		names[i] = l.Name
+	}
+	return names
+}
+
+// Layer returns the named layer, or a NotFoundError naming the run's layers.
+func (r *Run) Layer(name string) (Layer, error) {
+	if i := r.layerIndex(name); i >= 0 {
+		return r.Layers[i], nil
+	}
+	return Layer{}, &NotFoundError{What: "layer", Name: name, Run: r.Name, Known: r.LayerNames(), err: ErrLayerNotFound}
+}
+
+func (r *Run) layerIndex(name string) int {
+	for i, l := range r.Layers {
+		if l.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// TotalParams returns the total number of parameters over all layers.
+func (r *Run) TotalParams() int {
+	n := 0
+	for _, l := range r.Layers {
+		n += l.Params
+	}
+	return n
+}
+
+// ValidateName checks a run or layer name: 1 to 200 printable characters,
+// no quotes or control characters.
+func ValidateName(what, name string) error {
+	if name == "" || len(name) > 200 {
+		return fmt.Errorf("%w: %s name must have 1 to 200 characters", ErrInvalidName, what)
+	}
+	for _, c := range name {
+		if !unicode.IsPrint(c) || c == '\'' || c == '"' || c == '\\' {
+			return fmt.Errorf("%w: %s name %q has character %q (quotes, backslashes and control characters are not allowed)", ErrInvalidName, what, name, c)
+		}
+	}
+	return nil
+}
+
+func (r *Run) validate() error {
+	if err := ValidateName("run", r.Name); err != nil {
+		return err
+	}
+	if len(r.Layers) >= 1<<16-1 {
+		return fmt.Errorf("%w: run %q has %d layers, at most 65534 are supported", ErrInvalidName, r.Name, len(r.Layers))
+	}
+	seen := map[string]bool{}
+	for _, l := range r.Layers {
+		if err := ValidateName("layer", l.Name); err != nil {
+			return err
+		}
+		if seen[l.Name] {
+			return fmt.Errorf("%w: run %q has layer %q twice", ErrInvalidName, r.Name, l.Name)
+		}
+		seen[l.Name] = true
+	}
+	return nil
+}
+
+// CreateRun adds a new run; its ID and (if zero) creation time are set.
+// A run of the same name is ErrRunExists.
+func (d *DB) CreateRun(r *Run) error {
+	if err := r.validate(); err != nil {
+		return fmt.Errorf("create run: %w", err)
+	}
+	if r.Created.IsZero() {
+		r.Created = time.Now().UTC()
+	}
+	err := d.update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(runKey(r.Name)); err == nil {
+			return fmt.Errorf("%w: %q (delete it first, or pick another name)", ErrRunExists, r.Name)
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		var id uint32 = 1
+		item, err := txn.Get([]byte{prefixNextID})
+		switch {
+		case err == nil:
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 4 {
+					return fmt.Errorf("%w: next run id is %d bytes", ErrCorruptMetadata, len(v))
+				}
+				id = binary.BigEndian.Uint32(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		r.ID = id
+		if err := txn.Set([]byte{prefixNextID}, binary.BigEndian.AppendUint32(nil, id+1)); err != nil {
+			return err
+		}
+		return putRun(txn, r)
+	})
+	if err != nil {
+		return fmt.Errorf("create run %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+func putRun(txn *badger.Txn, r *Run) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return txn.Set(runKey(r.Name), v)
+}
+
+// UpdateRun rewrites an existing run's metadata (status, steps, ...). Its
+// name and ID must not change.
+func (d *DB) UpdateRun(r *Run) error {
+	if err := r.validate(); err != nil {
+		return fmt.Errorf("update run: %w", err)
+	}
+	err := d.update(func(txn *badger.Txn) error {
+		old, err := d.getRun(txn, r.Name)
+		if err != nil {
+			return err
+		}
+		if old.ID != r.ID {
+			return fmt.Errorf("run %q has id %d, update carries %d", r.Name, old.ID, r.ID)
+		}
+		return putRun(txn, r)
+	})
+	if err != nil {
+		return fmt.Errorf("update run %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+// Run returns the named run's metadata, or a NotFoundError (wrapping
+// ErrRunNotFound) that names the runs there are.
+func (d *DB) Run(name string) (*Run, error) {
+	var r *Run
+	err := d.bdb.View(func(txn *badger.Txn) error {
+		var err error
+		r, err = d.getRun(txn, name)
+		return err
+	})
+	return r, err
+}
+
+func (d *DB) getRun(txn *badger.Txn, name string) (*Run, error) {
+	item, err := txn.Get(runKey(name))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		known, _ := runNames(txn)
+		return nil, &NotFoundError{What: "run", Name: name, Known: known, err: ErrRunNotFound}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeRun(item)
+}
+
+func decodeRun(item *badger.Item) (*Run, error) {
+	r := new(Run)
+	err := item.Value(func(v []byte) error { return json.Unmarshal(v, r) })
+	if err != nil {
+		return nil, fmt.Errorf("%w: run %q: %v", ErrCorruptMetadata, item.Key()[1:], err)
+	}
+	return r, nil
+}
+
+func runNames(txn *badger.Txn) ([]string, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRun}})
+	defer it.Close()
+	var names []string
+	for it.Rewind(); it.Valid(); it.Next() {
+		names = append(names, string(it.Item().Key()[1:]))
+	}
+	return names, nil
+}
+
+// Runs returns every run, sorted by name.
+func (d *DB) Runs() ([]*Run, error) {
+	var runs []*Run
+	err := d.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRun}, PrefetchValues: true, PrefetchSize: 16})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			r, err := decodeRun(it.Item())
+			if err != nil {
+				return err
+			}
+			runs = append(runs, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Name < runs[j].Name })
+	return runs, nil
+}
+
+// RunNames returns the names of all runs, sorted.
+func (d *DB) RunNames() ([]string, error) {
+	var names []string
+	err := d.bdb.View(func(txn *badger.Txn) error {
+		var err error
+		names, err = runNames(txn)
+		return err
+	})
+	return sortedCopy(names), err
+}
+
+// DeleteRun removes a run with all its snapshots and scalars. Its metadata
+// goes first, so a crash part-way leaves no visible half-run.
+func (d *DB) DeleteRun(name string) error {
+	r, err := d.Run(name)
+	if err != nil {
+		return fmt.Errorf("delete run: %w", err)
+	}
+	if err := d.update(func(txn *badger.Txn) error { return txn.Delete(runKey(name)) }); err != nil {
+		return fmt.Errorf("delete run %q: %w", name, err)
+	}
+	if err := d.bdb.DropPrefix(runPrefix(prefixSnapshot, r.ID), runPrefix(prefixScalars, r.ID)); err != nil {
+		return fmt.Errorf("delete run %q data: %w", name, err)
+	}
+	return nil
+}
