@@ -1,0 +1,287 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"gvdb/db"
+	"gvdb/ingest/codec"
+)
+
+// NamedBlock is one layer's block of a snapshot.
+type NamedBlock struct {
+	Layer string
+	Block *codec.Block
+}
+
+// Snapshot is the per-example gradients of one step: one block per layer,
+// all for the same examples in the same order.
+type Snapshot struct {
+	Step   int64
+	Time   time.Time // zero: now
+	Blocks []NamedBlock
+}
+
+// Options configure a Writer. Zero values pick the defaults.
+type Options struct {
+	// Encoding of block values: codec.Float32 (lossless) by default.
+	Encoding codec.Encoding
+	// Queue is how many snapshots may be accepted but not yet committed
+	// before Write waits (default 4). Memory is bounded by Queue snapshots.
+	Queue int
+	// Workers is the number of encoding goroutines (default GOMAXPROCS).
+	Workers int
+}
+
+// Stats count what a Writer has committed.
+type Stats struct {
+	Snapshots   int
+	Examples    int
+	InputBytes  int64   // float32 bytes of the blocks' factors and rows
+	StoredBytes int64   // encoded bytes written to the store
+	MaxAbsErr   float32 // largest error a lossy encoding introduced
+}
+
+// ErrClosed is returned by a Writer's methods after Close.
+var ErrClosed = errors.New("writer closed")
+
+type job struct {
+	snap    *Snapshot
+	encoded []db.LayerBlock
+	errs    []error
+	wg      sync.WaitGroup
+}
+
+type task struct {
+	j *job
+	i int
+}
+
+// Writer streams snapshots of one run into a store.
+type Writer struct {
+	d      *db.DB
+	run    string
+	layers map[string]bool
+	opts   Options
+
+	tasks   chan task
+	commits chan *job
+	done    chan struct{}
+	workers sync.WaitGroup
+
+	// sending is held (shared) by Write while it hands a job to the
+	// pipeline, and exclusively by Close before it closes the channels.
+	sending sync.RWMutex
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	accepted  int
+	committed int
+	err       error
+	closed    bool
+	stats     Stats
+
+	beforeCommit func() // test hook
+}
+
+// NewWriter starts a writer for an existing run.
+func NewWriter(d *db.DB, run string, opts Options) (*Writer, error) {
+	r, err := d.Run(run)
+	if err != nil {
+		return nil, fmt.Errorf("new writer: %w", err)
+	}
+	if opts.Encoding == 0 {
+		opts.Encoding = codec.Float32
+	}
+	if _, err := codec.ParseEncoding(opts.Encoding.String()); err != nil {
+		return nil, fmt.Errorf("new writer: %w", err)
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = 4
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	w := &Writer{
+		d: d, run: run, opts: opts, layers: map[string]bool{},
+		tasks:   make(chan task, 64),
+		commits: make(chan *job, opts.Queue),
+		done:    make(chan struct{}),
+	}
+	for _, l := range r.Layers {
+		w.layers[l.Name] = true
+	}
+	w.cond = sync.NewCond(&w.mu)
+	for range opts.Workers {
+		w.workers.Add(1)
+		go w.encodeLoop()
+	}
+	go w.commitLoop()
+	return w, nil
+}
+
+// Run returns the name of the run the writer writes to.
+func (w *Writer) Run() string { return w.run }
+
+func (w *Writer) check(s *Snapshot) error {
+	if len(s.Blocks) == 0 {
+		return fmt.Errorf("snapshot at step %d has no blocks", s.Step)
+	}
+	if s.Step < 0 {
+		return fmt.Errorf("snapshot at step %d: %w", s.Step, db.ErrNegativeStep)
+	}
+	ids := s.Blocks[0].Block.IDs
+	for _, nb := range s.Blocks {
+		if !w.layers[nb.Layer] {
+			return fmt.Errorf("snapshot at step %d: layer %q is not in run %q's schema", s.Step, nb.Layer, w.run)
+		}
+		if err := nb.Block.Validate(); err != nil {
+			return fmt.Errorf("snapshot at step %d, layer %s: %w", s.Step, nb.Layer, err)
+		}
+		if !slices.Equal(nb.Block.IDs, ids) {
+			return fmt.Errorf("snapshot at step %d: layer %s has other example ids than layer %s", s.Step, nb.Layer, s.Blocks[0].Layer)
+		}
+	}
+	return nil
+}
+
+// Write accepts a snapshot; it is encoded and committed in the background.
+// Write waits while the queue is full (or until ctx is done). It returns an
+// error for an invalid snapshot or when an earlier one failed to commit.
+// The writer owns s and its blocks from now on: do not modify them.
+func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
+	if err := w.check(s); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	w.sending.RLock()
+	defer w.sending.RUnlock()
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.mu.Unlock()
+
+	j := &job{snap: s, encoded: make([]db.LayerBlock, len(s.Blocks)), errs: make([]error, len(s.Blocks))}
+	j.wg.Add(len(s.Blocks))
+	select {
+	case w.commits <- j:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.mu.Lock()
+	w.accepted++
+	w.mu.Unlock()
+	for i := range s.Blocks {
+		w.tasks <- task{j, i}
+	}
+	return nil
+}
+
+func (w *Writer) encodeLoop() {
+	defer w.workers.Done()
+	for t := range w.tasks {
+		nb := t.j.snap.Blocks[t.i]
+		data, err := codec.Encode(nb.Block, w.opts.Encoding)
+		if err != nil {
+			err = fmt.Errorf("encode %s@%d %s: %w", w.run, t.j.snap.Step, nb.Layer, err)
+		}
+		t.j.encoded[t.i] = db.LayerBlock{Layer: nb.Layer, Data: data}
+		t.j.errs[t.i] = err
+		t.j.wg.Done()
+	}
+}
+
+func (w *Writer) commitLoop() {
+	defer close(w.done)
+	for j := range w.commits {
+		if w.beforeCommit != nil {
+			w.beforeCommit()
+		}
+		j.wg.Wait()
+		err := errors.Join(j.errs...)
+		w.mu.Lock()
+		failed := w.err != nil
+		w.mu.Unlock()
+		var st Stats
+		if err == nil && !failed {
+			s := &db.Snapshot{Step: j.snap.Step, N: j.snap.Blocks[0].Block.N(), Time: j.snap.Time, Blocks: j.encoded}
+			err = w.d.PutSnapshot(w.run, s)
+			st.Snapshots, st.Examples = 1, s.N
+			for i, b := range j.encoded {
+				st.StoredBytes += int64(len(b.Data))
+				blk := j.snap.Blocks[i].Block
+				st.InputBytes += 4 * int64(blk.StoredValues())
+				if h, herr := codec.ReadHeader(b.Data); herr == nil {
+					st.MaxAbsErr = max(st.MaxAbsErr, h.MaxAbsErr)
+				}
+			}
+		}
+		w.mu.Lock()
+		if err != nil && w.err == nil {
+			w.err = fmt.Errorf("commit snapshot %s@%d: %w", w.run, j.snap.Step, err)
+		}
+		if err == nil && !failed {
+			w.stats.Snapshots += st.Snapshots
+			w.stats.Examples += st.Examples
+			w.stats.InputBytes += st.InputBytes
+			w.stats.StoredBytes += st.StoredBytes
+			w.stats.MaxAbsErr = max(w.stats.MaxAbsErr, st.MaxAbsErr)
+		}
+		w.committed++
+		w.cond.Broadcast()
+		w.mu.Unlock()
+		j.snap = nil // let the caller's blocks go
+	}
+}
+
+// Flush waits until every accepted snapshot is committed, then makes the
+// store durable: after Flush returns nil, those snapshots survive a crash.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	for w.committed < w.accepted {
+		w.cond.Wait()
+	}
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return w.d.Sync()
+}
+
+// Stats returns what has been committed so far.
+func (w *Writer) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
+}
+
+// Close flushes and stops the writer. The store stays open.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	w.closed = true
+	w.mu.Unlock()
+	w.sending.Lock() // wait for Writes already past the closed check
+	w.sending.Unlock()
+	err := w.Flush()
+	close(w.commits)
+	<-w.done
+	close(w.tasks)
+	w.workers.Wait()
+	return err
+}

@@ -1,0 +1,309 @@
+package ingest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gvdb/db"
+	"gvdb/ingest/codec"
+	"gvdb/ingest/synth"
+)
+
+var testLayers = synth.MLP(20, 16, 4)
+
+func testRun(name string) *db.Run {
+	r := &db.Run{Name: name, Model: "mlp", Dataset: "synthetic"}
+	for _, l := range testLayers {
+		if l.Bias {
+			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.Bias, Shape: []int{l.In}, Params: l.In})
+		} else {
+			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.DenseWeight, Shape: []int{l.In, l.Out}, Params: l.In * l.Out})
+		}
+	}
+	return r
+}
+
+// testSnapshot is a deterministic function of step, so a reader can check
+// what a (killed) writer wrote.
+func testSnapshot(step int64, n int) *Snapshot {
+	rng := rand.New(rand.NewPCG(uint64(step), 99))
+	blocks := synth.Snapshot(rng, n, testLayers)
+	s := &Snapshot{Step: step}
+	for _, l := range testLayers {
+		s.Blocks = append(s.Blocks, NamedBlock{Layer: l.Name, Block: blocks[l.Name]})
+	}
+	return s
+}
+
+func openStore(t *testing.T, dir string) *db.DB {
+	t.Helper()
+	d, err := db.Open(dir, db.Options{Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// checkStored asserts that the stored snapshot at step decodes bit-exactly
+// to testSnapshot(step, n).
+func checkStored(t *testing.T, d *db.DB, run string, step int64, n int) {
+	t.Helper()
+	s, err := d.Snapshot(run, step, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := testSnapshot(step, n)
+	if len(s.Blocks) != len(want.Blocks) {
+		t.Fatalf("step %d: %d blocks, want %d", step, len(s.Blocks), len(want.Blocks))
+	}
+	for i, lb := range s.Blocks {
+		got, err := codec.Decode(lb.Data)
+		if err != nil {
+			t.Fatalf("step %d %s: %v", step, lb.Layer, err)
+		}
+		wb := want.Blocks[i].Block
+		for _, pair := range [][2][]float32{{got.A, wb.A}, {got.Delta, wb.Delta}, {got.Rows, wb.Rows}} {
+			if len(pair[0]) != len(pair[1]) {
+				t.Fatalf("step %d %s: %d values, want %d", step, lb.Layer, len(pair[0]), len(pair[1]))
+			}
+			for k := range pair[0] {
+				if math.Float32bits(pair[0][k]) != math.Float32bits(pair[1][k]) {
+					t.Fatalf("step %d %s: value %d differs", step, lb.Layer, k)
+				}
+			}
+		}
+	}
+}
+
+func TestWriter(t *testing.T) {
+	d := openStore(t, t.TempDir())
+	defer d.Close()
+	if err := d.CreateRun(testRun("r")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(d, "r", Options{Queue: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for step := int64(0); step < 50; step += 5 {
+		if err := w.Write(ctx, testSnapshot(step, 8)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := w.Stats()
+	if st.Snapshots != 10 || st.Examples != 80 || st.StoredBytes <= 0 || st.InputBytes <= st.StoredBytes/2 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(ctx, testSnapshot(99, 8)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+	for step := int64(0); step < 50; step += 5 {
+		checkStored(t, d, "r", step, 8)
+	}
+}
+
+func TestWriterErrors(t *testing.T) {
+	d := openStore(t, t.TempDir())
+	defer d.Close()
+	if err := d.CreateRun(testRun("r")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewWriter(d, "nope", Options{}); !errors.Is(err, db.ErrRunNotFound) {
+		t.Fatalf("unknown run: %v", err)
+	}
+	w, err := NewWriter(d, "r", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	bad := testSnapshot(1, 4)
+	bad.Blocks[0].Layer = "fc9.weight"
+	if err := w.Write(ctx, bad); err == nil || !strings.Contains(err.Error(), "fc9.weight") {
+		t.Fatalf("unknown layer: %v", err)
+	}
+	mixed := testSnapshot(1, 4)
+	mixed.Blocks[1].Block.IDs = append([]uint64(nil), mixed.Blocks[1].Block.IDs...)
+	mixed.Blocks[1].Block.IDs[0]++
+	if err := w.Write(ctx, mixed); err == nil || !strings.Contains(err.Error(), "example ids") {
+		t.Fatalf("mismatched ids: %v", err)
+	}
+	// A commit failure (the step exists) sticks and comes back.
+	if err := w.Write(ctx, testSnapshot(1, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(ctx, testSnapshot(1, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); !errors.Is(err, db.ErrSnapshotExists) {
+		t.Fatalf("flush: got %v, want ErrSnapshotExists", err)
+	}
+	if err := w.Write(ctx, testSnapshot(2, 4)); !errors.Is(err, db.ErrSnapshotExists) {
+		t.Fatalf("write after failure: %v", err)
+	}
+	if err := w.Close(); !errors.Is(err, db.ErrSnapshotExists) {
+		t.Fatalf("close after failure: %v", err)
+	}
+
+	// A lossy encoding that cannot hold a value fails the snapshot.
+	w2, err := NewWriter(d, "r", Options{Encoding: codec.Float16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := testSnapshot(3, 4)
+	big.Blocks[0].Block.A[0] = 1e9
+	if err := w2.Write(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Close(); !errors.Is(err, codec.ErrUnrepresentable) {
+		t.Fatalf("float16 overflow: %v", err)
+	}
+	if _, err := d.Snapshot("r", 3, nil); !errors.Is(err, db.ErrStepNotFound) {
+		t.Fatalf("failed snapshot is visible: %v", err)
+	}
+}
+
+// TestWriterBackpressure holds commits and checks that Write waits once
+// the queue is full instead of accepting more.
+func TestWriterBackpressure(t *testing.T) {
+	d := openStore(t, t.TempDir())
+	defer d.Close()
+	if err := d.CreateRun(testRun("r")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(d, "r", Options{Queue: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	w.beforeCommit = func() { <-release }
+	ctx := context.Background()
+	// One job is taken by the (held) committer, two fill the queue.
+	for step := int64(0); step < 3; step++ {
+		if err := w.Write(ctx, testSnapshot(step, 4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := w.Write(short, testSnapshot(3, 4)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("write to a full queue: got %v, want to wait", err)
+	}
+	close(release)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if steps, _ := d.Steps("r"); len(steps) != 3 {
+		t.Fatalf("stored steps %v, want the 3 accepted", steps)
+	}
+}
+
+// TestKilledWriter runs a writer in a child process, kills it with SIGKILL
+// mid-stream, and checks that every flushed snapshot survives bit-exactly
+// and that no partial snapshot is visible.
+func TestKilledWriter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledWriterChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "GVDB_KILL_CHILD_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var flushed []int64
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if s, ok := strings.CutPrefix(sc.Text(), "flushed "); ok {
+			step, _ := strconv.ParseInt(s, 10, 64)
+			flushed = append(flushed, step)
+			if len(flushed) == 6 {
+				// Let it get well into the next (unflushed) snapshots.
+				time.Sleep(time.Duration(20+rand.IntN(40)) * time.Millisecond)
+				break
+			}
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if len(flushed) < 6 {
+		t.Fatalf("child flushed only %v", flushed)
+	}
+
+	d := openStore(t, dir)
+	defer d.Close()
+	steps, err := d.Steps("killed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	visible := map[int64]bool{}
+	for _, s := range steps {
+		visible[s] = true
+	}
+	for _, s := range flushed {
+		if !visible[s] {
+			t.Fatalf("flushed step %d lost (visible: %v)", s, steps)
+		}
+	}
+	// Every visible snapshot, flushed or not, is whole and exact.
+	for _, s := range steps {
+		checkStored(t, d, "killed", s, 64)
+	}
+	t.Logf("flushed %d snapshots, %d visible after SIGKILL", len(flushed), len(steps))
+}
+
+// TestKilledWriterChild is the child of TestKilledWriter: it writes
+// snapshots forever, printing each step once a Flush covering it returns.
+func TestKilledWriterChild(t *testing.T) {
+	dir := os.Getenv("GVDB_KILL_CHILD_DIR")
+	if dir == "" {
+		t.Skip("run by TestKilledWriter")
+	}
+	d := openStore(t, dir)
+	if err := d.CreateRun(testRun("killed")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(d, "killed", Options{Queue: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for step := int64(0); ; step++ {
+		if err := w.Write(ctx, testSnapshot(step, 64)); err != nil {
+			t.Fatal(err)
+		}
+		if step%3 == 2 {
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			for s := step - 2; s <= step; s++ {
+				fmt.Printf("flushed %d\n", s)
+			}
+		}
+	}
+}
