@@ -53,6 +53,7 @@ var ErrClosed = errors.New("writer closed")
 type job struct {
 	snap    *Snapshot
 	encoded []db.LayerBlock
+	maxErr  []float32
 	errs    []error
 	wg      sync.WaitGroup
 }
@@ -172,7 +173,7 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 	}
 	w.mu.Unlock()
 
-	j := &job{snap: s, encoded: make([]db.LayerBlock, len(s.Blocks)), errs: make([]error, len(s.Blocks))}
+	j := &job{snap: s, encoded: make([]db.LayerBlock, len(s.Blocks)), maxErr: make([]float32, len(s.Blocks)), errs: make([]error, len(s.Blocks))}
 	j.wg.Add(len(s.Blocks))
 	select {
 	case w.commits <- j:
@@ -192,12 +193,13 @@ func (w *Writer) encodeLoop() {
 	defer w.workers.Done()
 	for t := range w.tasks {
 		nb := t.j.snap.Blocks[t.i]
-		data, err := codec.Encode(nb.Block, w.opts.Encoding)
+		data, maxErr, err := codec.EncodeReport(nb.Block, w.opts.Encoding)
 		if err != nil {
 			err = fmt.Errorf("encode %s@%d %s: %w", w.run, t.j.snap.Step, nb.Layer, err)
 		}
 		t.j.encoded[t.i] = db.LayerBlock{Layer: nb.Layer, Data: data}
 		t.j.errs[t.i] = err
+		t.j.maxErr[t.i] = maxErr
 		t.j.wg.Done()
 	}
 }
@@ -222,9 +224,7 @@ func (w *Writer) commitLoop() {
 				st.StoredBytes += int64(len(b.Data))
 				blk := j.snap.Blocks[i].Block
 				st.InputBytes += 4 * int64(blk.StoredValues())
-				if h, herr := codec.ReadHeader(b.Data); herr == nil {
-					st.MaxAbsErr = max(st.MaxAbsErr, h.MaxAbsErr)
-				}
+				st.MaxAbsErr = max(st.MaxAbsErr, j.maxErr[i])
 			}
 		}
 		w.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 
@@ -97,6 +98,15 @@ var (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
+// sink collects an encoded payload in two streams: hot (compressed: ids,
+// bitmaps, scales and the high byte planes of values, which hold sign and
+// exponent) and cold (stored as is: the low mantissa byte planes, which
+// are noise that zstd cannot shrink and would only spend time on).
+type sink struct{ hot, cold []byte }
+
+// sinks recycles Encode's scratch buffers.
+var sinks = sync.Pool{New: func() any { return new(sink) }}
+
 var (
 	zenc     *zstd.Encoder
 	zdec     *zstd.Decoder
@@ -129,9 +139,10 @@ type Header struct {
 	Dim        int // dense blocks
 	// MaxAbsErr is the largest absolute error the encoding introduced.
 	MaxAbsErr float32
-	// RawLen is the payload length before compression; Len the length of
-	// the whole encoded block.
-	RawLen, Len int
+	// RawLen is the length of the compressible part of the payload before
+	// compression, ColdLen that of the part stored as is; Len the length
+	// of the whole encoded block.
+	RawLen, ColdLen, Len int
 }
 
 // Params returns the number of parameters of one per-example gradient.
@@ -158,33 +169,49 @@ func Encode(b *Block, enc Encoding) ([]byte, error) {
 
 // AppendEncode appends the encoding of b to dst.
 func AppendEncode(dst []byte, b *Block, enc Encoding) ([]byte, error) {
+	dst, _, err := appendEncode(dst, b, enc)
+	return dst, err
+}
+
+// EncodeReport is Encode that also returns the largest absolute error the
+// encoding introduced (0 for Float32).
+func EncodeReport(b *Block, enc Encoding) ([]byte, float32, error) {
+	return appendEncode(nil, b, enc)
+}
+
+func appendEncode(dst []byte, b *Block, enc Encoding) ([]byte, float32, error) {
 	if err := b.Validate(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if enc.width() == 0 {
-		return nil, fmt.Errorf("encode block: unknown encoding %d", enc)
+		return nil, 0, fmt.Errorf("encode block: unknown encoding %d", enc)
 	}
 	n := b.N()
-	payload := make([]byte, 0, 64+n*binary.MaxVarintLen64/2+b.StoredValues()*enc.width()+b.StoredValues()/8)
+	need := 64 + n*binary.MaxVarintLen64 + b.StoredValues()*enc.width() + b.StoredValues()/8 + 8*n*max(b.T, 1)
+	sk := sinks.Get().(*sink)
+	defer sinks.Put(sk)
+	sk.hot = slices.Grow(sk.hot[:0], need)
+	sk.cold = slices.Grow(sk.cold[:0], b.StoredValues()*enc.width()/2)
 	for _, id := range b.IDs {
-		payload = binary.AppendUvarint(payload, id)
+		sk.hot = binary.AppendUvarint(sk.hot, id)
 	}
 	var maxErr float32
 	var err error
 	if b.Kind == Factored {
 		var e1, e2 float32
-		if payload, e1, err = encodeMatrix(payload, b.A, n*b.T, b.In, enc); err != nil {
-			return nil, fmt.Errorf("encode block: A: %w", err)
+		if e1, err = sk.matrix(b.A, n*b.T, b.In, enc); err != nil {
+			return nil, 0, fmt.Errorf("encode block: A: %w", err)
 		}
-		if payload, e2, err = encodeMatrix(payload, b.Delta, n*b.T, b.Out, enc); err != nil {
-			return nil, fmt.Errorf("encode block: Delta: %w", err)
+		if e2, err = sk.matrix(b.Delta, n*b.T, b.Out, enc); err != nil {
+			return nil, 0, fmt.Errorf("encode block: Delta: %w", err)
 		}
 		maxErr = max(e1, e2)
 	} else {
-		if payload, maxErr, err = encodeMatrix(payload, b.Rows, n, b.Dim, enc); err != nil {
-			return nil, fmt.Errorf("encode block: %w", err)
+		if maxErr, err = sk.matrix(b.Rows, n, b.Dim, enc); err != nil {
+			return nil, 0, fmt.Errorf("encode block: %w", err)
 		}
 	}
+	payload, cold := sk.hot, sk.cold
 
 	start := len(dst)
 	dst = append(dst, magic[0], magic[1], Version, byte(b.Kind), byte(enc), 0)
@@ -199,27 +226,29 @@ func AppendEncode(dst []byte, b *Block, enc Encoding) ([]byte, error) {
 	}
 	dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(maxErr))
 	dst = binary.AppendUvarint(dst, uint64(len(payload)))
+	dst = binary.AppendUvarint(dst, uint64(len(cold)))
 	zstdInit()
 	body := len(dst)
+	dst = slices.Grow(dst, len(payload)+len(cold)+8)
 	dst = zenc.EncodeAll(payload, dst)
 	if len(dst)-body >= len(payload) {
 		dst = append(dst[:body], payload...)
 	} else {
 		dst[compAt] = compZstd
 	}
+	dst = append(dst, cold...)
 	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
-	return dst, nil
+	return dst, maxErr, nil
 }
 
 // encodeMatrix appends one rows x cols matrix and returns the largest
 // absolute error the encoding introduced.
-func encodeMatrix(dst []byte, vals []float32, rows, cols int, enc Encoding) ([]byte, float32, error) {
+func (sk *sink) matrix(vals []float32, rows, cols int, enc Encoding) (float32, error) {
+	dst := sk.hot
 	total := rows * cols
 	nnz := 0
 	for _, v := range vals {
-		if math.Float32bits(v) != 0 {
-			nnz++
-		}
+		nnz += int(nonzero(v))
 	}
 	w := enc.width()
 	mode := byte(modePlain)
@@ -249,17 +278,21 @@ func encodeMatrix(dst []byte, vals []float32, rows, cols int, enc Encoding) ([]b
 	if mode == modeBitmap {
 		count = nnz
 		bm := len(dst)
-		dst = append(dst, make([]byte, (total+7)/8)...)
-		for k, v := range vals {
-			if math.Float32bits(v) != 0 {
-				dst[bm+k>>3] |= 1 << (k & 7)
-			}
-		}
+		dst = grow(dst, (total+7)/8)
+		fillBitmap(dst[bm:], vals)
 	}
 
-	planes := len(dst)
-	dst = append(dst, make([]byte, count*w)...)
-	out := dst[planes:]
+	// Byte planes p >= w/2 of the values go to hot, the others to cold;
+	// every byte of both is written below.
+	hotAt, coldAt := len(dst), len(sk.cold)
+	dst = extend(dst, count*(w-w/2))
+	sk.cold = extend(sk.cold, count*(w/2))
+	lo, hi := sk.cold[coldAt:], dst[hotAt:]
+	if enc == Float32 {
+		shuffle32(lo, hi, vals, count, mode == modeBitmap)
+		sk.hot = dst
+		return 0, nil
+	}
 	var maxErr float32
 	type exception struct {
 		at   int
@@ -274,10 +307,10 @@ func encodeMatrix(dst []byte, vals []float32, rows, cols int, enc Encoding) ([]b
 		}
 		switch enc {
 		case Float32:
-			out[j] = byte(bits)
-			out[count+j] = byte(bits >> 8)
-			out[2*count+j] = byte(bits >> 16)
-			out[3*count+j] = byte(bits >> 24)
+			lo[j] = byte(bits)
+			lo[count+j] = byte(bits >> 8)
+			hi[j] = byte(bits >> 16)
+			hi[count+j] = byte(bits >> 24)
 		case Float16, BFloat16:
 			var h uint16
 			var back float32
@@ -291,14 +324,14 @@ func encodeMatrix(dst []byte, vals []float32, rows, cols int, enc Encoding) ([]b
 			finite := !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0)
 			if finite {
 				if math.IsInf(float64(back), 0) {
-					return nil, 0, fmt.Errorf("%w: %g at row %d overflows %s", ErrUnrepresentable, v, k/cols, enc)
+					return 0, fmt.Errorf("%w: %g at row %d overflows %s", ErrUnrepresentable, v, k/cols, enc)
 				}
 				if e := float32(math.Abs(float64(back) - float64(v))); e > maxErr {
 					maxErr = e
 				}
 			}
-			out[j] = byte(h)
-			out[count+j] = byte(h >> 8)
+			lo[j] = byte(h)
+			hi[j] = byte(h >> 8)
 		case Int8:
 			var q int8
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
@@ -316,7 +349,7 @@ func encodeMatrix(dst []byte, vals []float32, rows, cols int, enc Encoding) ([]b
 				}
 				maxErr = max(maxErr, e)
 			}
-			out[j] = byte(q)
+			hi[j] = byte(q)
 		}
 		j++
 	}
@@ -329,7 +362,8 @@ func encodeMatrix(dst []byte, vals []float32, rows, cols int, enc Encoding) ([]b
 			prev = e.at
 		}
 	}
-	return dst, maxErr, nil
+	sk.hot = dst
+	return maxErr, nil
 }
 
 // ReadHeader verifies data's checksum and parses its header without
@@ -417,17 +451,23 @@ func readHeader(data []byte) (Header, int, error) {
 	if h.RawLen, err = next("payload length"); err != nil {
 		return h, 0, err
 	}
+	if h.ColdLen, err = next("raw payload length"); err != nil {
+		return h, 0, err
+	}
+	if h.ColdLen > len(body)-off {
+		return h, 0, corrupt("raw payload of %d bytes past the end", h.ColdLen)
+	}
 	// Every value takes at least one bit (bitmap) in the payload: bound the
 	// shape by the payload so that no allocation exceeds 32x its length.
 	values := mulSat(uint64(h.N), uint64(h.Dim))
 	if h.Kind == Factored {
 		values = mulSat(mulSat(uint64(h.N), uint64(h.T)), uint64(h.In+h.Out))
 	}
-	if values > 8*uint64(h.RawLen) || uint64(h.N) > uint64(h.RawLen) {
-		return h, 0, corrupt("shape needs more than the %d-byte payload holds", h.RawLen)
+	if values > 8*uint64(h.RawLen+h.ColdLen) || uint64(h.N) > uint64(h.RawLen) {
+		return h, 0, corrupt("shape needs more than the %d-byte payload holds", h.RawLen+h.ColdLen)
 	}
-	if !h.Compressed && len(body)-off != h.RawLen {
-		return h, 0, corrupt("payload is %d bytes, header says %d", len(body)-off, h.RawLen)
+	if !h.Compressed && len(body)-off != h.RawLen+h.ColdLen {
+		return h, 0, corrupt("payload is %d bytes, header says %d", len(body)-off, h.RawLen+h.ColdLen)
 	}
 	h.Len = len(data)
 	return h, off, nil
@@ -440,7 +480,8 @@ func Decode(data []byte) (*Block, error) {
 	if err != nil {
 		return nil, err
 	}
-	payload := data[off : len(data)-4]
+	payload := data[off : len(data)-4-h.ColdLen]
+	cold := data[len(data)-4-h.ColdLen : len(data)-4]
 	if h.Compressed {
 		zstdInit()
 		payload, err = zdec.DecodeAll(payload, make([]byte, 0, min(h.RawLen, 64*len(payload)+4096)))
@@ -451,7 +492,7 @@ func Decode(data []byte) (*Block, error) {
 			return nil, corrupt("payload is %d bytes, header says %d", len(payload), h.RawLen)
 		}
 	}
-	r := reader{buf: payload}
+	r := reader{buf: payload, cold: cold}
 	b := &Block{Kind: h.Kind, IDs: make([]uint64, h.N), MaxAbsErr: h.MaxAbsErr}
 	for i := range b.IDs {
 		b.IDs[i] = r.uvarint()
@@ -467,8 +508,8 @@ func Decode(data []byte) (*Block, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if len(r.buf) != 0 {
-		return nil, corrupt("%d trailing payload bytes", len(r.buf))
+	if len(r.buf) != 0 || len(r.cold) != 0 {
+		return nil, corrupt("%d trailing payload bytes", len(r.buf)+len(r.cold))
 	}
 	return b, nil
 }
@@ -476,15 +517,15 @@ func Decode(data []byte) (*Block, error) {
 // reader consumes a payload; the first error sticks and later reads return
 // zero values.
 type reader struct {
-	buf []byte
-	err error
+	buf, cold []byte
+	err       error
 }
 
 func (r *reader) fail(format string, args ...any) {
 	if r.err == nil {
 		r.err = corrupt(format, args...)
 	}
-	r.buf = nil
+	r.buf, r.cold = nil, nil
 }
 
 func (r *reader) uvarint() uint64 {
@@ -531,11 +572,13 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 		r.fail("unknown matrix mode %d", mode[0])
 	}
 	w := enc.width()
-	if r.err != nil || count > len(r.buf)/w {
+	if r.err != nil || count*(w-w/2) > len(r.buf) || count*(w/2) > len(r.cold) {
 		r.fail("truncated values")
 		return nil
 	}
-	planes := r.bytes(count * w)
+	hi := r.bytes(count * (w - w/2))
+	lo := r.cold[:count*(w/2)]
+	r.cold = r.cold[count*(w/2):]
 	vals := make([]float32, total)
 	j := 0
 	for k := range vals {
@@ -548,14 +591,14 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 		}
 		switch enc {
 		case Float32:
-			vals[k] = math.Float32frombits(uint32(planes[j]) | uint32(planes[count+j])<<8 | uint32(planes[2*count+j])<<16 | uint32(planes[3*count+j])<<24)
+			vals[k] = math.Float32frombits(uint32(lo[j]) | uint32(lo[count+j])<<8 | uint32(hi[j])<<16 | uint32(hi[count+j])<<24)
 		case Float16:
-			vals[k] = f16ToF32(uint16(planes[j]) | uint16(planes[count+j])<<8)
+			vals[k] = f16ToF32(uint16(lo[j]) | uint16(hi[j])<<8)
 		case BFloat16:
-			vals[k] = bf16ToF32(uint16(planes[j]) | uint16(planes[count+j])<<8)
+			vals[k] = bf16ToF32(uint16(lo[j]) | uint16(hi[j])<<8)
 		case Int8:
 			s := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(k/cols):]))
-			vals[k] = float32(int8(planes[j])) * s
+			vals[k] = float32(int8(hi[j])) * s
 		}
 		j++
 	}
@@ -580,6 +623,65 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 		}
 	}
 	return vals
+}
+
+// fillBitmap sets bit k of bm when vals[k] is not +0, without branches.
+func fillBitmap(bm []byte, vals []float32) {
+	k := 0
+	for ; k+8 <= len(vals); k += 8 {
+		v := vals[k : k+8 : k+8]
+		bm[k>>3] = nonzero(v[0]) | nonzero(v[1])<<1 | nonzero(v[2])<<2 | nonzero(v[3])<<3 |
+			nonzero(v[4])<<4 | nonzero(v[5])<<5 | nonzero(v[6])<<6 | nonzero(v[7])<<7
+	}
+	for ; k < len(vals); k++ {
+		bm[k>>3] |= nonzero(vals[k]) << (k & 7)
+	}
+}
+
+// nonzero is 1 when v's bits are not all zero, else 0.
+func nonzero(v float32) byte {
+	b := math.Float32bits(v)
+	return byte((b | -b) >> 31)
+}
+
+// shuffle32 writes the byte planes of count float32 values (all of vals,
+// or only the nonzero ones when skipZeros) into lo (planes 0, 1) and hi
+// (planes 2, 3), compacting without branches.
+func shuffle32(lo, hi []byte, vals []float32, count int, skipZeros bool) {
+	if count == 0 {
+		return
+	}
+	p0, p1 := lo[:count], lo[count:2*count]
+	p2, p3 := hi[:count], hi[count:2*count]
+	j := 0
+	for _, v := range vals {
+		if j == count {
+			break // only zeros are left
+		}
+		b := math.Float32bits(v)
+		// A zero is written too, then overwritten by the next value.
+		p0[j], p1[j], p2[j], p3[j] = byte(b), byte(b>>8), byte(b>>16), byte(b>>24)
+		if skipZeros {
+			j += int((b | -b) >> 31)
+		} else {
+			j++
+		}
+	}
+}
+
+// extend extends dst by n bytes that the caller overwrites.
+func extend(dst []byte, n int) []byte {
+	dst = slices.Grow(dst, n)
+	return dst[:len(dst)+n]
+}
+
+// grow extends dst by n zero bytes.
+func grow(dst []byte, n int) []byte {
+	dst = slices.Grow(dst, n)
+	k := len(dst)
+	dst = dst[:k+n]
+	clear(dst[k:])
+	return dst
 }
 
 // mulSat multiplies, saturating at the largest uint64 instead of wrapping.
