@@ -1,0 +1,176 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// table is a result to print: named columns, rows of values (string,
+// int, int64, float64, float32, bool, time.Time, []int or nil).
+type table struct {
+	Columns []string
+	Rows    [][]any
+}
+
+func (t *table) add(row ...any) { t.Rows = append(t.Rows, row) }
+
+// formatFlag registers --format on fs.
+func formatFlag(fs *flag.FlagSet) *string {
+	return fs.String("format", "table", "output format: table, csv or json")
+}
+
+func checkFormat(f string) error {
+	switch f {
+	case "table", "csv", "json":
+		return nil
+	}
+	return usagef("unknown --format %q (want table, csv or json)", f)
+}
+
+// write prints t in the given format.
+func (t *table) write(w io.Writer, format string) error {
+	switch format {
+	case "csv":
+		cw := csv.NewWriter(w)
+		if err := cw.Write(t.Columns); err != nil {
+			return err
+		}
+		for _, r := range t.Rows {
+			rec := make([]string, len(r))
+			for i, v := range r {
+				rec[i] = cell(v, false)
+			}
+			if err := cw.Write(rec); err != nil {
+				return err
+			}
+		}
+		cw.Flush()
+		return cw.Error()
+	case "json":
+		out := make([]map[string]any, len(t.Rows))
+		for i, r := range t.Rows {
+			obj := make(map[string]any, len(r))
+			for j, v := range r {
+				obj[t.Columns[j]] = jsonValue(v)
+			}
+			out[i] = obj
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(orderedRows{t.Columns, out})
+	default:
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, strings.Join(t.Columns, "\t")+"\t")
+		for _, r := range t.Rows {
+			cells := make([]string, len(r))
+			for i, v := range r {
+				cells[i] = cell(v, true)
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		}
+		return tw.Flush()
+	}
+}
+
+// orderedRows marshals rows as JSON objects with keys in column order.
+type orderedRows struct {
+	cols []string
+	rows []map[string]any
+}
+
+func (o orderedRows) MarshalJSON() ([]byte, error) {
+	var b strings.Builder
+	b.WriteString("[")
+	for i, r := range o.rows {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("{")
+		for j, c := range o.cols {
+			if j > 0 {
+				b.WriteString(",")
+			}
+			k, _ := json.Marshal(c)
+			v, err := json.Marshal(r[c])
+			if err != nil {
+				return nil, err
+			}
+			b.Write(k)
+			b.WriteString(":")
+			b.Write(v)
+		}
+		b.WriteString("}")
+	}
+	b.WriteString("]")
+	return []byte(b.String()), nil
+}
+
+// jsonValue maps NaN and Inf (not valid JSON numbers) to strings.
+func jsonValue(v any) any {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
+	case float32:
+		return jsonValue(float64(x))
+	case time.Time:
+		return x.Format(time.RFC3339)
+	}
+	return v
+}
+
+// cell formats one value; short rounds floats to 6 significant digits.
+func cell(v any, short bool) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case float64:
+		if short {
+			return strconv.FormatFloat(x, 'g', 6, 64)
+		}
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case float32:
+		return cell(float64(x), short)
+	case time.Time:
+		return x.Format("2006-01-02 15:04:05")
+	case []int:
+		s := make([]string, len(x))
+		for i, n := range x {
+			s[i] = strconv.Itoa(n)
+		}
+		return strings.Join(s, "x")
+	}
+	return fmt.Sprint(v)
+}
+
+// humanBytes formats a byte count with a binary unit.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func sortedStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,178 @@
+// Command gvdb stores per-example gradients of training runs and answers
+// questions about their variance. Run 'gvdb help' for the subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"gvdb/db"
+)
+
+// Version is gvdb's version, recorded in every run it creates.
+const Version = "0.1.0"
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command failed (bad query, unknown run, I/O)
+	exitUsage = 2 // the command line was wrong
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m := NewMain()
+	os.Exit(m.Exit(m.Run(ctx, os.Args[1:])))
+}
+
+// Main is the CLI with its standard streams, so tests can drive it.
+type Main struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Interactive says whether Stdin and Stderr are a terminal (prompts,
+	// progress bars).
+	Interactive bool
+}
+
+// NewMain returns a Main wired to the process's streams.
+func NewMain() *Main {
+	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Interactive: isTerminal(os.Stderr) && isTerminal(os.Stdin)}
+}
+
+// command is one subcommand.
+type command struct {
+	summary string
+	run     func(m *Main, ctx context.Context, args []string) error
+}
+
+var commands = map[string]command{}
+
+func register(name, summary string, run func(m *Main, ctx context.Context, args []string) error) {
+	commands[name] = command{summary, run}
+}
+
+// usageError marks a mistake on the command line (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// Run runs the subcommand named by args[0].
+func (m *Main) Run(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		if len(args) > 1 {
+			if c, ok := commands[args[1]]; ok {
+				return c.run(m, ctx, []string{"-h"})
+			}
+		}
+		m.usage(m.Stdout)
+		if len(args) == 0 {
+			return usageError{errors.New("no command given")}
+		}
+		return nil
+	}
+	if args[0] == "version" || args[0] == "--version" {
+		fmt.Fprintln(m.Stdout, "gvdb", Version)
+		return nil
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		names := commandNames()
+		hint := ""
+		if s := db.Nearest(args[0], names); s != "" {
+			hint = fmt.Sprintf("; did you mean %q?", s)
+		}
+		return usagef("unknown command %q%s (commands: %s)", args[0], hint, strings.Join(names, ", "))
+	}
+	return c.run(m, ctx, args[1:])
+}
+
+// Exit prints err (if any) and returns the process exit code for it.
+func (m *Main) Exit(err error) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(m.Stderr, "gvdb:", err)
+		return exitUsage
+	default:
+		fmt.Fprintln(m.Stderr, "gvdb:", err)
+		return exitError
+	}
+}
+
+func commandNames() []string {
+	var names []string
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (m *Main) usage(w io.Writer) {
+	fmt.Fprintf(w, `gvdb %s: a database and query engine for per-example gradients.
+
+Usage:
+  gvdb <command> [flags]
+
+Commands:
+`, Version)
+	for _, n := range commandNames() {
+		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprint(w, `
+Every command takes -h for its flags and examples. A store is a directory
+(--db, default ./gvdb-data).
+
+Examples:
+  gvdb runs
+  gvdb inspect --run mlp --step 500
+`)
+}
+
+// newFlags returns a FlagSet whose usage prints synopsis, the flags and the
+// examples text.
+func (m *Main) newFlags(name, synopsis, examples string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	fs.Usage = func() {
+		w := m.Stdout
+		fmt.Fprintf(w, "Usage: gvdb %s\n\n%s\n\nFlags:\n", name, strings.TrimSpace(synopsis))
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(m.Stderr)
+		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(examples, "\n"))
+	}
+	return fs
+}
+
+// parse parses args into fs; mistakes are usage errors (exit 2), -h is
+// flag.ErrHelp (exit 0). Positional arguments are returned.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	return fs.Args(), nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

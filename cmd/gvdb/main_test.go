@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"gvdb/db"
+	"gvdb/ingest"
+	"gvdb/ingest/synth"
+)
+
+// gvdb runs the CLI with args and returns stdout, stderr and the exit code.
+func gvdb(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb}
+	code := m.Exit(m.Run(context.Background(), args))
+	return out.String(), errb.String(), code
+}
+
+// synthStore makes a store with run "syn": an MLP 20-16-4 with snapshots of
+// 8 examples at steps 0, 100, 200.
+func synthStore(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	d, err := db.Open(dir, db.Options{Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	layers := synth.MLP(20, 16, 4)
+	r := &db.Run{Name: "syn", Model: "mlp", Dataset: "synthetic", LR: 0.1, BatchSize: 8, Status: db.StatusComplete}
+	for _, l := range layers {
+		if l.Bias {
+			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.Bias, Shape: []int{l.In}, Params: l.In})
+		} else {
+			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.DenseWeight, Shape: []int{l.In, l.Out}, Params: l.In * l.Out})
+		}
+	}
+	if err := d.CreateRun(r); err != nil {
+		t.Fatal(err)
+	}
+	w, err := ingest.NewWriter(d, "syn", ingest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for step := int64(0); step <= 200; step += 100 {
+		blocks := synth.Snapshot(rng, 8, layers)
+		s := &ingest.Snapshot{Step: step}
+		for _, l := range layers {
+			s.Blocks = append(s.Blocks, ingest.NamedBlock{Layer: l.Name, Block: blocks[l.Name]})
+		}
+		if err := w.Write(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestHelp(t *testing.T) {
+	out, _, code := gvdb(t, "help")
+	if code != exitOK || !strings.Contains(out, "inspect") {
+		t.Fatalf("help: code %d, %q", code, out)
+	}
+	for name := range commands {
+		out, _, code := gvdb(t, name, "-h")
+		if code != exitOK || !strings.Contains(out, "Examples:") || !strings.Contains(out, "Usage: gvdb "+name) {
+			t.Errorf("%s -h: code %d, output %q", name, code, out)
+		}
+	}
+	if _, errs, code := gvdb(t, "inspct"); code != exitUsage || !strings.Contains(errs, `did you mean "inspect"`) {
+		t.Errorf("unknown command: code %d, %q", code, errs)
+	}
+	if _, _, code := gvdb(t); code != exitUsage {
+		t.Errorf("no command: code %d", code)
+	}
+}
+
+func TestRunsAndInspect(t *testing.T) {
+	dir := synthStore(t)
+	out, errs, code := gvdb(t, "runs", "--db", dir)
+	if code != exitOK || !strings.Contains(out, "syn") || !strings.Contains(out, "synthetic") {
+		t.Fatalf("runs: %d %q %q", code, out, errs)
+	}
+	out, _, code = gvdb(t, "runs", "--db", dir, "--format", "json")
+	var rows []map[string]any
+	if code != exitOK || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 1 || rows[0]["snapshots"] != 3.0 {
+		t.Fatalf("runs json: %d %q", code, out)
+	}
+	out, _, code = gvdb(t, "inspect", "--db", dir, "--run", "syn")
+	if code != exitOK || !strings.Contains(out, "fc2.bias") || !strings.Contains(out, "200") {
+		t.Fatalf("inspect: %d %q", code, out)
+	}
+	out, _, code = gvdb(t, "inspect", "--db", dir, "--run", "syn", "--step", "100", "--format", "csv")
+	if code != exitOK || !strings.HasPrefix(out, "layer,block,encoding") || strings.Count(out, "\n") != 5 || !strings.Contains(out, "fc1.weight,factored,float32,8,1x20x16,320,") {
+		t.Fatalf("inspect step csv: %d %q", code, out)
+	}
+	out, _, code = gvdb(t, "inspect", "--db", dir, "--run", "syn", "--step", "100")
+	if code != exitOK || !strings.Contains(out, "total") || !strings.Contains(out, "per example") {
+		t.Fatalf("inspect step: %d %q", code, out)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	dir := synthStore(t)
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"inspect", "--db", dir, "--run", "sin"}, exitError, `did you mean "syn"`},
+		{[]string{"inspect", "--db", dir, "--run", "syn", "--step", "150"}, exitError, "unknown snapshot"},
+		{[]string{"inspect", "--db", dir}, exitUsage, "--run is required"},
+		{[]string{"inspect", "--db", dir, "--run", "syn", "--format", "xml"}, exitUsage, "unknown --format"},
+		{[]string{"runs", "--db", dir, "--bogus"}, exitUsage, "flag provided but not defined"},
+		{[]string{"runs", "--db", dir + "/nope"}, exitError, "no gvdb store"},
+		{[]string{"delete", "--db", dir, "--run", "nope"}, exitError, "unknown run"},
+	}
+	for _, c := range cases {
+		_, errs, code := gvdb(t, c.args...)
+		if code != c.code || !strings.Contains(errs, c.want) || strings.Contains(errs, "goroutine") {
+			t.Errorf("%v: code %d (want %d), stderr %q (want %q)", c.args, code, c.code, errs, c.want)
+		}
+	}
+	if _, _, code := gvdb(t, "delete", "--db", dir, "--run", "syn"); code != exitOK {
+		t.Fatalf("delete: %d", code)
+	}
+	if out, _, _ := gvdb(t, "runs", "--db", dir, "--format", "csv"); strings.Contains(out, "syn") {
+		t.Fatalf("deleted run still listed: %q", out)
+	}
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"gvdb/db"
+)
+
+func init() {
+	register("runs", "list the runs in a store", (*Main).runs)
+	register("delete", "delete a run with all its snapshots", (*Main).deleteRun)
+}
+
+// openStore opens the store at dir. A command that only reads requires the
+// store to exist (a mistyped --db is an error, not a new empty store); it
+// still opens read-write so that Badger can recover a store whose writer
+// was killed.
+func openStore(dir string, mustExist bool) (*db.DB, error) {
+	if mustExist {
+		if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
+			return nil, fmt.Errorf("no gvdb store at %s (give --db, or create one with 'gvdb demo' or 'gvdb train')", dir)
+		}
+	}
+	return db.Open(dir, db.Options{})
+}
+
+func (m *Main) runs(ctx context.Context, args []string) error {
+	fs := m.newFlags("runs [flags]", "List the runs in a store with their model, data, schedule and snapshots.", `  gvdb runs
+  gvdb runs --db ./lr-sweep --format csv`)
+	dir := fs.String("db", db.DefaultDir, "store directory")
+	format := formatFlag(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := checkFormat(*format); err != nil {
+		return err
+	}
+	d, err := openStore(*dir, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	runs, err := d.Runs()
+	if err != nil {
+		return err
+	}
+	t := &table{Columns: []string{"run", "model", "data", "status", "steps", "batch", "lr", "layers", "params", "snapshots", "examples", "created"}}
+	for _, r := range runs {
+		infos, err := d.SnapshotInfos(r.Name, db.AllSteps)
+		if err != nil {
+			return err
+		}
+		n := 0
+		if len(infos) > 0 {
+			n = infos[0].N
+		}
+		t.add(r.Name, r.Model, r.Dataset, r.Status, r.Steps, r.BatchSize, r.LR, len(r.Layers), r.TotalParams(), len(infos), n, r.Created)
+	}
+	if len(runs) == 0 && *format == "table" {
+		fmt.Fprintf(m.Stderr, "no runs in %s (try 'gvdb demo' or 'gvdb train')\n", *dir)
+		return nil
+	}
+	return t.write(m.Stdout, *format)
+}
+
+func (m *Main) deleteRun(ctx context.Context, args []string) error {
+	fs := m.newFlags("delete --run NAME [flags]", "Delete a run, its snapshots and its scalars from a store.", `  gvdb delete --run lr-0.1`)
+	dir := fs.String("db", db.DefaultDir, "store directory")
+	run := fs.String("run", "", "run to delete (required)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *run == "" {
+		return usagef("delete: --run is required")
+	}
+	d, err := openStore(*dir, false)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.DeleteRun(*run); err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stderr, "deleted run %q\n", *run)
+	return nil
+}
