@@ -1,0 +1,21 @@
+// Package stats computes gvdb's gradient statistics on in-memory snapshot
+// blocks: gradient variance, normalized gradient variance (NGV), gradient
+// noise scale, SNR, norms, Cockpit's norm/inner-product/orthogonality
+// tests, and Gradient Clustering (GC), exactly as DESIGN.md section 3
+// defines them. It never touches the store.
+//
+// The N examples of a snapshot are the population mini-batches are drawn
+// from (with replacement); moments use 1/N. Nothing is materialized when it
+// need not be: for a dense layer the gradient of example i is a_i d_iᵀ, so
+//
+//   - Σ_i g_i = AᵀΔ and Σ_i g_i∘g_i = (A∘A)ᵀ(Δ∘Δ) are matrix products,
+//   - |g_i|² = |a_i|²|d_i|² and <g_i, g_j> = (a_i·a_j)(d_i·d_j),
+//
+// and Gradient Clustering runs on the N x N Gram matrix, with exact cluster
+// means (the paper approximates them by rank-1 products). Convolution
+// blocks (T > 1 positions) are materialized one example at a time. Every
+// formula is checked against a float64 brute force on materialized
+// gradients in the tests.
+//
+// stats imports gvdb's ingest/codec (the block type) and gonum.
+package stats

@@ -1,0 +1,490 @@
+package stats
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+
+	"gvdb/ingest/codec"
+)
+
+// GCOptions configure Gradient Clustering. Zero values pick the defaults.
+type GCOptions struct {
+	// Rounds of the paper's batch algorithm (default 10, the paper's
+	// gb_citers for MNIST).
+	Rounds int
+	// Seed makes the initialization and the splits reproducible.
+	Seed uint64
+	// MinSize: a cluster smaller than this receives half of the
+	// highest-distortion cluster (default 1, the paper's min_size).
+	MinSize int
+	// PaperOnly turns off gvdb's exact refinement (single-example moves
+	// that strictly lower the weighted objective) after each round.
+	PaperOnly bool
+}
+
+// Clustering is a partition of a snapshot's N examples into K clusters.
+type Clustering struct {
+	K int
+	// Assign is each example's cluster, in the input order.
+	Assign []int
+	// Sizes are the cluster sizes N_k.
+	Sizes []int
+	// Objective is the weighted distortion Σ_k N_k Σ_{i∈C_k} |g_i − μ_k|².
+	Objective float64
+	// History is the objective after initialization and after each
+	// round; it never increases.
+	History []float64
+}
+
+// N returns the number of clustered examples.
+func (c *Clustering) N() int { return len(c.Assign) }
+
+// Variance returns the variance of the GC estimator with batch size B
+// (b = B/K examples drawn per cluster, cluster k weighted N_k/N), averaged
+// over D coordinates: V_GC / D with V_GC = (1/(b N²)) Σ_k N_k Σ_{i∈C_k}
+// |g_i − μ_k|². With K = 1 it equals Moments.Variance(B).
+func (c *Clustering) Variance(b float64, d int) float64 {
+	n := float64(c.N())
+	per := b / float64(c.K)
+	return c.Objective / (per * n * n) / float64(d)
+}
+
+// state is the Gram-space view of a partition: for cluster k, its size,
+// s_k = Σ_{i∈C_k} K_ii, q_k = Σ_{i,j∈C_k} K_ij and, for every example i,
+// R_ik = Σ_{j∈C_k} K_ij. Then <g_i, μ_k> = R_ik/N_k, |μ_k|² = q_k/N_k² and
+// N_k Σ_{i∈C_k}|g_i − μ_k|² = N_k s_k − q_k.
+type state struct {
+	g      *Gram
+	k      int
+	assign []int
+	size   []int
+	s, q   []float64
+	r      []float64 // N x k
+}
+
+func newState(g *Gram, k int, assign []int) *state {
+	st := &state{g: g, k: k, assign: assign}
+	st.recompute()
+	return st
+}
+
+func (st *state) recompute() {
+	n, k := st.g.N, st.k
+	st.size = make([]int, k)
+	st.s = make([]float64, k)
+	st.q = make([]float64, k)
+	st.r = make([]float64, n*k)
+	for i := range n {
+		a := st.assign[i]
+		st.size[a]++
+		st.s[a] += st.g.K[i*n+i]
+		row := st.g.K[i*n : (i+1)*n]
+		ri := st.r[i*k : (i+1)*k]
+		for j, v := range row {
+			ri[st.assign[j]] += v
+		}
+	}
+	for i := range n {
+		st.q[st.assign[i]] += st.r[i*k+st.assign[i]]
+	}
+}
+
+func (st *state) objective() float64 {
+	j := 0.0
+	for c := range st.k {
+		j += float64(st.size[c])*st.s[c] - st.q[c]
+	}
+	return max(j, 0)
+}
+
+// dist returns |g_i − μ_c|² for a non-empty cluster c.
+func (st *state) dist(i, c int) float64 {
+	n := float64(st.size[c])
+	return st.g.K[i*st.g.N+i] - 2*st.r[i*st.k+c]/n + st.q[c]/(n*n)
+}
+
+// clusterCost returns N_c s_c − q_c after adding (sign +1) or removing
+// (sign −1) example i.
+func (st *state) clusterCost(c, i int, sign float64) float64 {
+	kii := st.g.K[i*st.g.N+i]
+	n := float64(st.size[c]) + sign
+	s := st.s[c] + sign*kii
+	q := st.q[c] + sign*2*st.r[i*st.k+c] + kii
+	if sign < 0 {
+		q = st.q[c] - 2*st.r[i*st.k+c] + kii
+	}
+	return n*s - q
+}
+
+// move moves example i to cluster b, updating the sums in O(N).
+func (st *state) move(i, b int) {
+	n, k := st.g.N, st.k
+	a := st.assign[i]
+	kii := st.g.K[i*n+i]
+	st.q[a] += -2*st.r[i*k+a] + kii
+	st.q[b] += 2*st.r[i*k+b] + kii
+	st.s[a] -= kii
+	st.s[b] += kii
+	st.size[a]--
+	st.size[b]++
+	row := st.g.K[i*n : (i+1)*n]
+	for j, v := range row {
+		st.r[j*k+a] -= v
+		st.r[j*k+b] += v
+	}
+	st.assign[i] = b
+}
+
+// refine moves single examples to the cluster that lowers the weighted
+// objective most, until no move lowers it (at most maxPasses passes).
+func (st *state) refine(order []int, maxPasses int) {
+	for range maxPasses {
+		moved := false
+		for _, i := range order {
+			a := st.assign[i]
+			if st.size[a] <= 1 {
+				continue
+			}
+			base := float64(st.size[a])*st.s[a] - st.q[a]
+			loss := st.clusterCost(a, i, -1) - base
+			best, bestDelta := -1, 0.0
+			for c := range st.k {
+				if c == a {
+					continue
+				}
+				delta := loss + st.clusterCost(c, i, +1) - (float64(st.size[c])*st.s[c] - st.q[c])
+				if delta < bestDelta {
+					best, bestDelta = c, delta
+				}
+			}
+			// Ignore moves within rounding of the objective.
+			if best >= 0 && -bestDelta > 1e-12*math.Abs(base) {
+				st.move(i, best)
+				moved = true
+			}
+		}
+		if !moved {
+			return
+		}
+	}
+}
+
+// ErrClusters is returned for a cluster count outside 1..N.
+var ErrClusters = errors.New("invalid number of clusters")
+
+// Cluster partitions the examples behind g into k clusters with the paper's
+// batch Gradient Clustering algorithm on exact cluster means:
+//
+//  1. initialize with k-means++ seeding on gradient distances;
+//  2. each round, assign every example i (in example-id order) to the
+//     cluster minimizing (N'_k + 1)·|g_i − μ_k|², N'_k counting the
+//     examples assigned so far in this pass; if a cluster is smaller than
+//     MinSize, move a random half of the cluster with the largest weighted
+//     distortion into it (at most one split a round); then set each centre
+//     to its members' mean;
+//  3. a round that would raise the objective is undone; unless PaperOnly,
+//     single-example moves that strictly lower the objective follow.
+//
+// ids are the examples' dataset ids: processing in id order makes the
+// result independent of the order the examples are stored in.
+func Cluster(g *Gram, ids []uint64, k int, opts GCOptions) (*Clustering, error) {
+	n := g.N
+	if k < 1 || k > n {
+		return nil, fmt.Errorf("%w: %d clusters for %d examples (want 1 to %d)", ErrClusters, k, n, n)
+	}
+	if len(ids) != n {
+		return nil, fmt.Errorf("cluster: %d ids for %d examples", len(ids), n)
+	}
+	if opts.Rounds <= 0 {
+		opts.Rounds = 10
+	}
+	if opts.MinSize <= 0 {
+		opts.MinSize = 1
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return ids[order[a]] < ids[order[b]] })
+	rng := rand.New(rand.NewPCG(opts.Seed, 0x6763))
+
+	st := newState(g, k, seedPlusPlus(g, order, k, rng))
+	if !opts.PaperOnly {
+		st.refine(order, 50)
+	}
+	best := st.objective()
+	hist := []float64{best}
+	for range opts.Rounds {
+		if k == 1 {
+			hist = append(hist, best)
+			continue
+		}
+		prev := append([]int(nil), st.assign...)
+		next := paperAssign(st, order)
+		st = newState(g, k, next)
+		split(st, order, opts.MinSize, rng)
+		if j := st.objective(); j > best {
+			st = newState(g, k, prev)
+		}
+		if !opts.PaperOnly {
+			st.refine(order, 50)
+		}
+		best = min(best, st.objective())
+		hist = append(hist, st.objective())
+	}
+	return &Clustering{K: k, Assign: st.assign, Sizes: st.size, Objective: st.objective(), History: hist}, nil
+}
+
+// seedPlusPlus picks k centres by k-means++ (in example-id order, seeded)
+// and assigns each example to its nearest centre.
+func seedPlusPlus(g *Gram, order []int, k int, rng *rand.Rand) []int {
+	n := g.N
+	kd := func(i, j int) float64 { return max(g.K[i*n+i]-2*g.K[i*n+j]+g.K[j*n+j], 0) }
+	centres := []int{order[rng.IntN(n)]}
+	nearest := make([]float64, n)
+	for i := range nearest {
+		nearest[i] = kd(i, centres[0])
+	}
+	chosen := map[int]bool{centres[0]: true}
+	for len(centres) < k {
+		total := 0.0
+		for _, i := range order {
+			if !chosen[i] {
+				total += nearest[i]
+			}
+		}
+		pick := -1
+		if total > 0 {
+			u := rng.Float64() * total
+			for _, i := range order {
+				if chosen[i] {
+					continue
+				}
+				u -= nearest[i]
+				if u < 0 {
+					pick = i
+					break
+				}
+			}
+		}
+		if pick < 0 { // all remaining examples coincide with centres
+			for _, i := range order {
+				if !chosen[i] {
+					pick = i
+					break
+				}
+			}
+		}
+		centres = append(centres, pick)
+		chosen[pick] = true
+		for i := range nearest {
+			nearest[i] = min(nearest[i], kd(i, pick))
+		}
+	}
+	assign := make([]int, n)
+	for i := range assign {
+		best, bd := 0, math.Inf(1)
+		for c, ctr := range centres {
+			if i == ctr {
+				best = c
+				break
+			}
+			if d := kd(i, ctr); d < bd {
+				best, bd = c, d
+			}
+		}
+		assign[i] = best
+	}
+	return assign
+}
+
+// paperAssign is the paper's A-step: with the current centres fixed, each
+// example in turn goes to the cluster minimizing (N'_k + 1)·|g_i − μ_k|².
+func paperAssign(st *state, order []int) []int {
+	running := make([]int, st.k)
+	next := make([]int, len(st.assign))
+	for _, i := range order {
+		best, bd := st.assign[i], math.Inf(1)
+		for c := range st.k {
+			if st.size[c] == 0 {
+				continue
+			}
+			if d := float64(running[c]+1) * st.dist(i, c); d < bd {
+				best, bd = c, d
+			}
+		}
+		next[i] = best
+		running[best]++
+	}
+	return next
+}
+
+// split moves a random half of the cluster with the largest weighted
+// distortion into the smallest cluster when that one is below minSize.
+func split(st *state, order []int, minSize int, rng *rand.Rand) {
+	small := 0
+	for c := range st.k {
+		if st.size[c] < st.size[small] {
+			small = c
+		}
+	}
+	if st.size[small] >= minSize {
+		return
+	}
+	big, worst := -1, -1.0
+	for c := range st.k {
+		if c == small || st.size[c] < 2 {
+			continue
+		}
+		if d := float64(st.size[c])*st.s[c] - st.q[c]; d > worst {
+			big, worst = c, d
+		}
+	}
+	if big < 0 {
+		return
+	}
+	var members []int
+	for _, i := range order {
+		if st.assign[i] == big {
+			members = append(members, i)
+		}
+	}
+	rng.Shuffle(len(members), func(a, b int) { members[a], members[b] = members[b], members[a] })
+	for _, i := range members[:len(members)/2] {
+		st.move(i, small)
+	}
+}
+
+// Curve is the GC distortion against the number of clusters, with the
+// levels below which GC beats SG-B (D0/K) and SG-2B (D0/(2K)), D0 being
+// the one-cluster distortion.
+type Curve struct {
+	K          []int
+	Distortion []float64
+	D0         float64
+}
+
+// DistortionCurve clusters with K = 1, 2, 4, ... up to N (and N itself).
+func DistortionCurve(g *Gram, ids []uint64, opts GCOptions) (*Curve, error) {
+	c := &Curve{}
+	for k := 1; ; k *= 2 {
+		if k > g.N {
+			k = g.N
+		}
+		cl, err := Cluster(g, ids, k, opts)
+		if err != nil {
+			return nil, err
+		}
+		c.K = append(c.K, k)
+		c.Distortion = append(c.Distortion, cl.Objective)
+		if k == 1 {
+			c.D0 = cl.Objective
+		}
+		if k == g.N {
+			return c, nil
+		}
+	}
+}
+
+// GCNVar returns the normalized variance of the GC estimator with batch
+// size B, per coordinate: (1/D) Σ_j V_j / (μ_j² + V_j), with V_j =
+// (1/(b N²)) Σ_k N_k Σ_{i∈C_k} (g_ij − μ_kj)² and b = B/K. m must be the
+// same snapshot's moments.
+func GCNVar(layers []Layer, c *Clustering, m *Moments, b float64) (float64, error) {
+	if m.NonFinite {
+		return nan(), nil
+	}
+	n := c.N()
+	if m.N != n {
+		return nan(), fmt.Errorf("gc_nvar: moments of %d examples, clustering of %d", m.N, n)
+	}
+	per := b / float64(c.K)
+	scale := 1 / (per * float64(n) * float64(n))
+	// Sort examples by cluster so that each cluster is a row range.
+	byCluster := make([]int, n)
+	for i := range byCluster {
+		byCluster[i] = i
+	}
+	sort.SliceStable(byCluster, func(x, y int) bool { return c.Assign[byCluster[x]] < c.Assign[byCluster[y]] })
+	w := make([]float64, n) // N_{k(i)} in sorted order
+	for r, i := range byCluster {
+		w[r] = float64(c.Sizes[c.Assign[i]])
+	}
+	sum, off := 0.0, 0
+	for _, l := range layers {
+		v := clusterVar(l.Block, byCluster, c, w)
+		for j, x := range v {
+			vj := max(x, 0) * scale
+			mu := m.Sum[off+j] / float64(n)
+			if den := mu*mu + vj; den > 0 {
+				sum += vj / den
+			}
+		}
+		off += len(v)
+	}
+	return sum / float64(m.D), nil
+}
+
+// clusterVar returns Σ_k N_k Σ_{i∈C_k} (g_ij − μ_kj)² for each coordinate
+// of one layer: Σ_i N_{k(i)} g_ij² − Σ_k (Σ_{i∈C_k} g_ij)².
+func clusterVar(b *codec.Block, byCluster []int, c *Clustering, w []float64) []float64 {
+	n, p := b.N(), b.Params()
+	out := make([]float64, p)
+	if b.Kind == codec.Factored && b.T == 1 {
+		a := make([]float64, n*b.In)
+		d := make([]float64, n*b.Out)
+		for r, i := range byCluster {
+			for x, v := range b.A[i*b.In : (i+1)*b.In] {
+				a[r*b.In+x] = float64(v)
+			}
+			for y, v := range b.Delta[i*b.Out : (i+1)*b.Out] {
+				d[r*b.Out+y] = float64(v)
+			}
+		}
+		// Σ_i N_{k(i)} g_ij² = (A∘A)ᵀ diag(w) (Δ∘Δ).
+		a2, d2 := squares(a), squares(d)
+		for r := range n {
+			for y := range b.Out {
+				d2[r*b.Out+y] *= w[r]
+			}
+		}
+		blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(n, b.In, a2), general(n, b.Out, d2), 0, general(b.In, b.Out, out))
+		// − Σ_k (A_kᵀ Δ_k)².
+		sk := make([]float64, p)
+		for r0 := 0; r0 < n; {
+			r1 := r0
+			for r1 < n && c.Assign[byCluster[r1]] == c.Assign[byCluster[r0]] {
+				r1++
+			}
+			rows := r1 - r0
+			blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(rows, b.In, a[r0*b.In:r1*b.In]), general(rows, b.Out, d[r0*b.Out:r1*b.Out]), 0, general(b.In, b.Out, sk))
+			for j, v := range sk {
+				out[j] -= v * v
+			}
+			r0 = r1
+		}
+		return out
+	}
+	g := make([]float64, p)
+	sk := make([]float64, p)
+	for r, i := range byCluster {
+		materialize(b, i, g)
+		for j, v := range g {
+			out[j] += w[r] * v * v
+			sk[j] += v
+		}
+		if r == n-1 || c.Assign[byCluster[r+1]] != c.Assign[i] {
+			for j, v := range sk {
+				out[j] -= v * v
+			}
+			clear(sk)
+		}
+	}
+	return out
+}

@@ -1,0 +1,269 @@
+package stats
+
+import (
+	"fmt"
+	"math"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+
+	"gvdb/ingest/codec"
+)
+
+// Layer is one layer's block, in the scope of a statistic.
+type Layer struct {
+	Name  string
+	Block *codec.Block
+}
+
+// Need says which optional quantities Compute produces.
+type Need struct {
+	// Coords: the per-coordinate second moment Σ_i g_ij² (nvar, snr).
+	Coords bool
+	// Inner: each example's g_i·μ (inner-product and orthogonality tests).
+	Inner bool
+}
+
+// Moments are the sufficient statistics of N per-example gradients over a
+// scope of layers (D coordinates in all): everything the statistics of
+// this package need except the Gram matrix. Moments of several snapshots
+// merge into the pooled moments of their union.
+type Moments struct {
+	N, D int
+	// SumSqNorm is Σ_i |g_i|², SumNorm Σ_i |g_i|.
+	SumSqNorm, SumNorm float64
+	// Sum is Σ_i g_i (D values, layers concatenated in scope order).
+	Sum []float64
+	// SumSq is Σ_i g_ij² per coordinate (nil unless Need.Coords).
+	SumSq []float64
+	// Inner is g_i·μ per example (nil unless Need.Inner; not poolable).
+	Inner []float64
+	// SqNorms is |g_i|² per example.
+	SqNorms []float64
+	// Warnings name layers and steps with NaN or Inf gradients; a
+	// statistic over them is NaN.
+	Warnings []string
+	// NonFinite is true when some gradient value is NaN or Inf.
+	NonFinite bool
+}
+
+// Compute returns the moments of one snapshot's blocks (all for the same N
+// examples). step only labels warnings.
+func Compute(layers []Layer, step int64, need Need) (*Moments, error) {
+	if len(layers) == 0 {
+		return nil, fmt.Errorf("compute moments: no layers in scope")
+	}
+	n := layers[0].Block.N()
+	m := &Moments{N: n, SqNorms: make([]float64, n)}
+	for _, l := range layers {
+		if l.Block.N() != n {
+			return nil, fmt.Errorf("compute moments: layer %s has %d examples, %s has %d", l.Name, l.Block.N(), layers[0].Name, n)
+		}
+		m.D += l.Block.Params()
+		if row, bad := l.Block.NonFinite(); bad {
+			m.NonFinite = true
+			m.Warnings = append(m.Warnings, fmt.Sprintf("layer %s at step %d: NaN or Inf gradient (example row %d)", l.Name, step, row))
+		}
+	}
+	m.Sum = make([]float64, 0, m.D)
+	if need.Coords {
+		m.SumSq = make([]float64, 0, m.D)
+	}
+	for _, l := range layers {
+		lm := layerMoments(l.Block, need.Coords)
+		m.Sum = append(m.Sum, lm.sum...)
+		if need.Coords {
+			m.SumSq = append(m.SumSq, lm.sumSq...)
+		}
+		for i, v := range lm.sqNorms {
+			m.SqNorms[i] += v
+		}
+	}
+	for _, v := range m.SqNorms {
+		m.SumSqNorm += v
+		m.SumNorm += math.Sqrt(v)
+	}
+	if need.Inner {
+		m.Inner = make([]float64, n)
+		off := 0
+		for _, l := range layers {
+			p := l.Block.Params()
+			mu := make([]float64, p)
+			for j, v := range m.Sum[off : off+p] {
+				mu[j] = v / float64(n)
+			}
+			addInner(m.Inner, l.Block, mu)
+			off += p
+		}
+	}
+	return m, nil
+}
+
+type layerMom struct {
+	sum, sumSq, sqNorms []float64
+}
+
+// f64 widens a float32 matrix.
+func f64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+func squares(v []float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x * x
+	}
+	return out
+}
+
+func general(rows, cols int, data []float64) blas64.General {
+	return blas64.General{Rows: rows, Cols: cols, Stride: cols, Data: data}
+}
+
+// atb returns XᵀY for X (r x p) and Y (r x q), row-major p x q.
+func atb(x []float64, y []float64, r, p, q int) []float64 {
+	out := make([]float64, p*q)
+	if r == 0 {
+		return out
+	}
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(r, p, x), general(r, q, y), 0, general(p, q, out))
+	return out
+}
+
+func rowSqNorms(x []float64, r, c int) []float64 {
+	out := make([]float64, r)
+	for i := range r {
+		row := x[i*c : (i+1)*c]
+		out[i] = blas64.Dot(blas64.Vector{N: c, Inc: 1, Data: row}, blas64.Vector{N: c, Inc: 1, Data: row})
+	}
+	return out
+}
+
+func layerMoments(b *codec.Block, coords bool) layerMom {
+	n := b.N()
+	switch {
+	case b.Kind == codec.Dense:
+		x := f64(b.Rows)
+		lm := layerMom{sum: make([]float64, b.Dim), sqNorms: rowSqNorms(x, n, b.Dim)}
+		if coords {
+			lm.sumSq = make([]float64, b.Dim)
+		}
+		for i := range n {
+			for j, v := range x[i*b.Dim : (i+1)*b.Dim] {
+				lm.sum[j] += v
+				if coords {
+					lm.sumSq[j] += v * v
+				}
+			}
+		}
+		return lm
+	case b.T == 1:
+		a, d := f64(b.A), f64(b.Delta)
+		lm := layerMom{sum: atb(a, d, n, b.In, b.Out), sqNorms: make([]float64, n)}
+		an, dn := rowSqNorms(a, n, b.In), rowSqNorms(d, n, b.Out)
+		for i := range n {
+			lm.sqNorms[i] = an[i] * dn[i]
+		}
+		if coords {
+			lm.sumSq = atb(squares(a), squares(d), n, b.In, b.Out)
+		}
+		return lm
+	default:
+		// Convolution: materialize one example at a time, G_i = A_iᵀΔ_i.
+		p := b.Params()
+		lm := layerMom{sum: make([]float64, p), sqNorms: make([]float64, n)}
+		if coords {
+			lm.sumSq = make([]float64, p)
+		}
+		g := make([]float64, p)
+		for i := range n {
+			materialize(b, i, g)
+			for j, v := range g {
+				lm.sum[j] += v
+				lm.sqNorms[i] += v * v
+				if coords {
+					lm.sumSq[j] += v * v
+				}
+			}
+		}
+		return lm
+	}
+}
+
+// materialize writes example i's gradient into g (Params values).
+func materialize(b *codec.Block, i int, g []float64) {
+	if b.Kind == codec.Dense {
+		for j, v := range b.Rows[i*b.Dim : (i+1)*b.Dim] {
+			g[j] = float64(v)
+		}
+		return
+	}
+	rows := b.T
+	a := f64(b.A[i*rows*b.In : (i+1)*rows*b.In])
+	d := f64(b.Delta[i*rows*b.Out : (i+1)*rows*b.Out])
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(rows, b.In, a), general(rows, b.Out, d), 0, general(b.In, b.Out, g))
+}
+
+// addInner adds g_i·mu (mu is this layer's part of the mean) to inner[i].
+func addInner(inner []float64, b *codec.Block, mu []float64) {
+	n := b.N()
+	switch {
+	case b.Kind == codec.Dense:
+		for i := range n {
+			s := 0.0
+			for j, v := range b.Rows[i*b.Dim : (i+1)*b.Dim] {
+				s += float64(v) * mu[j]
+			}
+			inner[i] += s
+		}
+	case b.T == 1:
+		// g_i·M = a_iᵀ M d_i: P = A M (n x Out), then row-wise P_i·d_i.
+		a, d := f64(b.A), f64(b.Delta)
+		pm := make([]float64, n*b.Out)
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, general(n, b.In, a), general(b.In, b.Out, mu), 0, general(n, b.Out, pm))
+		for i := range n {
+			s := 0.0
+			for q, v := range d[i*b.Out : (i+1)*b.Out] {
+				s += pm[i*b.Out+q] * v
+			}
+			inner[i] += s
+		}
+	default:
+		g := make([]float64, b.Params())
+		for i := range n {
+			materialize(b, i, g)
+			s := 0.0
+			for j, v := range g {
+				s += v * mu[j]
+			}
+			inner[i] += s
+		}
+	}
+}
+
+// Merge returns the pooled moments of m and o: their examples as one
+// population. Inner products are per-snapshot and are dropped.
+func Merge(m, o *Moments) (*Moments, error) {
+	if m.D != o.D {
+		return nil, fmt.Errorf("merge moments: %d coordinates vs %d (different layer scopes)", m.D, o.D)
+	}
+	p := &Moments{N: m.N + o.N, D: m.D, SumSqNorm: m.SumSqNorm + o.SumSqNorm, SumNorm: m.SumNorm + o.SumNorm,
+		NonFinite: m.NonFinite || o.NonFinite}
+	p.Sum = make([]float64, m.D)
+	for j := range p.Sum {
+		p.Sum[j] = m.Sum[j] + o.Sum[j]
+	}
+	if m.SumSq != nil && o.SumSq != nil {
+		p.SumSq = make([]float64, m.D)
+		for j := range p.SumSq {
+			p.SumSq[j] = m.SumSq[j] + o.SumSq[j]
+		}
+	}
+	p.SqNorms = append(append([]float64(nil), m.SqNorms...), o.SqNorms...)
+	p.Warnings = append(append([]string(nil), m.Warnings...), o.Warnings...)
+	return p, nil
+}
