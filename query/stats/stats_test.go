@@ -176,9 +176,9 @@ func (b *brute) gc(assign []int, k int, bs float64) (obj, variance, nvar float64
 	return obj, obj / (per * n2) / float64(b.d), nvar / float64(b.d)
 }
 
-// close asserts a relative error <= tol; where the exact value is 0 (a
+// near asserts a relative error <= tol; where the exact value is 0 (a
 // gc_nvar of singleton clusters, say) it allows rounding residue of 1e-12.
-func close(t *testing.T, what string, got, want, tol float64) {
+func near(t *testing.T, what string, got, want, tol float64) {
 	t.Helper()
 	if want == 0 && math.Abs(got) <= 1e-12 {
 		return
@@ -203,21 +203,21 @@ func TestMomentsMatchBruteForce(t *testing.T) {
 			t.Fatalf("N, D = %d, %d; want %d, %d", m.N, m.D, n, br.d)
 		}
 		for _, bs := range []float64{1, 8, 128} {
-			close(t, "variance", m.Variance(bs), br.variance(bs), tol)
+			near(t, "variance", m.Variance(bs), br.variance(bs), tol)
 			nv, _ := m.NVar(bs)
-			close(t, "nvar", nv, br.nvar(bs), tol)
+			near(t, "nvar", nv, br.nvar(bs), tol)
 			snr, _ := m.SNR(bs)
-			close(t, "snr", snr, br.snr(bs), tol)
+			near(t, "snr", snr, br.snr(bs), tol)
 			wn, wi, wo := br.cockpit(bs)
-			close(t, "norm_test", m.NormTest(bs), wn, tol)
+			near(t, "norm_test", m.NormTest(bs), wn, tol)
 			it, _ := m.InnerTest(bs)
-			close(t, "inner_test", it, wi, 1e-7) // a variance of inner products: more cancellation
+			near(t, "inner_test", it, wi, 1e-7) // a variance of inner products: more cancellation
 			ot, _ := m.OrthoTest(bs)
-			close(t, "ortho_test", ot, wo, tol)
+			near(t, "ortho_test", ot, wo, tol)
 		}
-		close(t, "gns", m.GNS(), br.gns(), tol)
-		close(t, "norm", m.Norm(), math.Sqrt(dot(br.mu, br.mu)), tol)
-		close(t, "example_norm", m.ExampleNorm(), br.exampleNorm(), tol)
+		near(t, "gns", m.GNS(), br.gns(), tol)
+		near(t, "norm", m.Norm(), math.Sqrt(dot(br.mu, br.mu)), tol)
+		near(t, "example_norm", m.ExampleNorm(), br.exampleNorm(), tol)
 	}
 }
 
@@ -232,7 +232,7 @@ func TestGramMatchesBruteForce(t *testing.T) {
 		}
 		for i := range n {
 			for j := range n {
-				close(t, "K_ij", g.K[i*n+j], dot(br.g[i], br.g[j]), tol)
+				near(t, "K_ij", g.K[i*n+j], dot(br.g[i], br.g[j]), tol)
 			}
 		}
 	}
@@ -255,13 +255,13 @@ func TestGCMatchesBruteForce(t *testing.T) {
 				t.Fatal(err)
 			}
 			obj, v, nv := br.gc(c.Assign, k, 128)
-			close(t, "objective", c.Objective, obj, tol)
-			close(t, "gc_variance", c.Variance(128, m.D), v, tol)
+			near(t, "objective", c.Objective, obj, tol)
+			near(t, "gc_variance", c.Variance(128, m.D), v, tol)
 			gnv, err := GCNVar(layers, c, m, 128)
 			if err != nil {
 				t.Fatal(err)
 			}
-			close(t, "gc_nvar", gnv, nv, tol)
+			near(t, "gc_nvar", gnv, nv, tol)
 			for r := 1; r < len(c.History); r++ {
 				if c.History[r] > c.History[r-1]*(1+1e-12) {
 					t.Errorf("K=%d paper=%v: objective rose in round %d: %v", k, paper, r, c.History)
@@ -288,10 +288,10 @@ func TestGCInvariants(t *testing.T) {
 	g, _ := NewGram(layers)
 	ids := layers[0].Block.IDs
 	one, _ := Cluster(g, ids, 1, GCOptions{})
-	close(t, "gc_variance(1, B) vs variance(B)", one.Variance(128, m.D), m.Variance(128), tol)
+	near(t, "gc_variance(1, B) vs variance(B)", one.Variance(128, m.D), m.Variance(128), tol)
 	nv1, _ := GCNVar(layers, one, m, 128)
 	nv, _ := m.NVar(128)
-	close(t, "gc_nvar(1, B) vs nvar(B)", nv1, nv, tol)
+	near(t, "gc_nvar(1, B) vs nvar(B)", nv1, nv, tol)
 	all, _ := Cluster(g, ids, 40, GCOptions{})
 	if v := all.Variance(128, m.D); math.Abs(v) > 1e-12*m.Variance(128) {
 		t.Errorf("gc_variance(N, B) = %g, want 0", v)
@@ -350,19 +350,19 @@ func TestPermutationInvariance(t *testing.T) {
 	pl := permute(layers, perm)
 	m1, _ := Compute(layers, 0, Need{Coords: true, Inner: true})
 	m2, _ := Compute(pl, 0, Need{Coords: true, Inner: true})
-	close(t, "variance", m2.Variance(32), m1.Variance(32), tol)
+	near(t, "variance", m2.Variance(32), m1.Variance(32), tol)
 	n1, _ := m1.NVar(32)
 	n2, _ := m2.NVar(32)
-	close(t, "nvar", n2, n1, tol)
+	near(t, "nvar", n2, n1, tol)
 	i1, _ := m1.InnerTest(32)
 	i2, _ := m2.InnerTest(32)
-	close(t, "inner_test", i2, i1, 1e-7)
+	near(t, "inner_test", i2, i1, 1e-7)
 	g1, _ := NewGram(layers)
 	g2, _ := NewGram(pl)
 	for _, paper := range []bool{false, true} {
 		c1, _ := Cluster(g1, layers[0].Block.IDs, 8, GCOptions{Seed: 9, PaperOnly: paper})
 		c2, _ := Cluster(g2, pl[0].Block.IDs, 8, GCOptions{Seed: 9, PaperOnly: paper})
-		close(t, "gc objective", c2.Objective, c1.Objective, 1e-9)
+		near(t, "gc objective", c2.Objective, c1.Objective, 1e-9)
 		for i, p := range perm {
 			if c2.Assign[i] != c1.Assign[p] {
 				t.Fatalf("paper=%v: example %d changed cluster under permutation", paper, p)
@@ -391,9 +391,9 @@ func TestPooled(t *testing.T) {
 			union.mu[j] += v / 50
 		}
 	}
-	close(t, "pooled variance", p.Variance(16), union.variance(16), tol)
+	near(t, "pooled variance", p.Variance(16), union.variance(16), tol)
 	nv, _ := p.NVar(16)
-	close(t, "pooled nvar", nv, union.nvar(16), tol)
+	near(t, "pooled nvar", nv, union.nvar(16), tol)
 	if _, err := p.InnerTest(16); err == nil {
 		t.Error("pooled inner test has no inner products, want an error")
 	}

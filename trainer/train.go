@@ -1,0 +1,325 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"gvdb/ingest"
+	"gvdb/ingest/codec"
+)
+
+// Config is a training run.
+type Config struct {
+	Spec        Spec
+	Train, Test *Dataset
+	Steps       int64
+	Batch       int
+	LR          float64
+	Momentum    float64
+	WeightDecay float64
+	// SnapshotEvery: take a snapshot at every step that is a multiple of
+	// it (0: none). SnapshotExamples training examples are drawn for each.
+	SnapshotEvery    int64
+	SnapshotExamples int
+	// EvalExamples bounds the test examples used for test accuracy (0:
+	// the whole test set).
+	EvalExamples int
+	Seed         uint64
+}
+
+// Validate checks the configuration before any work starts.
+func (c *Config) Validate() error {
+	switch {
+	case c.Train == nil || c.Train.Len() == 0:
+		return errors.New("no training data")
+	case c.Steps < 1:
+		return fmt.Errorf("steps must be at least 1, got %d", c.Steps)
+	case c.Batch < 1 || c.Batch > c.Train.Len():
+		return fmt.Errorf("batch must be from 1 to the %d training examples, got %d", c.Train.Len(), c.Batch)
+	case !(c.LR > 0) || math.IsInf(c.LR, 0):
+		return fmt.Errorf("lr must be positive, got %g", c.LR)
+	case c.Momentum < 0 || c.Momentum >= 1:
+		return fmt.Errorf("momentum must be in [0, 1), got %g", c.Momentum)
+	case c.WeightDecay < 0:
+		return fmt.Errorf("weight decay must be >= 0, got %g", c.WeightDecay)
+	case c.SnapshotEvery < 0:
+		return fmt.Errorf("snapshot-every must be >= 0, got %d", c.SnapshotEvery)
+	case c.SnapshotEvery > 0 && (c.SnapshotExamples < 1 || c.SnapshotExamples > c.Train.Len()):
+		return fmt.Errorf("snapshot-examples must be from 1 to the %d training examples, got %d", c.Train.Len(), c.SnapshotExamples)
+	}
+	return nil
+}
+
+// Sink receives what a run produces.
+type Sink interface {
+	// Snapshot stores the per-example gradients of one step.
+	Snapshot(ctx context.Context, s *ingest.Snapshot) error
+	// Scalars records the named scalars of one step.
+	Scalars(step int64, vals map[string]float64) error
+}
+
+// Progress is told about each finished step.
+type Progress func(step, total int64, loss float64)
+
+// Result summarizes a finished (or interrupted) run.
+type Result struct {
+	Steps        int64 // optimizer steps taken
+	Snapshots    int
+	Loss         float64 // mean loss of the last batch
+	TestAccuracy float64 // NaN for regression
+	TestLoss     float64
+	Interrupted  bool
+}
+
+// Train runs cfg, sending snapshots and scalars to sink. When ctx is
+// cancelled it stops after the current step and returns a Result with
+// Interrupted set and ctx's error; what was sent so far stays sent.
+func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	net, err := NewNet(cfg.Spec, cfg.Train, cfg.Batch, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	defer net.Close()
+	dataRng := rand.New(rand.NewPCG(cfg.Seed, 1))
+	snapRng := rand.New(rand.NewPCG(cfg.Seed, 2))
+	perm := dataRng.Perm(cfg.Train.Len())
+	pos := 0
+	res := &Result{TestAccuracy: math.NaN(), TestLoss: math.NaN()}
+	start := time.Now()
+
+	for step := int64(0); ; step++ {
+		if err := ctx.Err(); err != nil {
+			res.Interrupted = true
+			return res, err
+		}
+		if cfg.SnapshotEvery > 0 && step%cfg.SnapshotEvery == 0 {
+			s, err := net.Capture(cfg.Train, sampleIDs(snapRng, cfg.Train.Len(), cfg.SnapshotExamples))
+			if err != nil {
+				return res, fmt.Errorf("snapshot at step %d: %w", step, err)
+			}
+			s.Step = step
+			if err := sink.Snapshot(ctx, s); err != nil {
+				return res, fmt.Errorf("snapshot at step %d: %w", step, err)
+			}
+			res.Snapshots++
+		}
+		final := step == cfg.Steps
+		if (cfg.SnapshotEvery > 0 && step%cfg.SnapshotEvery == 0) || final {
+			if cfg.Test != nil && cfg.Test.Len() > 0 {
+				acc, loss, err := net.Evaluate(cfg.Test, cfg.EvalExamples)
+				if err != nil {
+					return res, fmt.Errorf("evaluate at step %d: %w", step, err)
+				}
+				vals := map[string]float64{"test_loss": loss}
+				if !math.IsNaN(acc) {
+					vals["test_accuracy"] = acc
+				}
+				if err := sink.Scalars(step, vals); err != nil {
+					return res, err
+				}
+				res.TestAccuracy, res.TestLoss = acc, loss
+			}
+		}
+		if final {
+			return res, nil
+		}
+
+		if pos+cfg.Batch > len(perm) {
+			perm = dataRng.Perm(cfg.Train.Len()) // a new epoch; the partial batch is dropped
+			pos = 0
+		}
+		idx := perm[pos : pos+cfg.Batch]
+		pos += cfg.Batch
+		t0 := time.Now()
+		loss, acc, err := net.Step(cfg.Train, idx, cfg.LR, cfg.Momentum, cfg.WeightDecay)
+		if err != nil {
+			return res, fmt.Errorf("step %d: %w", step, err)
+		}
+		res.Steps, res.Loss = step+1, loss
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			return res, fmt.Errorf("step %d: loss is %g (diverged; try a smaller --lr)", step, loss)
+		}
+		vals := map[string]float64{"loss": loss, "lr": cfg.LR, "step_time": time.Since(t0).Seconds(), "wall_time": time.Since(start).Seconds()}
+		if !math.IsNaN(acc) {
+			vals["accuracy"] = acc
+		}
+		if err := sink.Scalars(step, vals); err != nil {
+			return res, err
+		}
+		if progress != nil {
+			progress(step+1, cfg.Steps, loss)
+		}
+	}
+}
+
+// sampleIDs draws m distinct indices from [0, n) uniformly.
+func sampleIDs(rng *rand.Rand, n, m int) []int {
+	p := make([]int, n)
+	for i := range p {
+		p[i] = i
+	}
+	for i := range m {
+		j := i + rng.IntN(n-i)
+		p[i], p[j] = p[j], p[i]
+	}
+	return p[:m]
+}
+
+// Step runs one SGD step on the examples idx: the mean loss gradient plus
+// weight decay, with PyTorch's momentum (v = μv + g; w -= lr·v). It
+// returns the batch's mean loss and accuracy (NaN for regression).
+func (n *Net) Step(d *Dataset, idx []int, lr, momentum, wd float64) (loss, acc float64, err error) {
+	if err := n.run(d, idx); err != nil {
+		return 0, 0, err
+	}
+	loss = float64(n.costVal.Data().(float32)) / float64(len(idx))
+	acc = n.accuracy(d, idx)
+	inv := float32(1 / float64(len(idx)))
+	for _, l := range n.layers {
+		gw, gb, err := n.grads(l)
+		if err != nil {
+			return 0, 0, err
+		}
+		for k, p := range [2][]float32{l.wT.Data().([]float32), l.bT.Data().([]float32)} {
+			g := [2][]float32{gw, gb}[k]
+			v := l.vel[k]
+			for j := range p {
+				gj := g[j]*inv + float32(wd)*p[j]
+				v[j] = float32(momentum)*v[j] + gj
+				p[j] -= float32(lr) * v[j]
+			}
+		}
+	}
+	return loss, acc, n.zeroGrads()
+}
+
+// accuracy is the fraction of idx whose largest output is the label.
+func (n *Net) accuracy(d *Dataset, idx []int) float64 {
+	if d.Classes == 0 {
+		return math.NaN()
+	}
+	out := n.outVal.Data().([]float32)
+	right := 0
+	for r, i := range idx {
+		row := out[r*d.Classes : (r+1)*d.Classes]
+		best := 0
+		for c, v := range row {
+			if v > row[best] {
+				best = c
+			}
+		}
+		if best == d.Labels[i] {
+			right++
+		}
+	}
+	return float64(right) / float64(len(idx))
+}
+
+// Evaluate returns accuracy (NaN for regression) and mean loss over the
+// first limit examples of d (all when limit is 0).
+func (n *Net) Evaluate(d *Dataset, limit int) (acc, loss float64, err error) {
+	m := d.Len()
+	if limit > 0 {
+		m = min(m, limit)
+	}
+	right, total := 0.0, 0.0
+	for lo := 0; lo < m; lo += n.batch {
+		idx := make([]int, 0, n.batch)
+		for i := lo; i < min(lo+n.batch, m); i++ {
+			idx = append(idx, i)
+		}
+		if err := n.run(d, idx); err != nil {
+			return 0, 0, err
+		}
+		total += float64(n.costVal.Data().(float32))
+		right += n.accuracy(d, idx) * float64(len(idx))
+	}
+	if err := n.zeroGrads(); err != nil {
+		return 0, 0, err
+	}
+	if d.Classes == 0 {
+		return math.NaN(), total / float64(m), nil
+	}
+	return right / float64(m), total / float64(m), nil
+}
+
+// Capture computes the per-example gradients of examples ids at the current
+// parameters (one forward/backward pass per batch of them) and returns
+// them as a snapshot: for each layer a weight block (factors, or the
+// materialized gradient for a convolution where that is smaller) and a
+// bias block. Parameters and their gradients are left as they were.
+func (n *Net) Capture(d *Dataset, ids []int) (*ingest.Snapshot, error) {
+	m := len(ids)
+	uids := make([]uint64, m)
+	for i, id := range ids {
+		uids[i] = uint64(id)
+	}
+	type buf struct{ a, dz []float32 }
+	bufs := make([]buf, len(n.layers))
+	for k, l := range n.layers {
+		t := l.positions()
+		bufs[k] = buf{make([]float32, m*t*l.in), make([]float32, m*t*l.out)}
+	}
+	for lo := 0; lo < m; lo += n.batch {
+		hi := min(lo+n.batch, m)
+		if err := n.run(d, ids[lo:hi]); err != nil {
+			return nil, err
+		}
+		for k, l := range n.layers {
+			t := l.positions()
+			a := l.aVal.Data().([]float32)
+			dz := l.dzVal.Data().([]float32)
+			copy(bufs[k].a[lo*t*l.in:hi*t*l.in], a[:(hi-lo)*t*l.in])
+			copy(bufs[k].dz[lo*t*l.out:hi*t*l.out], dz[:(hi-lo)*t*l.out])
+		}
+	}
+	if err := n.zeroGrads(); err != nil {
+		return nil, err
+	}
+	s := &ingest.Snapshot{}
+	for k, l := range n.layers {
+		t := l.positions()
+		a, dz := bufs[k].a, bufs[k].dz
+		w := &codec.Block{Kind: codec.Factored, IDs: uids, T: t, In: l.in, Out: l.out, A: a, Delta: dz}
+		if t*(l.in+l.out) > l.in*l.out {
+			w = materializeBlock(w)
+		}
+		bias := dz
+		if t > 1 {
+			bias = make([]float32, m*l.out)
+			for i := range m {
+				for p := range t {
+					row := dz[(i*t+p)*l.out : (i*t+p+1)*l.out]
+					for q, v := range row {
+						bias[i*l.out+q] += v
+					}
+				}
+			}
+		}
+		s.Blocks = append(s.Blocks,
+			ingest.NamedBlock{Layer: l.name + ".weight", Block: w},
+			ingest.NamedBlock{Layer: l.name + ".bias", Block: &codec.Block{Kind: codec.Dense, IDs: uids, Dim: l.out, Rows: bias}})
+	}
+	return s, nil
+}
+
+// materializeBlock turns a factored block into dense rows G_i = A_iᵀΔ_i.
+func materializeBlock(b *codec.Block) *codec.Block {
+	p := b.In * b.Out
+	rows := make([]float32, b.N()*p)
+	g := make([]float64, p)
+	for i := range b.N() {
+		b.Gradient(i, g)
+		for j, v := range g {
+			rows[i*p+j] = float32(v)
+		}
+	}
+	return &codec.Block{Kind: codec.Dense, IDs: b.IDs, Dim: p, Rows: rows}
+}
