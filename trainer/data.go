@@ -19,8 +19,8 @@ import (
 type Dataset struct {
 	Name string
 	// X holds Len() rows of Dim features; images are C x H x W, row-major.
-	X      []float32
-	Dim    int
+	X       []float32
+	Dim     int
 	C, H, W int // image shape (C = 0 for non-images)
 	// Labels are class indices (classification, Classes > 0).
 	Labels  []int
