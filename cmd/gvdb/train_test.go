@@ -1,0 +1,42 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestTrain(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"train", "--db", dir, "--run", "tiny", "--model", "mlp", "--hidden", "16", "--steps", "20",
+		"--batch", "32", "--snapshot-every", "10", "--snapshot-examples", "48", "--eval-examples", "500"}
+	_, errs, code := gvdb(t, args...)
+	if code != exitOK || !strings.Contains(errs, "trained tiny: 20 steps") || !strings.Contains(errs, "3 snapshots") {
+		t.Fatalf("train: code %d, %q", code, errs)
+	}
+	if _, errs, code := gvdb(t, args...); code != exitError || !strings.Contains(errs, "--overwrite") {
+		t.Fatalf("second train without --overwrite: code %d, %q", code, errs)
+	}
+	if _, errs, code := gvdb(t, append(args, "--overwrite", "--encoding", "bfloat16")...); code != exitOK {
+		t.Fatalf("train --overwrite: code %d, %q", code, errs)
+	}
+	out, _, _ := gvdb(t, "inspect", "--db", dir, "--run", "tiny", "--step", "10", "--format", "csv")
+	if !strings.Contains(out, "fc1.weight,factored,bfloat16,48,1x784x16,12544,") {
+		t.Fatalf("inspect after train: %q", out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"train", "--db", dir}, "--run is required"},
+		{[]string{"train", "--db", dir, "--run", "x", "--model", "rnn"}, "unknown --model"},
+		{[]string{"train", "--db", dir, "--run", "x", "--data", "cifar"}, "unknown --data"},
+		{[]string{"train", "--db", dir, "--run", "x", "--hidden", "12,abc"}, "hidden width"},
+		{[]string{"train", "--db", dir, "--run", "x", "--lr", "-1"}, "lr must be positive"},
+		{[]string{"train", "--db", dir, "--run", "x", "--encoding", "fp8"}, "unknown encoding"},
+		{[]string{"train", "--db", dir, "--run", "x", "--model", "cnn", "--data", "rf"}, "needs image data"},
+	} {
+		if _, errs, code := gvdb(t, c.args...); code != exitUsage || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: code %d, %q (want %q)", c.args, code, errs, c.want)
+		}
+	}
+}
