@@ -70,8 +70,14 @@ func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
-// Run runs the subcommand named by args[0].
-func (m *Main) Run(ctx context.Context, args []string) error {
+// Run runs the subcommand named by args[0]. A panic inside becomes an
+// error: users get a message, never a stack trace.
+func (m *Main) Run(ctx context.Context, args []string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error: %v (please report this with the command line)", r)
+		}
+	}()
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		if len(args) > 1 {
 			if c, ok := commands[args[1]]; ok {

@@ -21,12 +21,12 @@ func init() {
 // trainFlags are gvdb train's settings, shared with the demo.
 type trainFlags struct {
 	dir, run, model, hidden, data, encoding string
-	steps, snapEvery                       int64
-	batch, snapExamples, evalExamples      int
-	dataSize                               int
-	lr, momentum, wd                       float64
-	seed                                   uint64
-	overwrite                              bool
+	steps, snapEvery                        int64
+	batch, snapExamples, evalExamples       int
+	dataSize                                int
+	lr, momentum, wd                        float64
+	seed                                    uint64
+	overwrite                               bool
 }
 
 func (m *Main) train(ctx context.Context, args []string) error {
@@ -192,7 +192,7 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		Optimizer: "sgd", LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, BatchSize: f.batch, Steps: f.steps, Seed: f.seed,
 		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, Encoding: enc.String(),
 		Status: db.StatusRunning, Version: Version, Params: map[string]string{
-			"hidden": strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Spec.Hidden)), ","), "[]"),
+			"hidden":         strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Spec.Hidden)), ","), "[]"),
 			"train_examples": fmt.Sprint(cfg.Train.Len()), "test_examples": fmt.Sprint(cfg.Test.Len()),
 			"eval_examples": fmt.Sprint(f.evalExamples), "loss": "sum of per-example losses; update uses the mean",
 		}}

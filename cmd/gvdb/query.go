@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"gvdb/db"
+	"gvdb/query"
+)
+
+func init() {
+	register("query", "run queries: statistics over runs, steps and layers", (*Main).query)
+}
+
+const queryHelp = `Run one query (given as an argument), the queries read from standard input
+(separated by ';'), or, on a terminal with no query, an interactive prompt
+(multi-line input ends at ';' or a blank line; 'help', 'exit').
+
+Statements:
+  SHOW RUNS | SHOW LAYERS FROM 'r' | SHOW STEPS FROM 'r' | SHOW SCALARS FROM 'r'
+  SELECT item [AS name], ... FROM 'run' [, 'glob*' ...]
+      [WHERE step >= 1000 AND step < 5000 AND layer IN ('fc1.weight') AND run GLOB 'lr-*']
+      [GROUP BY window(500) | step, run, layer] [ORDER BY column [DESC]] [LIMIT n]
+  PLOT item, ... FROM ... [WHERE ...] [GROUP BY ...] [SCALE LOG|LINEAR] TO 'file.png|svg|pdf'
+
+An item is arithmetic (+ - * /) over statistics, step scalars (loss,
+accuracy, lr, test_accuracy, ...) and step. Statistics (B defaults to the
+run's batch size, K to B):
+`
+
+func (m *Main) query(ctx context.Context, args []string) error {
+	fs := m.newFlags("query [flags] ['QUERY']", queryHelp+"  "+strings.Join(query.StatisticDocs(), "\n  ")+`
+
+A window's value is the mean over its snapshots; pooled(stat) instead
+treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
+  gvdb query "SELECT step, variance, nvar, gns FROM 'mlp'"
+  gvdb query "SELECT variance(128), nvar(128) FROM 'mlp' WHERE step >= 1000 GROUP BY window(500)"
+  gvdb query "SELECT nvar FROM 'mlp' GROUP BY layer"
+  gvdb query "SELECT gc_variance(128, 128) / variance(128) AS gain FROM 'mlp'"
+  gvdb query --format csv "SELECT nvar FROM 'lr-*' GROUP BY run, window(1000)" > nvar.csv
+  echo "SHOW RUNS; SHOW LAYERS FROM 'mlp'" | gvdb query`)
+	dir := fs.String("db", db.DefaultDir, "store directory")
+	format := formatFlag(fs)
+	timing := fs.Bool("timing", false, "print read, decode and compute times to standard error")
+	rest, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := checkFormat(*format); err != nil {
+		return err
+	}
+	d, err := openStore(*dir, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	run := func(src string) error {
+		script, err := query.Parse(src)
+		if err != nil {
+			return err
+		}
+		for i, st := range script.Statements {
+			if i > 0 && *format == "table" {
+				fmt.Fprintln(m.Stdout)
+			}
+			if err := m.runStatement(ctx, d, st, *format, *timing); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	switch {
+	case len(rest) > 0:
+		return run(strings.Join(rest, " "))
+	case m.Interactive:
+		return m.prompt(ctx, d, *format, *timing)
+	default:
+		src, err := io.ReadAll(m.Stdin)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(src)) == "" {
+			return usagef("query: no query given (pass one as an argument or on standard input)")
+		}
+		return run(string(src))
+	}
+}
+
+// runStatement evaluates one statement and prints its result.
+func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, format string, timing bool) error {
+	start := time.Now()
+	res, err := query.Eval(ctx, d, st, query.Options{})
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(m.Stderr, "warning:", w)
+	}
+	if res.Plot != nil {
+		if err := m.drawPlot(d, res); err != nil {
+			return err
+		}
+	} else if err := resultTable(res).write(m.Stdout, format); err != nil {
+		return err
+	}
+	if timing {
+		s := res.Stats
+		fmt.Fprintf(m.Stderr, "%d rows in %s: %d snapshots, %s read in %s, decoded in %s, computed in %s\n",
+			len(res.Rows), time.Since(start).Round(time.Millisecond), s.Snapshots, humanBytes(s.BytesRead),
+			s.Read.Round(time.Millisecond), s.Decode.Round(time.Millisecond), s.Compute.Round(time.Millisecond))
+	}
+	return nil
+}
+
+func resultTable(res *query.Result) *table {
+	return &table{Columns: res.Columns, Rows: res.Rows}
+}
+
+// prompt is the interactive query loop.
+func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool) error {
+	fmt.Fprintln(m.Stderr, "gvdb query prompt: end a query with ';' or a blank line; 'help' lists statistics, 'exit' quits.")
+	in := bufio.NewScanner(m.Stdin)
+	var buf strings.Builder
+	for {
+		if buf.Len() == 0 {
+			fmt.Fprint(m.Stderr, "gvdb> ")
+		} else {
+			fmt.Fprint(m.Stderr, "   -> ")
+		}
+		if !in.Scan() {
+			fmt.Fprintln(m.Stderr)
+			return in.Err()
+		}
+		line := in.Text()
+		trimmed := strings.TrimSpace(line)
+		if buf.Len() == 0 {
+			switch strings.ToLower(strings.TrimSuffix(trimmed, ";")) {
+			case "":
+				continue
+			case "exit", "quit", `\q`:
+				return nil
+			case "help":
+				fmt.Fprintln(m.Stdout, strings.Join(query.StatisticDocs(), "\n"))
+				continue
+			}
+		}
+		buf.WriteString(line + "\n")
+		src := buf.String()
+		complete := strings.HasSuffix(trimmed, ";") || trimmed == ""
+		if !complete {
+			// A single line that already parses runs at once.
+			if _, err := query.Parse(src); err != nil {
+				var qe *query.Error
+				if errors.As(err, &qe) && strings.Contains(qe.Msg, "end of query") {
+					continue
+				}
+			}
+		}
+		buf.Reset()
+		script, err := query.Parse(src)
+		if err != nil {
+			fmt.Fprintln(m.Stderr, "error:", err)
+			continue
+		}
+		for _, st := range script.Statements {
+			if err := m.runStatement(ctx, d, st, format, timing); err != nil {
+				fmt.Fprintln(m.Stderr, "error:", err)
+			}
+		}
+	}
+}
+
+// drawPlot is replaced when the plots package is wired in.
+var drawPlotFunc func(m *Main, d *db.DB, res *query.Result) error
+
+func (m *Main) drawPlot(d *db.DB, res *query.Result) error {
+	if drawPlotFunc == nil {
+		return errors.New("PLOT is not available in this build")
+	}
+	return drawPlotFunc(m, d, res)
+}

@@ -1,0 +1,370 @@
+package query
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/alecthomas/participle/v2/lexer"
+)
+
+// Script is a sequence of statements separated by semicolons.
+type Script struct {
+	Statements []Statement `parser:"';'* (@@ (';'+ @@)* ';'*)?"`
+}
+
+// Statement is a SHOW, SELECT or PLOT statement (a sealed interface).
+type Statement interface {
+	statement()
+	String() string
+	Position() lexer.Position
+}
+
+// Show lists runs, or a run's layers or steps.
+type Show struct {
+	Pos  lexer.Position
+	What string  `parser:"'SHOW' @('RUNS' | 'LAYERS' | 'STEPS' | 'SCALARS')"`
+	From *string `parser:"('FROM' @String)?"`
+}
+
+// Select computes statistics and scalars over runs, steps and layers.
+type Select struct {
+	Pos   lexer.Position
+	Items []*Item     `parser:"'SELECT' @@ (',' @@)*"`
+	Runs  []string    `parser:"'FROM' @String (',' @String)*"`
+	Where *Cond       `parser:"('WHERE' @@)?"`
+	Group []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
+	Order []*OrderKey `parser:"('ORDER' 'BY' @@ (',' @@)*)?"`
+	Limit *int        `parser:"('LIMIT' @Number)?"`
+}
+
+// Plot is a SELECT whose result is drawn to a file.
+type Plot struct {
+	Pos   lexer.Position
+	Items []*Item     `parser:"'PLOT' @@ (',' @@)*"`
+	Runs  []string    `parser:"'FROM' @String (',' @String)*"`
+	Where *Cond       `parser:"('WHERE' @@)?"`
+	Group []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
+	Scale string      `parser:"('SCALE' @('LOG' | 'LINEAR'))?"`
+	To    string      `parser:"'TO' @String"`
+}
+
+func (*Show) statement()   {}
+func (*Select) statement() {}
+func (*Plot) statement()   {}
+
+// Position returns where the statement starts.
+func (s *Show) Position() lexer.Position { return s.Pos }
+
+// Position returns where the statement starts.
+func (s *Select) Position() lexer.Position { return s.Pos }
+
+// Position returns where the statement starts.
+func (p *Plot) Position() lexer.Position { return p.Pos }
+
+// AsSelect returns the SELECT a PLOT draws.
+func (p *Plot) AsSelect() *Select {
+	return &Select{Pos: p.Pos, Items: p.Items, Runs: p.Runs, Where: p.Where, Group: p.Group}
+}
+
+// Item is one output column: an expression with an optional alias.
+type Item struct {
+	Pos   lexer.Position
+	Expr  *Expr   `parser:"@@"`
+	Alias *string `parser:"('AS' @(Ident | String))?"`
+}
+
+// Expr is a sum of terms.
+type Expr struct {
+	Pos  lexer.Position
+	Left *Term     `parser:"@@"`
+	Ops  []*OpTerm `parser:"@@*"`
+}
+
+// OpTerm is "+ term" or "- term".
+type OpTerm struct {
+	Op   string `parser:"@('+' | '-')"`
+	Term *Term  `parser:"@@"`
+}
+
+// Term is a product of factors.
+type Term struct {
+	Left *Factor     `parser:"@@"`
+	Ops  []*OpFactor `parser:"@@*"`
+}
+
+// OpFactor is "* factor" or "/ factor".
+type OpFactor struct {
+	Op     string  `parser:"@('*' | '/')"`
+	Factor *Factor `parser:"@@"`
+}
+
+// Factor is an optionally negated operand.
+type Factor struct {
+	Neg     bool    `parser:"@'-'?"`
+	Operand Operand `parser:"@@"`
+}
+
+// Operand is a number, a call, a name or a parenthesized expression (a
+// sealed interface).
+type Operand interface {
+	operand()
+	String() string
+}
+
+// Number is a numeric literal.
+type Number struct {
+	Value float64 `parser:"@Number"`
+}
+
+// Call is a statistic with arguments: variance(128), gc_nvar(64, 128),
+// pooled(nvar(128)).
+type Call struct {
+	Pos  lexer.Position
+	Name string  `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident '('"`
+	Args []*Expr `parser:"(@@ (',' @@)*)? ')'"`
+}
+
+// Name is a bare identifier: a statistic with default arguments, a step
+// scalar (loss, accuracy, ...) or a key (step, run, layer).
+type Name struct {
+	Pos  lexer.Position
+	Name string `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
+}
+
+// Paren is a parenthesized expression.
+type Paren struct {
+	Expr *Expr `parser:"'(' @@ ')'"`
+}
+
+func (*Number) operand() {}
+func (*Call) operand()   {}
+func (*Name) operand()   {}
+func (*Paren) operand()  {}
+
+// Cond is a disjunction of conjunctions (WHERE).
+type Cond struct {
+	Or []*AndCond `parser:"@@ ('OR' @@)*"`
+}
+
+// AndCond is a conjunction.
+type AndCond struct {
+	And []*NotCond `parser:"@@ ('AND' @@)*"`
+}
+
+// NotCond is an optionally negated predicate.
+type NotCond struct {
+	Not  bool  `parser:"@'NOT'?"`
+	Pred *Pred `parser:"@@"`
+}
+
+// Pred is a comparison on a key, or a parenthesized condition.
+type Pred struct {
+	Pos   lexer.Position
+	Paren *Cond     `parser:"  '(' @@ ')'"`
+	Field string    `parser:"| @('STEP' | 'LAYER' | 'RUN')"`
+	Op    string    `parser:"  ( @('<=' | '>=' | '!=' | '<>' | '=' | '<' | '>')"`
+	Value *Literal  `parser:"    @@"`
+	In    []Literal `parser:"  | 'IN' '(' @@ (',' @@)* ')'"`
+	Glob  *string   `parser:"  | 'GLOB' @String"`
+	Lo    *Literal  `parser:"  | 'BETWEEN' @@"`
+	Hi    *Literal  `parser:"    'AND' @@ )"`
+}
+
+// Literal is a number or a string.
+type Literal struct {
+	Num *float64 `parser:"  @Number"`
+	Str *string  `parser:"| @String"`
+}
+
+// GroupKey is window(n), step, run or layer.
+type GroupKey struct {
+	Pos    lexer.Position
+	Window *int   `parser:"  'WINDOW' '(' @Number ')'"`
+	Key    string `parser:"| @('STEP' | 'RUN' | 'LAYER')"`
+}
+
+// OrderKey is an output column (by name or expression) and a direction.
+type OrderKey struct {
+	Expr *Expr `parser:"@@"`
+	Desc bool  `parser:"(@'DESC' | 'ASC')?"`
+}
+
+// String printing: every node prints as query text that parses back to an
+// equal tree (the round-trip test checks this).
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func (s *Show) String() string {
+	out := "SHOW " + strings.ToUpper(s.What)
+	if s.From != nil {
+		out += " FROM " + quote(*s.From)
+	}
+	return out
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+func itemsString(items []*Item) string {
+	parts := make([]string, len(items))
+	for i, it := range items {
+		parts[i] = it.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+func groupString(g []*GroupKey) string {
+	parts := make([]string, len(g))
+	for i, k := range g {
+		parts[i] = k.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (s *Select) String() string {
+	var b strings.Builder
+	b.WriteString("SELECT " + itemsString(s.Items) + " FROM " + quoteAll(s.Runs))
+	if s.Where != nil {
+		b.WriteString(" WHERE " + s.Where.String())
+	}
+	if len(s.Group) > 0 {
+		b.WriteString(" GROUP BY " + groupString(s.Group))
+	}
+	if len(s.Order) > 0 {
+		parts := make([]string, len(s.Order))
+		for i, o := range s.Order {
+			parts[i] = o.Expr.String()
+			if o.Desc {
+				parts[i] += " DESC"
+			}
+		}
+		b.WriteString(" ORDER BY " + strings.Join(parts, ", "))
+	}
+	if s.Limit != nil {
+		b.WriteString(" LIMIT " + strconv.Itoa(*s.Limit))
+	}
+	return b.String()
+}
+
+func (p *Plot) String() string {
+	var b strings.Builder
+	b.WriteString("PLOT " + itemsString(p.Items) + " FROM " + quoteAll(p.Runs))
+	if p.Where != nil {
+		b.WriteString(" WHERE " + p.Where.String())
+	}
+	if len(p.Group) > 0 {
+		b.WriteString(" GROUP BY " + groupString(p.Group))
+	}
+	if p.Scale != "" {
+		b.WriteString(" SCALE " + strings.ToUpper(p.Scale))
+	}
+	b.WriteString(" TO " + quote(p.To))
+	return b.String()
+}
+
+func (it *Item) String() string {
+	if it.Alias != nil {
+		return it.Expr.String() + " AS " + quote(*it.Alias)
+	}
+	return it.Expr.String()
+}
+
+func (e *Expr) String() string {
+	s := e.Left.String()
+	for _, o := range e.Ops {
+		s += " " + o.Op + " " + o.Term.String()
+	}
+	return s
+}
+
+func (t *Term) String() string {
+	s := t.Left.String()
+	for _, o := range t.Ops {
+		s += " " + o.Op + " " + o.Factor.String()
+	}
+	return s
+}
+
+func (f *Factor) String() string {
+	if f.Neg {
+		return "-" + f.Operand.String()
+	}
+	return f.Operand.String()
+}
+
+func (n *Number) String() string { return strconv.FormatFloat(n.Value, 'g', -1, 64) }
+
+func (c *Call) String() string {
+	args := make([]string, len(c.Args))
+	for i, a := range c.Args {
+		args[i] = a.String()
+	}
+	return strings.ToLower(c.Name) + "(" + strings.Join(args, ", ") + ")"
+}
+
+func (n *Name) String() string { return strings.ToLower(n.Name) }
+
+func (p *Paren) String() string { return "(" + p.Expr.String() + ")" }
+
+func (c *Cond) String() string {
+	parts := make([]string, len(c.Or))
+	for i, a := range c.Or {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, " OR ")
+}
+
+func (a *AndCond) String() string {
+	parts := make([]string, len(a.And))
+	for i, n := range a.And {
+		parts[i] = n.String()
+	}
+	return strings.Join(parts, " AND ")
+}
+
+func (n *NotCond) String() string {
+	if n.Not {
+		return "NOT " + n.Pred.String()
+	}
+	return n.Pred.String()
+}
+
+func (p *Pred) String() string {
+	if p.Paren != nil {
+		return "(" + p.Paren.String() + ")"
+	}
+	f := strings.ToLower(p.Field)
+	switch {
+	case p.Value != nil:
+		return f + " " + p.Op + " " + p.Value.String()
+	case p.In != nil:
+		vals := make([]string, len(p.In))
+		for i, v := range p.In {
+			vals[i] = v.String()
+		}
+		return f + " IN (" + strings.Join(vals, ", ") + ")"
+	case p.Glob != nil:
+		return f + " GLOB " + quote(*p.Glob)
+	default:
+		return f + " BETWEEN " + p.Lo.String() + " AND " + p.Hi.String()
+	}
+}
+
+func (l Literal) String() string {
+	if l.Num != nil {
+		return strconv.FormatFloat(*l.Num, 'g', -1, 64)
+	}
+	return quote(*l.Str)
+}
+
+func (g *GroupKey) String() string {
+	if g.Window != nil {
+		return "window(" + strconv.Itoa(*g.Window) + ")"
+	}
+	return strings.ToLower(g.Key)
+}

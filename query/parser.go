@@ -1,0 +1,110 @@
+package query
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/alecthomas/participle/v2"
+	"github.com/alecthomas/participle/v2/lexer"
+
+	"gvdb/db"
+)
+
+var queryLexer = lexer.MustSimple([]lexer.SimpleRule{
+	{Name: "Comment", Pattern: `--[^\n]*|/\*([^*]|\*+[^*/])*\*+/`},
+	{Name: "String", Pattern: `'(?:[^']|'')*'|"(?:[^"]|"")*"`},
+	{Name: "Number", Pattern: `(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?`},
+	{Name: "Ident", Pattern: `[A-Za-z_][A-Za-z0-9_]*`},
+	{Name: "Op", Pattern: `<=|>=|!=|<>|[-+*/(),;=<>]`},
+	{Name: "Whitespace", Pattern: `\s+`},
+})
+
+var parser = participle.MustBuild[Script](
+	participle.Lexer(queryLexer),
+	participle.Elide("Comment", "Whitespace"),
+	participle.CaseInsensitive("Ident"),
+	participle.Map(unquote, "String"),
+	participle.Union[Statement](&Show{}, &Select{}, &Plot{}),
+	participle.Union[Operand](&Number{}, &Call{}, &Name{}, &Paren{}),
+	participle.UseLookahead(4),
+)
+
+func unquote(t lexer.Token) (lexer.Token, error) {
+	q := t.Value[:1]
+	t.Value = strings.ReplaceAll(t.Value[1:len(t.Value)-1], q+q, q)
+	return t, nil
+}
+
+// Error is a query error with the position it refers to.
+type Error struct {
+	Pos lexer.Position
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Pos.Line == 0 {
+		return e.Msg
+	}
+	return fmt.Sprintf("%d:%d: %s", e.Pos.Line, e.Pos.Column, e.Msg)
+}
+
+func errorf(pos lexer.Position, format string, args ...any) *Error {
+	return &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Parse parses one or more statements separated by semicolons. A syntax
+// error is an *Error naming the line and column, what was found and what
+// was expected.
+func Parse(src string) (*Script, error) {
+	s, err := parser.ParseString("", src)
+	if err != nil {
+		return nil, syntaxError(err)
+	}
+	if len(s.Statements) == 0 {
+		return nil, &Error{Pos: lexer.Position{Line: 1, Column: 1}, Msg: "empty query (try SHOW RUNS, or SELECT variance FROM 'run')"}
+	}
+	return s, nil
+}
+
+// ParseStatement parses exactly one statement.
+func ParseStatement(src string) (Statement, error) {
+	s, err := Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.Statements) != 1 {
+		return nil, errorf(s.Statements[1].Position(), "expected one statement, got %d", len(s.Statements))
+	}
+	return s.Statements[0], nil
+}
+
+func syntaxError(err error) error {
+	var perr participle.Error
+	if !errors.As(err, &perr) {
+		return &Error{Msg: err.Error()}
+	}
+	msg := perr.Message()
+	var ut *participle.UnexpectedTokenError
+	if errors.As(err, &ut) {
+		found := fmt.Sprintf("%q", ut.Unexpected.Value)
+		if ut.Unexpected.EOF() {
+			found = "end of query"
+		}
+		msg = "unexpected " + found
+		// participle says what it expected as a grammar fragment; its first
+		// element is what the user most likely left out.
+		if _, exp, ok := strings.Cut(perr.Message(), "(expected "); ok {
+			first := strings.Fields(strings.TrimSuffix(exp, ")"))
+			if len(first) > 0 {
+				want := strings.Trim(first[0], "()")
+				msg += ", expected " + want
+				kw := strings.Trim(want, `"`)
+				if s := db.Nearest(ut.Unexpected.Value, []string{kw}); s != "" && ut.Unexpected.Value != "" {
+					msg += fmt.Sprintf(" (did you mean %s?)", s)
+				}
+			}
+		}
+	}
+	return &Error{Pos: perr.Position(), Msg: msg}
+}

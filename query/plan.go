@@ -1,0 +1,571 @@
+package query
+
+import (
+	"fmt"
+	"math"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/alecthomas/participle/v2/lexer"
+
+	"gvdb/db"
+)
+
+// statRef is one statistic the query needs, with its arguments as written
+// (NaN: the default, resolved per run).
+type statRef struct {
+	name   string
+	args   []float64
+	pooled bool
+}
+
+// resolve fills default arguments for a run with batch size batch.
+func (s statRef) resolve(batch int) statRef {
+	def := statistics[s.name]
+	out := statRef{name: s.name, pooled: s.pooled, args: make([]float64, len(def.args))}
+	for i, a := range def.args {
+		v := math.NaN()
+		if i < len(s.args) {
+			v = s.args[i]
+		}
+		if math.IsNaN(v) {
+			switch a {
+			case "B":
+				v = float64(batch)
+			case "K":
+				v = float64(batch) // one example per cluster per batch, as the paper
+				for j, b := range def.args {
+					if b == "B" && j < len(s.args) && !math.IsNaN(s.args[j]) {
+						v = s.args[j]
+					}
+				}
+			}
+		}
+		out.args[i] = v
+	}
+	return out
+}
+
+func (s statRef) key() string {
+	parts := make([]string, len(s.args))
+	for i, a := range s.args {
+		parts[i] = strconv.FormatFloat(a, 'g', -1, 64)
+	}
+	k := s.name + "(" + strings.Join(parts, ",") + ")"
+	if s.pooled {
+		k = "pooled(" + k + ")"
+	}
+	return k
+}
+
+// plan is a checked SELECT: what to read and how rows are keyed.
+type plan struct {
+	sel      *Select
+	stats    []statRef // distinct, as written
+	scalars  []string  // distinct step-scalar names
+	scalarAt map[string]lexer.Position
+	window   int64 // 0: per step
+	byRun    bool
+	byLayer  bool
+	stepPred func(int64) bool
+	stepLo   int64
+	stepHi   int64
+	layerOK  func(string) bool
+	layerLit []literalRef // layer names written literally (checked to exist)
+	runOK    func(string) bool
+	columns  []string
+	items    []*Item // items that are not bare keys, in order
+}
+
+type literalRef struct {
+	name string
+	pos  lexer.Position
+}
+
+// planSelect checks a SELECT and works out what it needs.
+func planSelect(s *Select) (*plan, error) {
+	p := &plan{sel: s, stepLo: 0, stepHi: math.MaxInt64, scalarAt: map[string]lexer.Position{}}
+	seen := map[string]bool{}
+	for _, g := range s.Group {
+		switch {
+		case g.Window != nil:
+			if *g.Window < 1 {
+				return nil, errorf(g.Pos, "window size must be at least 1 step, got %d", *g.Window)
+			}
+			if p.window != 0 {
+				return nil, errorf(g.Pos, "GROUP BY has two windows")
+			}
+			p.window = int64(*g.Window)
+		case strings.EqualFold(g.Key, "run"):
+			p.byRun = true
+		case strings.EqualFold(g.Key, "layer"):
+			p.byLayer = true
+		}
+	}
+	for _, it := range s.Items {
+		if n := bareName(it.Expr); n != "" && keys[n] && it.Alias == nil {
+			if n == "run" {
+				p.byRun = true
+			}
+			if n == "layer" {
+				p.byLayer = true
+			}
+			continue
+		}
+		p.items = append(p.items, it)
+		if err := p.collect(it.Expr, seen, false); err != nil {
+			return nil, err
+		}
+	}
+	if len(p.items) == 0 {
+		return nil, errorf(s.Pos, "SELECT lists only keys; add a statistic (variance, nvar, gns, ...) or a scalar (loss, accuracy, ...)")
+	}
+	if s.Where != nil {
+		if err := p.where(s.Where); err != nil {
+			return nil, err
+		}
+	}
+	if p.layerOK == nil {
+		p.layerOK = func(string) bool { return true }
+	}
+	if p.runOK == nil {
+		p.runOK = func(string) bool { return true }
+	}
+	if p.stepPred == nil {
+		p.stepPred = func(int64) bool { return true }
+	}
+	return p, nil
+}
+
+func bareName(e *Expr) string {
+	if len(e.Ops) > 0 || len(e.Left.Ops) > 0 || e.Left.Left.Neg {
+		return ""
+	}
+	if n, ok := e.Left.Left.Operand.(*Name); ok {
+		return strings.ToLower(n.Name)
+	}
+	return ""
+}
+
+// collect records the statistics and scalars an expression uses.
+func (p *plan) collect(e *Expr, seen map[string]bool, inPooled bool) error {
+	var walkOp func(o Operand) error
+	walkTerm := func(t *Term) error {
+		if err := walkOp(t.Left.Operand); err != nil {
+			return err
+		}
+		for _, f := range t.Ops {
+			if err := walkOp(f.Factor.Operand); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	walkOp = func(o Operand) error {
+		switch x := o.(type) {
+		case *Number:
+			return nil
+		case *Paren:
+			return p.collect(x.Expr, seen, inPooled)
+		case *Name:
+			n := strings.ToLower(x.Name)
+			switch {
+			case keys[n]:
+				if n == "step" {
+					return nil
+				}
+				return errorf(x.Pos, "%s is a text key: select it on its own, not inside an expression", n)
+			case n == "pooled":
+				return errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
+			case isStat(n):
+				p.addStat(statRef{name: n, pooled: inPooled}, seen)
+			default:
+				if inPooled {
+					return errorf(x.Pos, "pooled takes a statistic, not the scalar %q", n)
+				}
+				if !seen["scalar:"+n] {
+					seen["scalar:"+n] = true
+					p.scalars = append(p.scalars, n)
+					p.scalarAt[n] = x.Pos
+				}
+			}
+			return nil
+		case *Call:
+			n := strings.ToLower(x.Name)
+			if n == "pooled" {
+				if inPooled || len(x.Args) != 1 {
+					return errorf(x.Pos, "pooled takes exactly one statistic: pooled(variance(128))")
+				}
+				arg := x.Args[0]
+				if bn := bareName(arg); bn == "" || !isStat(bn) {
+					if _, ok := singleCall(arg); !ok {
+						return errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
+					}
+				}
+				return p.collect(arg, seen, true)
+			}
+			def, ok := statistics[n]
+			if !ok {
+				return unknownStat(x.Pos, x.Name)
+			}
+			if len(x.Args) > len(def.args) {
+				return errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, len(def.args), strings.Join(def.args, ", "), len(x.Args))
+			}
+			ref := statRef{name: n, pooled: inPooled}
+			for i, a := range x.Args {
+				v, err := constant(a)
+				if err != nil {
+					return err
+				}
+				if v < 1 || v != math.Trunc(v) {
+					return errorf(x.Pos, "%s: %s must be a whole number >= 1, got %g", n, def.args[i], v)
+				}
+				ref.args = append(ref.args, v)
+			}
+			if inPooled && (def.inner || def.gram) {
+				return errorf(x.Pos, "%s has no pooled form (it is defined per snapshot)", n)
+			}
+			p.addStat(ref, seen)
+			return nil
+		}
+		return nil
+	}
+	if err := walkTerm(e.Left); err != nil {
+		return err
+	}
+	for _, o := range e.Ops {
+		if err := walkTerm(o.Term); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isStat(n string) bool { _, ok := statistics[n]; return ok }
+
+func singleCall(e *Expr) (*Call, bool) {
+	if len(e.Ops) > 0 || len(e.Left.Ops) > 0 || e.Left.Left.Neg {
+		return nil, false
+	}
+	c, ok := e.Left.Left.Operand.(*Call)
+	return c, ok && isStat(strings.ToLower(c.Name))
+}
+
+func (p *plan) addStat(r statRef, seen map[string]bool) {
+	k := r.key()
+	if !seen[k] {
+		seen[k] = true
+		p.stats = append(p.stats, r)
+	}
+}
+
+func unknownStat(pos lexer.Position, name string) error {
+	msg := fmt.Sprintf("unknown statistic %q", strings.ToLower(name))
+	if s := db.Nearest(strings.ToLower(name), statNames()); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	return errorf(pos, "%s (statistics: %s)", msg, strings.Join(statNames(), ", "))
+}
+
+// constant evaluates an argument expression that must not depend on data.
+func constant(e *Expr) (float64, error) {
+	var bad error
+	v := evalExpr(e, func(o Operand) float64 {
+		if bad == nil {
+			bad = errorf(posOf(o), "statistic arguments must be numbers, got %s", o)
+		}
+		return math.NaN()
+	})
+	return v, bad
+}
+
+func posOf(o Operand) lexer.Position {
+	switch x := o.(type) {
+	case *Name:
+		return x.Pos
+	case *Call:
+		return x.Pos
+	}
+	return lexer.Position{}
+}
+
+// evalExpr evaluates e, asking leaf for names and calls.
+func evalExpr(e *Expr, leaf func(Operand) float64) float64 {
+	v := evalTerm(e.Left, leaf)
+	for _, o := range e.Ops {
+		w := evalTerm(o.Term, leaf)
+		if o.Op == "+" {
+			v += w
+		} else {
+			v -= w
+		}
+	}
+	return v
+}
+
+func evalTerm(t *Term, leaf func(Operand) float64) float64 {
+	v := evalFactor(t.Left, leaf)
+	for _, o := range t.Ops {
+		w := evalFactor(o.Factor, leaf)
+		if o.Op == "*" {
+			v *= w
+		} else {
+			v /= w
+		}
+	}
+	return v
+}
+
+func evalFactor(f *Factor, leaf func(Operand) float64) float64 {
+	var v float64
+	switch x := f.Operand.(type) {
+	case *Number:
+		v = x.Value
+	case *Paren:
+		v = evalExpr(x.Expr, leaf)
+	default:
+		v = leaf(x)
+	}
+	if f.Neg {
+		return -v
+	}
+	return v
+}
+
+// where splits the WHERE clause into step, layer and run predicates. Its
+// top level must be a conjunction whose parts each test one key.
+func (p *plan) where(c *Cond) error {
+	if len(c.Or) != 1 {
+		field, err := condField(c)
+		if err != nil {
+			return err
+		}
+		return p.addPred(field, c)
+	}
+	for _, n := range c.Or[0].And {
+		single := &Cond{Or: []*AndCond{{And: []*NotCond{n}}}}
+		if !n.Not && n.Pred.Paren != nil {
+			if err := p.where(n.Pred.Paren); err != nil {
+				return err
+			}
+			continue
+		}
+		field, err := condField(single)
+		if err != nil {
+			return err
+		}
+		if err := p.addPred(field, single); err != nil {
+			return err
+		}
+		// A plain comparison on step also narrows the range scan.
+		if pr := n.Pred; field == "step" && !n.Not && pr.Value != nil && pr.Value.Num != nil {
+			v := *pr.Value.Num
+			switch pr.Op {
+			case ">=":
+				p.stepLo = max(p.stepLo, int64(math.Ceil(v)))
+			case ">":
+				p.stepLo = max(p.stepLo, int64(math.Floor(v))+1)
+			case "<":
+				p.stepHi = min(p.stepHi, int64(math.Ceil(v)))
+			case "<=":
+				p.stepHi = min(p.stepHi, int64(math.Floor(v))+1)
+			case "=":
+				p.stepLo, p.stepHi = max(p.stepLo, int64(v)), min(p.stepHi, int64(v)+1)
+			}
+		}
+		if pr := n.Pred; field == "step" && !n.Not && pr.Lo != nil && pr.Lo.Num != nil && pr.Hi.Num != nil {
+			p.stepLo = max(p.stepLo, int64(math.Ceil(*pr.Lo.Num)))
+			p.stepHi = min(p.stepHi, int64(math.Floor(*pr.Hi.Num))+1)
+		}
+	}
+	return nil
+}
+
+// condField returns the one key a condition tests.
+func condField(c *Cond) (string, error) {
+	field := ""
+	var pos lexer.Position
+	var walk func(c *Cond) error
+	walk = func(c *Cond) error {
+		for _, a := range c.Or {
+			for _, n := range a.And {
+				if n.Pred.Paren != nil {
+					if err := walk(n.Pred.Paren); err != nil {
+						return err
+					}
+					continue
+				}
+				f := strings.ToLower(n.Pred.Field)
+				if field != "" && f != field {
+					return errorf(n.Pred.Pos, "this condition mixes %s (at %d:%d) and %s: join conditions on different keys with AND at the top level", field, pos.Line, pos.Column, f)
+				}
+				field, pos = f, n.Pred.Pos
+			}
+		}
+		return nil
+	}
+	return field, walk(c)
+}
+
+func (p *plan) addPred(field string, c *Cond) error {
+	if err := checkTypes(c, field); err != nil {
+		return err
+	}
+	switch field {
+	case "step":
+		prev := p.stepPred
+		p.stepPred = func(s int64) bool {
+			return (prev == nil || prev(s)) && evalCond(c, func(l Literal) int { return cmpNum(float64(s), l) }, nil)
+		}
+	case "layer", "run":
+		collectLiterals(c, func(name string, pos lexer.Position) {
+			if field == "layer" {
+				p.layerLit = append(p.layerLit, literalRef{name, pos})
+			}
+		})
+		prev := p.layerOK
+		if field == "run" {
+			prev = p.runOK
+		}
+		f := func(name string) bool {
+			return (prev == nil || prev(name)) && evalCond(c, func(l Literal) int { return strings.Compare(name, *l.Str) }, func(g string) bool {
+				ok, _ := path.Match(g, name)
+				return ok
+			})
+		}
+		if field == "layer" {
+			p.layerOK = f
+		} else {
+			p.runOK = f
+		}
+	}
+	return nil
+}
+
+func checkTypes(c *Cond, field string) error {
+	var err error
+	var walk func(c *Cond)
+	check := func(l *Literal, pos lexer.Position) {
+		if l == nil || err != nil {
+			return
+		}
+		if field == "step" && l.Num == nil {
+			err = errorf(pos, "step is compared with a number, got %s", l)
+		}
+		if field != "step" && l.Str == nil {
+			err = errorf(pos, "%s is compared with a quoted name, got %s", field, l)
+		}
+	}
+	walk = func(c *Cond) {
+		for _, a := range c.Or {
+			for _, n := range a.And {
+				pr := n.Pred
+				if pr.Paren != nil {
+					walk(pr.Paren)
+					continue
+				}
+				check(pr.Value, pr.Pos)
+				check(pr.Lo, pr.Pos)
+				check(pr.Hi, pr.Pos)
+				for i := range pr.In {
+					check(&pr.In[i], pr.Pos)
+				}
+				if pr.Glob != nil && field == "step" {
+					err = errorf(pr.Pos, "GLOB matches names (layer, run), not steps")
+				}
+				if field != "step" && pr.Value != nil && pr.Op != "=" && pr.Op != "!=" && pr.Op != "<>" {
+					err = errorf(pr.Pos, "%s supports =, !=, IN and GLOB, not %s", field, pr.Op)
+				}
+				if field != "step" && pr.Lo != nil {
+					err = errorf(pr.Pos, "BETWEEN compares steps, not %ss", field)
+				}
+			}
+		}
+	}
+	walk(c)
+	return err
+}
+
+func collectLiterals(c *Cond, fn func(string, lexer.Position)) {
+	for _, a := range c.Or {
+		for _, n := range a.And {
+			pr := n.Pred
+			if pr.Paren != nil {
+				collectLiterals(pr.Paren, fn)
+				continue
+			}
+			if pr.Value != nil && pr.Value.Str != nil && pr.Op == "=" {
+				fn(*pr.Value.Str, pr.Pos)
+			}
+			for _, l := range pr.In {
+				if l.Str != nil {
+					fn(*l.Str, pr.Pos)
+				}
+			}
+		}
+	}
+}
+
+func cmpNum(x float64, l Literal) int {
+	switch {
+	case x < *l.Num:
+		return -1
+	case x > *l.Num:
+		return 1
+	}
+	return 0
+}
+
+// evalCond evaluates c for one value: cmp compares it with a literal, glob
+// matches a pattern.
+func evalCond(c *Cond, cmp func(Literal) int, glob func(string) bool) bool {
+	for _, a := range c.Or {
+		all := true
+		for _, n := range a.And {
+			if evalPred(n.Pred, cmp, glob) == n.Not {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+func evalPred(p *Pred, cmp func(Literal) int, glob func(string) bool) bool {
+	switch {
+	case p.Paren != nil:
+		return evalCond(p.Paren, cmp, glob)
+	case p.Value != nil:
+		c := cmp(*p.Value)
+		switch p.Op {
+		case "=":
+			return c == 0
+		case "!=", "<>":
+			return c != 0
+		case "<":
+			return c < 0
+		case "<=":
+			return c <= 0
+		case ">":
+			return c > 0
+		case ">=":
+			return c >= 0
+		}
+	case p.In != nil:
+		for _, l := range p.In {
+			if cmp(l) == 0 {
+				return true
+			}
+		}
+		return false
+	case p.Glob != nil:
+		return glob(*p.Glob)
+	case p.Lo != nil:
+		return cmp(*p.Lo) >= 0 && cmp(*p.Hi) <= 0
+	}
+	return false
+}
