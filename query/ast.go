@@ -22,7 +22,7 @@ type Statement interface {
 // Show lists runs, or a run's layers or steps.
 type Show struct {
 	Pos  lexer.Position
-	What string  `parser:"'SHOW' @('RUNS' | 'LAYERS' | 'STEPS' | 'SCALARS')"`
+	What Keyword `parser:"'SHOW' @('RUNS' | 'LAYERS' | 'STEPS' | 'SCALARS')"`
 	From *string `parser:"('FROM' @String)?"`
 }
 
@@ -44,7 +44,7 @@ type Plot struct {
 	Runs  []string    `parser:"'FROM' @String (',' @String)*"`
 	Where *Cond       `parser:"('WHERE' @@)?"`
 	Group []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
-	Scale string      `parser:"('SCALE' @('LOG' | 'LINEAR'))?"`
+	Scale Keyword     `parser:"('SCALE' @('LOG' | 'LINEAR'))?"`
 	To    string      `parser:"'TO' @String"`
 }
 
@@ -120,7 +120,7 @@ type Number struct {
 // pooled(nvar(128)).
 type Call struct {
 	Pos  lexer.Position
-	Name string  `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident '('"`
+	Name Ident   `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident '('"`
 	Args []*Expr `parser:"(@@ (',' @@)*)? ')'"`
 }
 
@@ -128,7 +128,7 @@ type Call struct {
 // scalar (loss, accuracy, ...) or a key (step, run, layer).
 type Name struct {
 	Pos  lexer.Position
-	Name string `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
+	Name Ident `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
 }
 
 // Paren is a parenthesized expression.
@@ -161,7 +161,7 @@ type NotCond struct {
 type Pred struct {
 	Pos   lexer.Position
 	Paren *Cond     `parser:"  '(' @@ ')'"`
-	Field string    `parser:"| @('STEP' | 'LAYER' | 'RUN')"`
+	Field Keyword   `parser:"| @('STEP' | 'LAYER' | 'RUN')"`
 	Op    string    `parser:"  ( @('<=' | '>=' | '!=' | '<>' | '=' | '<' | '>')"`
 	Value *Literal  `parser:"    @@"`
 	In    []Literal `parser:"  | 'IN' '(' @@ (',' @@)* ')'"`
@@ -179,8 +179,8 @@ type Literal struct {
 // GroupKey is window(n), step, run or layer.
 type GroupKey struct {
 	Pos    lexer.Position
-	Window *int   `parser:"  'WINDOW' '(' @Number ')'"`
-	Key    string `parser:"| @('STEP' | 'RUN' | 'LAYER')"`
+	Window *int    `parser:"  'WINDOW' '(' @Number ')'"`
+	Key    Keyword `parser:"| @('STEP' | 'RUN' | 'LAYER')"`
 }
 
 // OrderKey is an output column (by name or expression) and a direction.
@@ -189,13 +189,32 @@ type OrderKey struct {
 	Desc bool  `parser:"(@'DESC' | 'ASC')?"`
 }
 
+// Keyword is a keyword as captured, in upper case.
+type Keyword string
+
+// Capture normalizes a keyword to upper case.
+func (k *Keyword) Capture(values []string) error {
+	*k = Keyword(strings.ToUpper(strings.Join(values, "")))
+	return nil
+}
+
+// Ident is a statistic, scalar or key name, in lower case (names are
+// case-insensitive).
+type Ident string
+
+// Capture normalizes a name to lower case.
+func (i *Ident) Capture(values []string) error {
+	*i = Ident(strings.ToLower(strings.Join(values, "")))
+	return nil
+}
+
 // String printing: every node prints as query text that parses back to an
 // equal tree (the round-trip test checks this).
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func (s *Show) String() string {
-	out := "SHOW " + strings.ToUpper(s.What)
+	out := "SHOW " + string(s.What)
 	if s.From != nil {
 		out += " FROM " + quote(*s.From)
 	}
@@ -261,7 +280,7 @@ func (p *Plot) String() string {
 		b.WriteString(" GROUP BY " + groupString(p.Group))
 	}
 	if p.Scale != "" {
-		b.WriteString(" SCALE " + strings.ToUpper(p.Scale))
+		b.WriteString(" SCALE " + string(p.Scale))
 	}
 	b.WriteString(" TO " + quote(p.To))
 	return b.String()
@@ -304,10 +323,10 @@ func (c *Call) String() string {
 	for i, a := range c.Args {
 		args[i] = a.String()
 	}
-	return strings.ToLower(c.Name) + "(" + strings.Join(args, ", ") + ")"
+	return string(c.Name) + "(" + strings.Join(args, ", ") + ")"
 }
 
-func (n *Name) String() string { return strings.ToLower(n.Name) }
+func (n *Name) String() string { return string(n.Name) }
 
 func (p *Paren) String() string { return "(" + p.Expr.String() + ")" }
 
@@ -338,7 +357,7 @@ func (p *Pred) String() string {
 	if p.Paren != nil {
 		return "(" + p.Paren.String() + ")"
 	}
-	f := strings.ToLower(p.Field)
+	f := strings.ToLower(string(p.Field))
 	switch {
 	case p.Value != nil:
 		return f + " " + p.Op + " " + p.Value.String()
@@ -366,5 +385,5 @@ func (g *GroupKey) String() string {
 	if g.Window != nil {
 		return "window(" + strconv.Itoa(*g.Window) + ")"
 	}
-	return strings.ToLower(g.Key)
+	return strings.ToLower(string(g.Key))
 }

@@ -65,14 +65,14 @@ func Eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, e
 		if err != nil {
 			return nil, err
 		}
-		res.Plot = &PlotSpec{File: s.To, Scale: strings.ToLower(s.Scale), Query: s.String()}
+		res.Plot = &PlotSpec{File: s.To, Scale: strings.ToLower(string(s.Scale)), Query: s.String()}
 		return res, nil
 	}
 	return nil, fmt.Errorf("unknown statement %T", st)
 }
 
 func evalShow(d *db.DB, s *Show) (*Result, error) {
-	what := strings.ToUpper(s.What)
+	what := string(s.What)
 	if what != "RUNS" && s.From == nil {
 		return nil, errorf(s.Pos, "SHOW %s needs FROM 'run'", what)
 	}
@@ -366,7 +366,7 @@ func leafValue(o Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
 	var ref statRef
 	switch x := o.(type) {
 	case *Name:
-		n := strings.ToLower(x.Name)
+		n := string(x.Name)
 		if n == "step" {
 			return float64(k.t)
 		}
@@ -378,7 +378,7 @@ func leafValue(o Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
 		}
 		ref = statRef{name: n}
 	case *Call:
-		n := strings.ToLower(x.Name)
+		n := string(x.Name)
 		pooledCall := false
 		if n == "pooled" {
 			pooledCall = true
@@ -388,7 +388,7 @@ func leafValue(o Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
 				break
 			}
 			c, _ := singleCall(arg)
-			x, n = c, strings.ToLower(c.Name)
+			x, n = c, string(c.Name)
 		}
 		ref = statRef{name: n, pooled: pooledCall}
 		for _, a := range x.Args {

@@ -108,3 +108,5 @@ func syntaxError(err error) error {
 	}
 	return &Error{Pos: perr.Position(), Msg: msg}
 }
+
+func errorsAs(err error, target **Error) bool { return errors.As(err, target) }

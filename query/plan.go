@@ -97,9 +97,9 @@ func planSelect(s *Select) (*plan, error) {
 				return nil, errorf(g.Pos, "GROUP BY has two windows")
 			}
 			p.window = int64(*g.Window)
-		case strings.EqualFold(g.Key, "run"):
+		case g.Key == "RUN":
 			p.byRun = true
-		case strings.EqualFold(g.Key, "layer"):
+		case g.Key == "LAYER":
 			p.byLayer = true
 		}
 	}
@@ -143,7 +143,7 @@ func bareName(e *Expr) string {
 		return ""
 	}
 	if n, ok := e.Left.Left.Operand.(*Name); ok {
-		return strings.ToLower(n.Name)
+		return string(n.Name)
 	}
 	return ""
 }
@@ -169,7 +169,7 @@ func (p *plan) collect(e *Expr, seen map[string]bool, inPooled bool) error {
 		case *Paren:
 			return p.collect(x.Expr, seen, inPooled)
 		case *Name:
-			n := strings.ToLower(x.Name)
+			n := string(x.Name)
 			switch {
 			case keys[n]:
 				if n == "step" {
@@ -192,7 +192,7 @@ func (p *plan) collect(e *Expr, seen map[string]bool, inPooled bool) error {
 			}
 			return nil
 		case *Call:
-			n := strings.ToLower(x.Name)
+			n := string(x.Name)
 			if n == "pooled" {
 				if inPooled || len(x.Args) != 1 {
 					return errorf(x.Pos, "pooled takes exactly one statistic: pooled(variance(128))")
@@ -207,7 +207,7 @@ func (p *plan) collect(e *Expr, seen map[string]bool, inPooled bool) error {
 			}
 			def, ok := statistics[n]
 			if !ok {
-				return unknownStat(x.Pos, x.Name)
+				return unknownStat(x.Pos, string(x.Name))
 			}
 			if len(x.Args) > len(def.args) {
 				return errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, len(def.args), strings.Join(def.args, ", "), len(x.Args))
@@ -249,7 +249,7 @@ func singleCall(e *Expr) (*Call, bool) {
 		return nil, false
 	}
 	c, ok := e.Left.Left.Operand.(*Call)
-	return c, ok && isStat(strings.ToLower(c.Name))
+	return c, ok && isStat(string(c.Name))
 }
 
 func (p *plan) addStat(r statRef, seen map[string]bool) {
@@ -396,7 +396,7 @@ func condField(c *Cond) (string, error) {
 					}
 					continue
 				}
-				f := strings.ToLower(n.Pred.Field)
+				f := strings.ToLower(string(n.Pred.Field))
 				if field != "" && f != field {
 					return errorf(n.Pred.Pos, "this condition mixes %s (at %d:%d) and %s: join conditions on different keys with AND at the top level", field, pos.Line, pos.Column, f)
 				}

@@ -1,0 +1,199 @@
+package query
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gvdb/db"
+	"gvdb/ingest"
+	"gvdb/ingest/codec"
+	"gvdb/ingest/synth"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/scripts")
+
+// testStore builds a small store from seeded synthetic blocks: runs "a"
+// (batch 16) and "b" (batch 8), an MLP 6-5-3, snapshots of 24 examples at
+// steps 0, 100, ..., 400, scalars every 50 steps; run "b" has a NaN
+// gradient at step 300.
+func testStore(t testing.TB) *db.DB {
+	t.Helper()
+	d, err := db.Open(t.TempDir(), db.Options{Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	layers := synth.MLP(6, 5, 3)
+	for ri, name := range []string{"a", "b"} {
+		r := &db.Run{Name: name, Model: "mlp", Dataset: "synthetic", BatchSize: 16 / (ri + 1), LR: 0.1 / float64(ri+1), Seed: 1}
+		for _, l := range layers {
+			if l.Bias {
+				r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.Bias, Shape: []int{l.In}, Params: l.In})
+			} else {
+				r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.DenseWeight, Shape: []int{l.In, l.Out}, Params: l.In * l.Out})
+			}
+		}
+		if err := d.CreateRun(r); err != nil {
+			t.Fatal(err)
+		}
+		w, err := ingest.NewWriter(d, name, ingest.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(uint64(ri+1), 7))
+		for step := int64(0); step <= 400; step += 100 {
+			blocks := synth.Snapshot(rng, 24, layers)
+			s := &ingest.Snapshot{Step: step}
+			for _, l := range layers {
+				s.Blocks = append(s.Blocks, ingest.NamedBlock{Layer: l.Name, Block: blocks[l.Name]})
+			}
+			if name == "b" && step == 300 {
+				blocks["fc2.weight"].Delta[4] = float32(math.NaN())
+			}
+			if err := w.Write(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var rows []db.ScalarRow
+		for step := int64(0); step <= 400; step += 50 {
+			rows = append(rows, db.ScalarRow{Step: step, Values: map[string]float64{
+				"loss": 2 / (1 + float64(step)/100) / float64(ri+1), "accuracy": float64(step) / 500}})
+		}
+		if err := d.PutScalars(name, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// format renders a result as the scripts expect: CSV with 6 significant
+// digits, warnings first.
+func format(res *Result) string {
+	var b strings.Builder
+	for _, w := range res.Warnings {
+		b.WriteString("warning: " + w + "\n")
+	}
+	b.WriteString(strings.Join(res.Columns, ",") + "\n")
+	for _, row := range res.Rows {
+		cells := make([]string, len(row))
+		for i, v := range row {
+			switch x := v.(type) {
+			case float64:
+				cells[i] = strconv.FormatFloat(x, 'g', 6, 64)
+			default:
+				cells[i] = fmt.Sprint(x)
+			}
+		}
+		b.WriteString(strings.Join(cells, ",") + "\n")
+	}
+	return b.String()
+}
+
+// TestScripts runs testdata/scripts/*.test: blocks of "query: ..." lines
+// followed by the expected output (or "error: ..."), separated by blank
+// lines. go test -run Scripts -update rewrites the expectations.
+func TestScripts(t *testing.T) {
+	d := testStore(t)
+	files, _ := filepath.Glob(filepath.Join("testdata", "scripts", "*.test"))
+	if len(files) == 0 {
+		t.Fatal("no scripts in testdata/scripts")
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			for _, block := range strings.Split(strings.TrimSpace(string(raw)), "\n\n") {
+				lines := strings.Split(block, "\n")
+				var q []string
+				var comments []string
+				i := 0
+				for ; i < len(lines); i++ {
+					if strings.HasPrefix(lines[i], "#") {
+						comments = append(comments, lines[i])
+						continue
+					}
+					if s, ok := strings.CutPrefix(lines[i], "query: "); ok {
+						q = append(q, s)
+						continue
+					}
+					break
+				}
+				want := strings.Join(lines[i:], "\n")
+				src := strings.Join(q, "\n")
+				got := run(d, src)
+				if !*update && strings.TrimSpace(got) != strings.TrimSpace(want) {
+					t.Errorf("%s\n--- got:\n%s\n--- want:\n%s", src, got, want)
+				}
+				for _, c := range comments {
+					out.WriteString(c + "\n")
+				}
+				for _, l := range q {
+					out.WriteString("query: " + l + "\n")
+				}
+				out.WriteString(strings.TrimSpace(got) + "\n\n")
+			}
+			if *update {
+				if err := os.WriteFile(file, []byte(strings.TrimSpace(out.String())+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func run(d *db.DB, src string) string {
+	st, err := ParseStatement(src)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	res, err := Eval(context.Background(), d, st, Options{})
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return format(res)
+}
+
+// TestQueryMatchesEngine checks the evaluator's wiring against direct
+// calls into the statistics engine on the same decoded blocks.
+func TestQueryMatchesEngine(t *testing.T) {
+	d := testStore(t)
+	st, _ := ParseStatement("SELECT variance, nvar(4), gns, gc_variance(4, 8) FROM 'a' WHERE step = 200 AND layer GLOB 'fc1.*'")
+	res, err := Eval(context.Background(), d, st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := d.Snapshot("a", 200, []string{"fc1.weight", "fc1.bias"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var layers []statsLayer
+	for _, b := range snap.Blocks {
+		blk, err := codec.Decode(b.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, statsLayer{b.Layer, blk})
+	}
+	want := directStats(t, layers)
+	row := res.Rows[0]
+	for i, w := range want {
+		if got := row[i+1].(float64); math.Abs(got-w) > 1e-12*math.Abs(w) {
+			t.Errorf("%s = %g, engine %g", res.Columns[i+1], got, w)
+		}
+	}
+}
