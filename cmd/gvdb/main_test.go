@@ -23,6 +23,25 @@ func gvdb(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// gvdbStdin runs the CLI with stdin and returns stdout, stderr and the exit
+// code. An --interactive argument makes it behave as on a terminal.
+func gvdbStdin(t *testing.T, mp **Main, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	m := &Main{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb}
+	var rest []string
+	for _, a := range args {
+		if a == "--interactive" {
+			m.Interactive = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	*mp = m
+	code := m.Exit(m.Run(context.Background(), rest))
+	return out.String(), errb.String(), code
+}
+
 // synthStore makes a store with run "syn": an MLP 20-16-4 with snapshots of
 // 8 examples at steps 0, 100, 200.
 func synthStore(t *testing.T) string {

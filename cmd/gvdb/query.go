@@ -149,17 +149,19 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool)
 				continue
 			}
 		}
+		first := buf.Len() == 0
 		buf.WriteString(line + "\n")
 		src := buf.String()
+		// A query ends at ';' or a blank line; a first line that is a
+		// whole query on its own runs at once.
 		complete := strings.HasSuffix(trimmed, ";") || trimmed == ""
+		if !complete && first {
+			_, err := query.Parse(src)
+			var qe *query.Error
+			complete = err == nil || !(errors.As(err, &qe) && strings.Contains(qe.Msg, "end of query"))
+		}
 		if !complete {
-			// A single line that already parses runs at once.
-			if _, err := query.Parse(src); err != nil {
-				var qe *query.Error
-				if errors.As(err, &qe) && strings.Contains(qe.Msg, "end of query") {
-					continue
-				}
-			}
+			continue
 		}
 		buf.Reset()
 		script, err := query.Parse(src)

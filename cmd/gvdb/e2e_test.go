@@ -1,0 +1,193 @@
+package main
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"codeberg.org/sbinet/npyio"
+
+	"gvdb/db"
+	"gvdb/ingest/codec"
+)
+
+var (
+	trainedOnce sync.Once
+	trainedDir  string
+	trainedErr  string
+)
+
+// trainedStore trains three small MNIST MLP runs once per test binary:
+// "mlp", "lr-0.1" and "lr-0.01" (40 steps, snapshots of 64 examples every
+// 10 steps).
+func trainedStore(t *testing.T) string {
+	t.Helper()
+	trainedOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gvdb-e2e-")
+		if err != nil {
+			trainedErr = err.Error()
+			return
+		}
+		trainedDir = dir
+		for _, r := range []struct{ name, lr string }{{"mlp", "0.05"}, {"lr-0.1", "0.1"}, {"lr-0.01", "0.01"}} {
+			_, errs, code := gvdb(t, "train", "--db", dir, "--run", r.name, "--hidden", "16", "--steps", "40", "--batch", "32",
+				"--lr", r.lr, "--snapshot-every", "10", "--snapshot-examples", "64", "--eval-examples", "500")
+			if code != exitOK {
+				trainedErr = errs
+				return
+			}
+		}
+	})
+	if trainedErr != "" {
+		t.Fatalf("training the test store: %s", trainedErr)
+	}
+	return trainedDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if trainedDir != "" {
+		os.RemoveAll(trainedDir)
+	}
+	os.Exit(code)
+}
+
+// TestDesignQueries runs every example of DESIGN.md section 4 through the
+// CLI on a trained store.
+func TestDesignQueries(t *testing.T) {
+	dir := trainedStore(t)
+	png := filepath.Join(t.TempDir(), "nvar.png")
+	cases := []struct {
+		q    string
+		want []string // substrings of stdout
+		rows int      // data rows expected (-1: don't check)
+	}{
+		{"SHOW RUNS", []string{"lr-0.01", "lr-0.1", "mlp"}, 3},
+		{"SHOW LAYERS FROM 'mlp'", []string{"fc1.weight", "784x16"}, 4},
+		{"SELECT step, variance, nvar, gns FROM 'mlp'", []string{"step,variance,nvar,gns", "\n40,"}, 5},
+		{"SELECT variance(128), nvar(128) FROM 'mlp' WHERE step >= 10 AND step < 40 GROUP BY window(20)", []string{"step,variance(128),nvar(128)", "\n0,", "\n20,"}, 2},
+		{"SELECT nvar FROM 'mlp' WHERE layer = 'fc1.weight' GROUP BY layer", []string{"layer,step,nvar", "fc1.weight,0,"}, 5},
+		{"SELECT variance(128), variance(256), gc_variance(32, 128) FROM 'mlp' GROUP BY window(1000)", []string{"gc_variance(32, 128)"}, 1},
+		{"SELECT nvar FROM 'lr-0.1', 'lr-0.01' GROUP BY run, window(20)", []string{"run,step,nvar", "lr-0.1,0,", "lr-0.01,40,"}, 6},
+		{"SELECT loss, accuracy FROM 'mlp'", []string{"step,loss,accuracy", "\n39,"}, 40},
+		{"PLOT nvar FROM 'lr-0.1', 'lr-0.01' GROUP BY run, window(20) TO '" + png + "'", nil, -1},
+	}
+	for _, c := range cases {
+		out, errs, code := gvdb(t, "query", "--db", dir, "--format", "csv", c.q)
+		if code != exitOK {
+			t.Errorf("%s: exit %d: %s", c.q, code, errs)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: output lacks %q:\n%s", c.q, w, out)
+			}
+		}
+		if c.rows >= 0 {
+			if n := strings.Count(strings.TrimSpace(out), "\n"); n != c.rows {
+				t.Errorf("%s: %d rows, want %d:\n%s", c.q, n, c.rows, out)
+			}
+		}
+		if strings.Contains(out, "NaN") && !strings.HasPrefix(c.q, "SELECT loss") {
+			t.Errorf("%s: NaN in output:\n%s", c.q, out)
+		}
+	}
+	if st, err := os.Stat(png); err != nil || st.Size() < 1000 {
+		t.Errorf("PLOT wrote no figure: %v", err)
+	}
+}
+
+func TestQueryErrors(t *testing.T) {
+	dir := trainedStore(t)
+	for _, c := range []struct{ q, want string }{
+		{"SELECT nvr FROM 'mlp'", `1:8: unknown statistic or scalar "nvr" in run "mlp"; did you mean "nvar"?`},
+		{"SELECT variance FORM 'mlp'", `1:17: unexpected "FORM", expected "FROM"`},
+		{"SELECT variance FROM 'mpl'", `did you mean "mlp"?`},
+		{"SELECT variance FROM 'mlp'\nWHERE layer = 'fc3.weight'", `2:7: unknown layer "fc3.weight"`},
+	} {
+		out, errs, code := gvdb(t, "query", "--db", dir, c.q)
+		if code != exitError || !strings.Contains(errs, c.want) || out != "" || strings.Contains(errs, "goroutine") {
+			t.Errorf("%q: exit %d, stderr %q (want %q)", c.q, code, errs, c.want)
+		}
+	}
+	if _, _, code := gvdb(t, "query", "--db", dir); code != exitUsage {
+		t.Errorf("no query: exit %d, want %d", code, exitUsage)
+	}
+}
+
+func TestQueryPipe(t *testing.T) {
+	dir := trainedStore(t)
+	var m *Main
+	out, errs, code := gvdbStdin(t, &m, "SHOW RUNS;\n-- comment\nSELECT gns FROM 'mlp' WHERE step = 40;", "query", "--db", dir, "--format", "csv")
+	if code != exitOK || !strings.Contains(out, "run,model") || !strings.Contains(out, "step,gns\n40,") {
+		t.Fatalf("piped queries: exit %d, %q, %q", code, out, errs)
+	}
+}
+
+func TestPrompt(t *testing.T) {
+	dir := trainedStore(t)
+	var m *Main
+	in := "help\nSELECT gns\nFROM 'mlp'\nWHERE step = 40;\nSELECT nvr FROM 'mlp'\nSHOW RUNS\nexit\n"
+	out, errs, code := gvdbStdin(t, &m, in, "query", "--db", dir, "--format", "csv", "--interactive")
+	if code != exitOK || !strings.Contains(out, "step,gns\n40,") || !strings.Contains(out, "gc_variance(K, B)") || !strings.Contains(errs, `did you mean "nvar"`) || !strings.Contains(out, "run,model") {
+		t.Fatalf("prompt: exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+}
+
+// TestExport checks the .npy files against the stored blocks.
+func TestExport(t *testing.T) {
+	dir := trainedStore(t)
+	out := t.TempDir()
+	if _, errs, code := gvdb(t, "export", "--db", dir, "--run", "mlp", "--step", "20", "--materialize", "--out", out); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	d, err := db.Open(dir, db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	s, err := d.Snapshot("mlp", 20, []string{"fc2.weight"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := codec.Decode(s.Blocks[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) []float32 {
+		f, err := os.Open(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var v []float32
+		if err := npyio.Read(f, &v); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return v
+	}
+	a, delta, grad := read("fc2.weight.A.npy"), read("fc2.weight.Delta.npy"), read("fc2.weight.grad.npy")
+	if len(a) != len(b.A) || len(delta) != len(b.Delta) || len(grad) != b.N()*b.Params() {
+		t.Fatalf("sizes %d %d %d", len(a), len(delta), len(grad))
+	}
+	g := make([]float64, b.Params())
+	for i := range b.N() {
+		b.Gradient(i, g)
+		for j, v := range g {
+			if math.Abs(float64(grad[i*b.Params()+j])-v) > 1e-6*math.Max(1, math.Abs(v)) {
+				t.Fatalf("grad[%d][%d] = %g, want %g", i, j, grad[i*b.Params()+j], v)
+			}
+		}
+	}
+	for k := range a {
+		if a[k] != b.A[k] {
+			t.Fatalf("A[%d] differs", k)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err != nil {
+		t.Fatal(err)
+	}
+}
