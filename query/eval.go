@@ -22,7 +22,11 @@ import (
 // Result is a statement's answer: a table, warnings beside it (never
 // instead of it), and for PLOT where to draw it.
 type Result struct {
-	Columns  []string
+	Columns []string
+	// Labels describe the columns for figures: each statistic with its
+	// default arguments filled in (nvar -> nvar(128)) when every run
+	// agrees on them.
+	Labels   []string
 	Rows     [][]any // string, int64 or float64 (NaN: no value)
 	Warnings []string
 	Plot     *PlotSpec
@@ -319,12 +323,21 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		res.Columns = append(res.Columns, "layer")
 	}
 	res.Columns = append(res.Columns, "step")
+	res.Labels = append([]string(nil), res.Columns...)
+	batch := runs[0].BatchSize
+	for _, r := range runs {
+		if r.BatchSize != batch {
+			batch = 0
+		}
+	}
 	for _, it := range p.items {
 		name := it.Expr.String()
+		lbl := label(it.Expr, batch)
 		if it.Alias != nil {
-			name = *it.Alias
+			name, lbl = *it.Alias, *it.Alias
 		}
 		res.Columns = append(res.Columns, name)
+		res.Labels = append(res.Labels, lbl)
 	}
 	sort.SliceStable(order, func(a, b int) bool {
 		x, y := order[a], order[b]

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/vg"
+
+	"gvdb/db"
+	"gvdb/plots"
+	"gvdb/query"
+)
+
+func init() {
+	register("plot", "draw a figure: a query over steps, GC distortion vs K, gradient norms, cluster sizes", (*Main).plot)
+	drawPlotFunc = func(m *Main, d *db.DB, res *query.Result) error {
+		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Query}
+		return m.saveLines(res, res.Plot.File, o)
+	}
+}
+
+// figureFlags are the size flags every figure takes.
+type figureFlags struct {
+	width, height float64
+	dpi           int
+	scale         string
+}
+
+func addFigureFlags(fs *flag.FlagSet) *figureFlags {
+	f := &figureFlags{}
+	fs.Float64Var(&f.width, "width", 6, "figure width in inches")
+	fs.Float64Var(&f.height, "height", 4, "figure height in inches")
+	fs.IntVar(&f.dpi, "dpi", 150, "PNG resolution in dots per inch")
+	fs.StringVar(&f.scale, "scale", "", "y axis: log or linear (default: log for variances)")
+	return f
+}
+
+func (f *figureFlags) options(title string) (plots.Options, error) {
+	if f.width <= 0 || f.height <= 0 || f.width > 100 || f.height > 100 {
+		return plots.Options{}, usagef("plot: --width and --height must be in (0, 100] inches")
+	}
+	if f.dpi < 10 || f.dpi > 2400 {
+		return plots.Options{}, usagef("plot: --dpi must be from 10 to 2400")
+	}
+	if f.scale != "" && f.scale != "log" && f.scale != "linear" {
+		return plots.Options{}, usagef("plot: --scale must be log or linear")
+	}
+	return plots.Options{Width: vg.Length(f.width) * vg.Inch, Height: vg.Length(f.height) * vg.Inch, DPI: f.dpi, Title: title, Scale: f.scale}, nil
+}
+
+func (m *Main) saveLines(res *query.Result, file string, o plots.Options) error {
+	p, warnings, err := plots.Lines(res, o)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(m.Stderr, "warning:", w)
+	}
+	if err := plots.Save(p, file, o); err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stderr, "wrote %s\n", file)
+	return nil
+}
+
+func (m *Main) plot(ctx context.Context, args []string) error {
+	fs := m.newFlags("plot [flags] ['QUERY']", `Draw a figure to --out (.png, .svg or .pdf).
+
+  --kind lines (default): a query's values over steps, one series per run,
+      layer and statistic. The query is a SELECT, or a PLOT (whose TO names
+      the file unless --out is given).
+  --kind distortion: GC weighted distortion against K = 1, 2, 4, ... N for
+      one snapshot (--run, --step; default the last), with the levels D0/K
+      and D0/(2K) below which GC beats SG-B and SG-2B.
+  --kind norms: histograms of per-example gradient norms at --steps.
+  --kind clusters: sizes of the --k clusters at every snapshot.`, `  gvdb plot --out nvar.png "SELECT nvar FROM 'lr-*' GROUP BY run, window(500)"
+  gvdb plot "PLOT variance(128), gc_variance(128, 128) FROM 'mlp' TO 'gc.svg'"
+  gvdb plot --kind distortion --run mlp --out distortion.png
+  gvdb plot --kind norms --run mlp --steps 0,1000,2000 --out norms.png
+  gvdb plot --kind clusters --run mlp --k 16 --out clusters.pdf`)
+	dir := fs.String("db", db.DefaultDir, "store directory")
+	out := fs.String("out", "", "figure file (.png, .svg, .pdf)")
+	kind := fs.String("kind", "lines", "figure: lines, distortion, norms or clusters")
+	run := fs.String("run", "", "run (distortion, norms, clusters)")
+	step := fs.Int64("step", -1, "snapshot step (distortion; default the last)")
+	steps := fs.String("steps", "", "snapshot steps, comma-separated (norms; default first and last)")
+	k := fs.Int("k", 16, "clusters (clusters)")
+	layer := fs.String("layer", "", "layers, comma-separated (default all)")
+	ff := addFigureFlags(fs)
+	rest, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	var layers []string
+	if *layer != "" {
+		layers = strings.Split(*layer, ",")
+	}
+	d, err := openStore(*dir, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if *kind == "lines" {
+		if len(rest) == 0 {
+			return usagef("plot: give a query (SELECT ... or PLOT ... TO 'file')")
+		}
+		src := strings.Join(rest, " ")
+		st, err := query.ParseStatement(src)
+		if err != nil {
+			return err
+		}
+		file := *out
+		if p, ok := st.(*query.Plot); ok {
+			if file == "" {
+				file = p.To
+			}
+			if ff.scale == "" {
+				ff.scale = strings.ToLower(string(p.Scale))
+			}
+		}
+		if file == "" {
+			return usagef("plot: --out is required for a SELECT")
+		}
+		o, err := ff.options(st.String())
+		if err != nil {
+			return err
+		}
+		res, err := query.Eval(ctx, d, st, query.Options{})
+		if err != nil {
+			return err
+		}
+		for _, w := range res.Warnings {
+			fmt.Fprintln(m.Stderr, "warning:", w)
+		}
+		return m.saveLines(res, file, o)
+	}
+	if *out == "" {
+		return usagef("plot: --out is required")
+	}
+	if *run == "" {
+		return usagef("plot: --kind %s needs --run", *kind)
+	}
+	all, err := d.Steps(*run)
+	if err != nil {
+		return err
+	}
+	if len(all) == 0 {
+		return fmt.Errorf("plot: run %q has no snapshots", *run)
+	}
+	var o plots.Options
+	switch *kind {
+	case "distortion":
+		s := *step
+		if s < 0 {
+			s = all[len(all)-1]
+		}
+		if o, err = ff.options(fmt.Sprintf("GC distortion vs K: %s, step %d", *run, s)); err != nil {
+			return err
+		}
+		curve, err := query.DistortionCurve(d, *run, s, layers, query.Options{})
+		if err != nil {
+			return err
+		}
+		p, err := plots.Distortion(curve, o)
+		if err != nil {
+			return err
+		}
+		return m.saveFigure(p, *out, o)
+	case "norms":
+		want := []int64{all[0], all[len(all)-1]}
+		if *steps != "" {
+			want = nil
+			for _, f := range strings.Split(*steps, ",") {
+				v, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+				if err != nil {
+					return usagef("plot: --steps: %q is not a step", f)
+				}
+				want = append(want, v)
+			}
+		}
+		var norms []plots.Sample
+		for _, s := range want {
+			v, err := query.ExampleNorms(d, *run, s, layers)
+			if err != nil {
+				return err
+			}
+			norms = append(norms, plots.Sample{Label: fmt.Sprintf("step %d", s), Values: v})
+		}
+		if o, err = ff.options(fmt.Sprintf("per-example gradient norms: %s", *run)); err != nil {
+			return err
+		}
+		p, err := plots.Histogram(norms, o)
+		if err != nil {
+			return err
+		}
+		return m.saveFigure(p, *out, o)
+	case "clusters":
+		if o, err = ff.options(fmt.Sprintf("GC cluster sizes (K = %d): %s", *k, *run)); err != nil {
+			return err
+		}
+		st, sizes, err := query.ClusterSizes(d, *run, *k, layers, query.Options{})
+		if err != nil {
+			return err
+		}
+		p, err := plots.ClusterSizes(st, sizes, o)
+		if err != nil {
+			return err
+		}
+		return m.saveFigure(p, *out, o)
+	}
+	return usagef("plot: unknown --kind %q (want lines, distortion, norms or clusters)", *kind)
+}
+
+func (m *Main) saveFigure(p *plot.Plot, file string, o plots.Options) error {
+	if err := plots.Save(p, file, o); err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stderr, "wrote %s\n", file)
+	return nil
+}

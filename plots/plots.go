@@ -1,0 +1,388 @@
+package plots
+
+import (
+	"errors"
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgpdf"
+	"gonum.org/v1/plot/vg/vgsvg"
+
+	"gvdb/query"
+	"gvdb/query/stats"
+)
+
+// Options size a figure. Zero values pick 6 x 4 inches at 150 DPI.
+type Options struct {
+	Width, Height vg.Length
+	DPI           int
+	Title         string
+	// Scale is "log", "linear", or "" for the figure's default (log for
+	// variances, distortions and noise scales).
+	Scale string
+}
+
+func (o Options) size() (vg.Length, vg.Length, int) {
+	w, h, dpi := o.Width, o.Height, o.DPI
+	if w <= 0 {
+		w = 6 * vg.Inch
+	}
+	if h <= 0 {
+		h = 4 * vg.Inch
+	}
+	if dpi <= 0 {
+		dpi = 150
+	}
+	return w, h, dpi
+}
+
+// ErrNothingToPlot says a figure would have no data.
+var ErrNothingToPlot = errors.New("nothing to plot")
+
+// Save writes p to path; the extension (.png, .svg, .pdf) picks the format.
+func Save(p *plot.Plot, path string, o Options) error {
+	w, h, dpi := o.size()
+	var c vg.CanvasWriterTo
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".png":
+		c = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(dpi))}
+	case ".svg":
+		c = vgsvg.New(w, h)
+	case ".pdf":
+		c = vgpdf.New(w, h)
+	default:
+		return fmt.Errorf("save figure %s: unknown extension %q (want .png, .svg or .pdf)", path, filepath.Ext(path))
+	}
+	p.Draw(draw.New(c))
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("save figure: %w", err)
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("save figure: %w", err)
+	}
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("save figure %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// logByDefault reports whether a statistic reads best on a log axis.
+func logByDefault(label string) bool {
+	for _, s := range []string{"variance", "gns", "distortion", "norm_test"} {
+		if strings.Contains(label, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Lines plots a query result over steps: one series per run, layer and
+// value column. NaN points leave gaps; points a log axis cannot show are
+// dropped and reported. It returns warnings beside the figure.
+func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
+	if len(res.Rows) == 0 {
+		return nil, nil, fmt.Errorf("%w: the query returned no rows", ErrNothingToPlot)
+	}
+	col := map[string]int{}
+	for i, c := range res.Columns {
+		col[c] = i
+	}
+	stepCol, ok := col["step"]
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: the result has no step column to plot against", ErrNothingToPlot)
+	}
+	runCol, hasRun := col["run"]
+	layerCol, hasLayer := col["layer"]
+	var values []int
+	for i, c := range res.Columns {
+		if c != "run" && c != "layer" && c != "step" {
+			values = append(values, i)
+		}
+	}
+	labels := res.Labels
+	if len(labels) != len(res.Columns) {
+		labels = res.Columns
+	}
+	logY := o.Scale == "log"
+	if o.Scale == "" {
+		logY = true
+		for _, v := range values {
+			logY = logY && logByDefault(labels[v])
+		}
+	}
+
+	type key struct{ run, layer string }
+	series := map[key][]int{}
+	var order []key
+	for r, row := range res.Rows {
+		k := key{}
+		if hasRun {
+			k.run = fmt.Sprint(row[runCol])
+		}
+		if hasLayer {
+			k.layer = fmt.Sprint(row[layerCol])
+		}
+		if _, ok := series[k]; !ok {
+			order = append(order, k)
+		}
+		series[k] = append(series[k], r)
+	}
+
+	p := newPlot(o)
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "value (see legend)"
+	if len(values) == 1 {
+		p.Y.Label.Text = labels[values[0]]
+	}
+	if logY {
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: 2}
+	}
+	p.Legend.Top = true
+	var warnings []string
+	dropped, points, idx := 0, 0, 0
+	for _, k := range order {
+		for _, v := range values {
+			var xys plotter.XYs
+			for _, r := range series[k] {
+				x := toFloat(res.Rows[r][stepCol])
+				y := toFloat(res.Rows[r][v])
+				if math.IsNaN(y) || math.IsInf(y, 0) {
+					continue
+				}
+				if logY && y <= 0 {
+					dropped++
+					continue
+				}
+				xys = append(xys, plotter.XY{X: x, Y: y})
+			}
+			if len(xys) == 0 {
+				continue
+			}
+			points += len(xys)
+			name := strings.TrimSpace(strings.Join(nonEmpty(k.run, k.layer, labelIf(len(values) > 1, labels[v])), " "))
+			line, pts, err := plotter.NewLinePoints(xys)
+			if err != nil {
+				return nil, nil, err
+			}
+			c := plotutil.Color(idx)
+			line.Color, pts.Color = c, c
+			line.Dashes = plotutil.Dashes(idx / 7)
+			pts.Shape = plotutil.Shape(idx % 7)
+			pts.Radius = vg.Points(2)
+			p.Add(line, pts)
+			if name != "" {
+				p.Legend.Add(name, line, pts)
+			}
+			idx++
+		}
+	}
+	if points == 0 {
+		return nil, nil, fmt.Errorf("%w: every value is NaN or missing (see the query's warnings)", ErrNothingToPlot)
+	}
+	if dropped > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d values <= 0 left out of the log-scale plot (use SCALE LINEAR to see them)", dropped))
+	}
+	return p, warnings, nil
+}
+
+// newPlot starts a figure with a title small enough for a query.
+func newPlot(o Options) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = o.Title
+	p.Title.TextStyle.Font.Size = vg.Points(9)
+	p.Legend.TextStyle.Font.Size = vg.Points(9)
+	return p
+}
+
+func labelIf(ok bool, s string) string {
+	if ok {
+		return s
+	}
+	return ""
+}
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func toFloat(v any) float64 {
+	switch x := v.(type) {
+	case float64:
+		return x
+	case int64:
+		return float64(x)
+	case int:
+		return float64(x)
+	}
+	return math.NaN()
+}
+
+// Distortion plots the GC weighted distortion against the number of
+// clusters K on log-log axes, with the levels D0/K (below it GC beats
+// SG-B) and D0/(2K) (below it GC beats SG-2B).
+func Distortion(c *stats.Curve, o Options) (*plot.Plot, error) {
+	if c == nil || len(c.K) == 0 || !(c.D0 > 0) {
+		return nil, fmt.Errorf("%w: no distortion curve (D0 = 0: all gradients equal?)", ErrNothingToPlot)
+	}
+	p := newPlot(o)
+	p.X.Label.Text = "clusters K"
+	p.Y.Label.Text = "weighted distortion"
+	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: 2}, plot.LogTicks{Prec: 2}
+	var gc, sgb, sg2b plotter.XYs
+	for i, k := range c.K {
+		if d := c.Distortion[i]; d > 0 {
+			gc = append(gc, plotter.XY{X: float64(k), Y: d})
+		}
+		sgb = append(sgb, plotter.XY{X: float64(k), Y: c.D0 / float64(k)})
+		sg2b = append(sg2b, plotter.XY{X: float64(k), Y: c.D0 / float64(2*k)})
+	}
+	if len(gc) == 0 {
+		return nil, fmt.Errorf("%w: every distortion is 0", ErrNothingToPlot)
+	}
+	add := func(name string, xys plotter.XYs, c color.Color, dashed bool) error {
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color = c
+		l.Width = vg.Points(1.5)
+		if dashed {
+			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		}
+		p.Add(l)
+		p.Legend.Add(name, l)
+		return nil
+	}
+	if err := add("GC distortion", gc, plotutil.Color(0), false); err != nil {
+		return nil, err
+	}
+	if err := add("D0/K (GC = SG-B)", sgb, plotutil.Color(1), true); err != nil {
+		return nil, err
+	}
+	if err := add("D0/(2K) (GC = SG-2B)", sg2b, plotutil.Color(2), true); err != nil {
+		return nil, err
+	}
+	p.Legend.Top = true
+	return p, nil
+}
+
+// Sample is a labelled set of values (the gradient norms of one step).
+type Sample struct {
+	Label  string
+	Values []float64
+}
+
+// Histogram plots the distribution of per-example gradient norms, one
+// outlined histogram per sample (e.g. per step), with shared bins.
+func Histogram(samples []Sample, o Options) (*plot.Plot, error) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, s := range samples {
+		for _, x := range s.Values {
+			if !math.IsNaN(x) && !math.IsInf(x, 0) {
+				lo, hi = min(lo, x), max(hi, x)
+			}
+		}
+	}
+	if len(samples) == 0 || lo > hi {
+		return nil, fmt.Errorf("%w: no finite gradient norms", ErrNothingToPlot)
+	}
+	p := newPlot(o)
+	p.X.Label.Text = "per-example gradient norm |g_i|"
+	p.Y.Label.Text = "examples"
+	const bins = 30
+	for i, smp := range samples {
+		var vals plotter.Values
+		for _, x := range smp.Values {
+			if !math.IsNaN(x) && !math.IsInf(x, 0) {
+				vals = append(vals, x)
+			}
+		}
+		h, err := plotter.NewHist(vals, bins)
+		if err != nil {
+			return nil, err
+		}
+		// Shared bins across histograms, so that they overlay.
+		width := (hi - lo) / bins
+		if width == 0 {
+			width = 1
+		}
+		for b := range h.Bins {
+			h.Bins[b].Min, h.Bins[b].Max, h.Bins[b].Weight = lo+float64(b)*width, lo+float64(b+1)*width, 0
+		}
+		for _, x := range vals {
+			b := min(int((x-lo)/width), bins-1)
+			h.Bins[b].Weight++
+		}
+		h.Width = width
+		h.FillColor = nil
+		h.LineStyle.Color = plotutil.Color(i)
+		h.LineStyle.Width = vg.Points(1.5)
+		p.Add(h)
+		p.Legend.Add(smp.Label, h)
+	}
+	p.Legend.Top = true
+	return p, nil
+}
+
+// ClusterSizes plots, for each step, the sizes of the clusters sorted
+// from largest to smallest: one line per rank quantile (largest, 90th,
+// median, 10th percentile, smallest).
+func ClusterSizes(steps []int64, sizes [][]int, o Options) (*plot.Plot, error) {
+	if len(steps) == 0 || len(steps) != len(sizes) {
+		return nil, fmt.Errorf("%w: no clusterings", ErrNothingToPlot)
+	}
+	p := newPlot(o)
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "cluster size (examples)"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: 2}
+	for i, q := range []struct {
+		name string
+		f    float64
+	}{{"largest", 0}, {"90th percentile", 0.1}, {"median", 0.5}, {"10th percentile", 0.9}, {"smallest", 1}} {
+		var xys plotter.XYs
+		for s, sz := range sizes {
+			if len(sz) == 0 {
+				continue
+			}
+			v := sz[int(math.Round(q.f*float64(len(sz)-1)))]
+			if v > 0 {
+				xys = append(xys, plotter.XY{X: float64(steps[s]), Y: float64(v)})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		l, pts, err := plotter.NewLinePoints(xys)
+		if err != nil {
+			return nil, err
+		}
+		l.Color, pts.Color = plotutil.Color(i), plotutil.Color(i)
+		p.Add(l, pts)
+		p.Legend.Add(q.name, l, pts)
+	}
+	p.Legend.Top = true
+	return p, nil
+}

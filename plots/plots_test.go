@@ -1,0 +1,140 @@
+package plots
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/cmpimg"
+
+	"gvdb/query"
+	"gvdb/query/stats"
+)
+
+// regen is cmpimg's -regen flag: go test ./plots -regen rewrites the goldens.
+var regen = cmpimg.GenerateTestData
+
+// checkGolden saves p as PNG and compares it with testdata/name, allowing
+// small differences (font rasterization).
+func checkGolden(t *testing.T, p *plot.Plot, name string) {
+	t.Helper()
+	got := filepath.Join(t.TempDir(), name)
+	if err := Save(p, got, Options{DPI: 60}); err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", name)
+	raw, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *regen {
+		if err := os.WriteFile(golden, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./plots -regen to create it)", err)
+	}
+	ok, err := cmpimg.EqualApprox("png", raw, want, 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		keep := filepath.Join(os.TempDir(), "gvdb-"+name)
+		_ = os.WriteFile(keep, raw, 0o644)
+		t.Errorf("%s differs from its golden image (got written to %s; -regen rewrites)", name, keep)
+	}
+}
+
+func result() *query.Result {
+	res := &query.Result{Columns: []string{"run", "step", "nvar", "variance"}, Labels: []string{"run", "step", "nvar(128)", "variance(128)"}}
+	for _, run := range []string{"lr-0.1", "lr-0.01"} {
+		for s := int64(0); s <= 1000; s += 100 {
+			f := float64(s) / 1000
+			scale := 1.0
+			if run == "lr-0.01" {
+				scale = 2
+			}
+			nv := 0.3 + 0.4*f*scale/2
+			if s == 500 && run == "lr-0.1" {
+				nv = math.NaN() // a gap, not a broken line
+			}
+			res.Rows = append(res.Rows, []any{run, s, nv, 1e-6 * scale * (1 + 3*f)})
+		}
+	}
+	return res
+}
+
+func TestLinesGolden(t *testing.T) {
+	p, warn, err := Lines(result(), Options{Title: "SELECT nvar, variance FROM 'lr-*' GROUP BY run"})
+	if err != nil || len(warn) != 0 {
+		t.Fatalf("Lines: %v %v", err, warn)
+	}
+	checkGolden(t, p, "lines.png")
+}
+
+func TestDistortionGolden(t *testing.T) {
+	c := &stats.Curve{K: []int{1, 2, 4, 8, 16, 32}, Distortion: []float64{1000, 420, 160, 50, 12, 1}, D0: 1000}
+	p, err := Distortion(c, Options{Title: "distortion"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, p, "distortion.png")
+}
+
+func TestHistogramGolden(t *testing.T) {
+	var a, b []float64
+	for i := range 200 {
+		a = append(a, 1+math.Sin(float64(i))*0.5)
+		b = append(b, 2+math.Cos(float64(i)*1.3))
+	}
+	p, err := Histogram([]Sample{{"step 0", a}, {"step 1000", b}}, Options{Title: "norms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, p, "histogram.png")
+}
+
+func TestClusterSizesGolden(t *testing.T) {
+	p, err := ClusterSizes([]int64{0, 100, 200}, [][]int{{50, 20, 10, 2, 1}, {40, 30, 10, 5, 2}, {30, 30, 20, 5, 2}}, Options{Title: "sizes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, p, "clusters.png")
+}
+
+func TestNothingToPlot(t *testing.T) {
+	empty := &query.Result{Columns: []string{"step", "nvar"}}
+	if _, _, err := Lines(empty, Options{}); !errors.Is(err, ErrNothingToPlot) {
+		t.Errorf("empty result: %v", err)
+	}
+	nan := &query.Result{Columns: []string{"step", "nvar"}, Rows: [][]any{{int64(0), math.NaN()}, {int64(1), math.NaN()}}}
+	if _, _, err := Lines(nan, Options{}); !errors.Is(err, ErrNothingToPlot) {
+		t.Errorf("all-NaN result: %v", err)
+	}
+	neg := &query.Result{Columns: []string{"step", "variance"}, Rows: [][]any{{int64(0), -1.0}, {int64(1), 2.0}}}
+	if _, warn, err := Lines(neg, Options{}); err != nil || len(warn) != 1 {
+		t.Errorf("non-positive values on a log axis: %v, %v", warn, err)
+	}
+	if _, err := Distortion(&stats.Curve{K: []int{1}, Distortion: []float64{0}}, Options{}); !errors.Is(err, ErrNothingToPlot) {
+		t.Errorf("zero distortion: %v", err)
+	}
+	if _, err := Histogram(nil, Options{}); !errors.Is(err, ErrNothingToPlot) {
+		t.Errorf("no norms: %v", err)
+	}
+	p, _, _ := Lines(result(), Options{})
+	if err := Save(p, filepath.Join(t.TempDir(), "x.gif"), Options{}); err == nil {
+		t.Error(".gif accepted")
+	}
+	for _, ext := range []string{"svg", "pdf"} {
+		f := filepath.Join(t.TempDir(), "x."+ext)
+		if err := Save(p, f, Options{}); err != nil {
+			t.Errorf("%s: %v", ext, err)
+		}
+	}
+}
