@@ -203,10 +203,28 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 // newPlot starts a figure with a title small enough for a query.
 func newPlot(o Options) *plot.Plot {
 	p := plot.New()
-	p.Title.Text = o.Title
+	p.Title.Text = wrap(o.Title, 90)
 	p.Title.TextStyle.Font.Size = vg.Points(9)
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
 	return p
+}
+
+// wrap breaks s at spaces into lines of at most n characters.
+func wrap(s string, n int) string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(w) > n {
+			lines = append(lines, line)
+			line = w
+			continue
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return strings.Join(append(lines, line), "\n")
 }
 
 func labelIf(ok bool, s string) string {

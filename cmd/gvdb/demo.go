@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gvdb/db"
+	"gvdb/query"
+)
+
+func init() {
+	register("demo", "train two small MNIST runs, query them and write a report", (*Main).demo)
+}
+
+// demoRuns are the runs the demo owns; it replaces them and nothing else.
+var demoRuns = []struct{ name, lr string }{{"demo-lr-0.1", "0.1"}, {"demo-lr-0.01", "0.01"}}
+
+func (m *Main) demo(ctx context.Context, args []string) error {
+	fs := m.newFlags("demo [flags]", `Run gvdb's main job end to end on real MNIST (shipped in a Go module;
+nothing is downloaded): train a small MLP (784-128-10) at two learning rates
+with per-example gradient snapshots, run example queries and print their
+tables, and write the report. It replaces its own runs (demo-lr-0.1 and
+demo-lr-0.01) and never touches other runs in the store.`, `  gvdb demo
+  gvdb demo --db ./demo-store --out ./demo-report --steps 1000`)
+	dir := fs.String("db", db.DefaultDir, "store directory")
+	out := fs.String("out", "gvdb-report", "report directory")
+	steps := fs.Int64("steps", 1000, "training steps per run")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *steps < 100 {
+		return usagef("demo: --steps must be at least 100")
+	}
+	start := time.Now()
+	fmt.Fprintf(m.Stderr, "gvdb demo: store %s, report %s\n\n", *dir, *out)
+	every := *steps / 6
+	for _, r := range demoRuns {
+		f := trainFlags{dir: *dir, run: r.name, model: "mlp", hidden: "128", data: "mnist", encoding: "float32",
+			steps: *steps, snapEvery: every, batch: 128, snapExamples: 512, evalExamples: 2000,
+			momentum: 0.5, wd: 5e-4, seed: 1, overwrite: true}
+		fmt.Sscan(r.lr, &f.lr)
+		if err := m.runTraining(ctx, f); err != nil {
+			return err
+		}
+	}
+	d, err := openStore(*dir, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	last := *steps
+	queries := []string{
+		"SHOW RUNS",
+		"SELECT step, loss, variance, nvar, gns FROM 'demo-lr-0.1'",
+		"SELECT variance(128), variance(256), gc_variance(128, 128), gc_variance(128, 128) / variance(128) AS gc_gain FROM 'demo-lr-0.1' GROUP BY window(" + fmt.Sprint(2*every) + ")",
+		"SELECT variance, nvar, test_accuracy FROM 'demo-*' GROUP BY run, window(" + fmt.Sprint(2*every) + ")",
+		fmt.Sprintf("SELECT nvar, gns, norm_test FROM 'demo-lr-0.01' WHERE step = %d GROUP BY layer", last),
+	}
+	for _, q := range queries {
+		fmt.Fprintf(m.Stdout, "\ngvdb> %s\n", q)
+		st, err := query.ParseStatement(q)
+		if err != nil {
+			return err
+		}
+		if err := m.runStatement(ctx, d, st, "table", false); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(m.Stderr, "\nwriting the report to %s\n", *out)
+	ff := &figureFlags{width: 6, height: 4, dpi: 110}
+	figs, err := m.writeReport(ctx, d, *out, "demo-*", 128, ff)
+	if err != nil {
+		return err
+	}
+	if len(figs) == 0 {
+		return errors.New("demo: the report has no figures")
+	}
+	abs, _ := filepath.Abs(*out)
+	fmt.Fprintf(m.Stdout, `
+Done in %s.
+  store:   %s (runs %s)
+  report:  %s (%d figures; open index.html, or read index.md)
+Next:
+  gvdb query --db %s "SELECT nvar FROM 'demo-*' GROUP BY run, window(%d)"
+  gvdb plot --db %s --kind distortion --run demo-lr-0.1 --out distortion.png
+  gvdb query --db %s     (an interactive prompt)
+`, time.Since(start).Round(time.Second), *dir, strings.Join([]string{demoRuns[0].name, demoRuns[1].name}, ", "),
+		filepath.Join(abs, "index.html"), len(figs), *dir, 2*every, *dir, *dir)
+	return nil
+}
