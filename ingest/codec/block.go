@@ -147,6 +147,15 @@ func (b *Block) Gradient(i int, dst []float64) []float64 {
 // example row it sits in.
 func (b *Block) NonFinite() (row int, ok bool) {
 	check := func(vals []float32, width int) (int, bool) {
+		// v*0 is 0 for finite v and NaN for NaN and ±Inf: one cheap pass,
+		// then a search only when something is off.
+		var s float32
+		for _, v := range vals {
+			s += v * 0
+		}
+		if s == 0 {
+			return 0, false
+		}
 		for k, v := range vals {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return k / width, true
