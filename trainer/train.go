@@ -179,6 +179,11 @@ func (n *Net) Step(d *Dataset, idx []int, lr, momentum, wd float64) (loss, acc f
 	if err := n.run(d, idx); err != nil {
 		return 0, 0, err
 	}
+	return n.update(d, idx, lr, momentum, wd)
+}
+
+// update applies the gradients of the last pass over idx.
+func (n *Net) update(d *Dataset, idx []int, lr, momentum, wd float64) (loss, acc float64, err error) {
 	loss = float64(n.costVal.Data().(float32)) / float64(len(idx))
 	acc = n.accuracy(d, idx)
 	inv := float32(1 / float64(len(idx)))
@@ -256,37 +261,64 @@ func (n *Net) Evaluate(d *Dataset, limit int) (acc, loss float64, err error) {
 // materialized gradient for a convolution where that is smaller) and a
 // bias block. Parameters and their gradients are left as they were.
 func (n *Net) Capture(d *Dataset, ids []int) (*ingest.Snapshot, error) {
+	bufs := n.newFactors(len(ids))
+	for lo := 0; lo < len(ids); lo += n.batch {
+		hi := min(lo+n.batch, len(ids))
+		if err := n.run(d, ids[lo:hi]); err != nil {
+			return nil, err
+		}
+		n.copyFactors(bufs, lo, hi)
+	}
+	if err := n.zeroGrads(); err != nil {
+		return nil, err
+	}
+	return n.snapshot(ids, bufs), nil
+}
+
+// StepCapture is Step that also returns the per-example gradients of the
+// batch, taken from the same forward/backward pass.
+func (n *Net) StepCapture(d *Dataset, idx []int, lr, momentum, wd float64) (loss, acc float64, s *ingest.Snapshot, err error) {
+	bufs := n.newFactors(len(idx))
+	if err := n.run(d, idx); err != nil {
+		return 0, 0, nil, err
+	}
+	n.copyFactors(bufs, 0, len(idx))
+	loss, acc, err = n.update(d, idx, lr, momentum, wd)
+	return loss, acc, n.snapshot(idx, bufs), err
+}
+
+// factors holds each layer's captured layer inputs and output gradients.
+type factors []struct{ a, dz []float32 }
+
+func (n *Net) newFactors(m int) factors {
+	f := make(factors, len(n.layers))
+	for k, l := range n.layers {
+		t := l.positions()
+		f[k].a, f[k].dz = make([]float32, m*t*l.in), make([]float32, m*t*l.out)
+	}
+	return f
+}
+
+// copyFactors copies rows lo..hi of the last pass (its first hi-lo rows).
+func (n *Net) copyFactors(f factors, lo, hi int) {
+	for k, l := range n.layers {
+		t := l.positions()
+		copy(f[k].a[lo*t*l.in:hi*t*l.in], l.aVal.Data().([]float32)[:(hi-lo)*t*l.in])
+		copy(f[k].dz[lo*t*l.out:hi*t*l.out], l.dzVal.Data().([]float32)[:(hi-lo)*t*l.out])
+	}
+}
+
+// snapshot turns captured factors into blocks.
+func (n *Net) snapshot(ids []int, f factors) *ingest.Snapshot {
 	m := len(ids)
 	uids := make([]uint64, m)
 	for i, id := range ids {
 		uids[i] = uint64(id)
 	}
-	type buf struct{ a, dz []float32 }
-	bufs := make([]buf, len(n.layers))
-	for k, l := range n.layers {
-		t := l.positions()
-		bufs[k] = buf{make([]float32, m*t*l.in), make([]float32, m*t*l.out)}
-	}
-	for lo := 0; lo < m; lo += n.batch {
-		hi := min(lo+n.batch, m)
-		if err := n.run(d, ids[lo:hi]); err != nil {
-			return nil, err
-		}
-		for k, l := range n.layers {
-			t := l.positions()
-			a := l.aVal.Data().([]float32)
-			dz := l.dzVal.Data().([]float32)
-			copy(bufs[k].a[lo*t*l.in:hi*t*l.in], a[:(hi-lo)*t*l.in])
-			copy(bufs[k].dz[lo*t*l.out:hi*t*l.out], dz[:(hi-lo)*t*l.out])
-		}
-	}
-	if err := n.zeroGrads(); err != nil {
-		return nil, err
-	}
 	s := &ingest.Snapshot{}
 	for k, l := range n.layers {
 		t := l.positions()
-		a, dz := bufs[k].a, bufs[k].dz
+		a, dz := f[k].a, f[k].dz
 		w := &codec.Block{Kind: codec.Factored, IDs: uids, T: t, In: l.in, Out: l.out, A: a, Delta: dz}
 		if t*(l.in+l.out) > l.in*l.out {
 			w = materializeBlock(w)
@@ -307,7 +339,7 @@ func (n *Net) Capture(d *Dataset, ids []int) (*ingest.Snapshot, error) {
 			ingest.NamedBlock{Layer: l.name + ".weight", Block: w},
 			ingest.NamedBlock{Layer: l.name + ".bias", Block: &codec.Block{Kind: codec.Dense, IDs: uids, Dim: l.out, Rows: bias}})
 	}
-	return s, nil
+	return s
 }
 
 // materializeBlock turns a factored block into dense rows G_i = A_iᵀΔ_i.

@@ -265,3 +265,30 @@ func TestMNIST(t *testing.T) {
 		}
 	}
 }
+
+// TestStepCapture checks that the factors captured during a training step
+// are those of Capture at the same parameters.
+func TestStepCapture(t *testing.T) {
+	data := fakeImages(64, 8)
+	a, _ := NewNet(Spec{Kind: "mlp", Hidden: []int{8}}, data, 16, 3)
+	b, _ := NewNet(Spec{Kind: "mlp", Hidden: []int{8}}, data, 16, 3)
+	defer a.Close()
+	defer b.Close()
+	idx := []int{5, 1, 9, 33, 2, 60, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17}
+	want, err := a.Capture(data, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, got, err := b.StepCapture(data, idx, 0.1, 0.5, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range want.Blocks {
+		w, g := want.Blocks[k].Block, got.Blocks[k].Block
+		for j := range w.Delta {
+			if w.Delta[j] != g.Delta[j] {
+				t.Fatalf("%s Delta[%d]: %g vs %g", want.Blocks[k].Layer, j, g.Delta[j], w.Delta[j])
+			}
+		}
+	}
+}
