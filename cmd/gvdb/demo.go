@@ -37,7 +37,7 @@ demo-lr-0.01) and never touches other runs in the store.`, `  gvdb demo
 	}
 	start := time.Now()
 	fmt.Fprintf(m.Stderr, "gvdb demo: store %s, report %s\n\n", *dir, *out)
-	every := *steps / 6
+	every := *steps / 5
 	for _, r := range demoRuns {
 		f := trainFlags{dir: *dir, run: r.name, model: "mlp", hidden: "128", data: "mnist", encoding: "float32",
 			steps: *steps, snapEvery: every, batch: 128, snapExamples: 512, evalExamples: 2000,
