@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/chzyer/readline"
 
 	"gvdb/db"
 	"gvdb/query"
@@ -121,22 +125,106 @@ func resultTable(res *query.Result) *table {
 	return &table{Columns: res.Columns, Rows: res.Rows}
 }
 
-// prompt is the interactive query loop.
+// lineReader reads the prompt's input a line at a time.
+type lineReader interface {
+	// readLine shows prompt and returns the next line (io.EOF at the end,
+	// errInterrupt for Ctrl-C).
+	readLine(prompt string) (string, error)
+	// remember adds a whole query to the history.
+	remember(query string)
+	close() error
+}
+
+var errInterrupt = errors.New("interrupt")
+
+// scanReader reads lines from any reader (pipes, tests).
+type scanReader struct {
+	in *bufio.Scanner
+	w  io.Writer
+}
+
+func (s *scanReader) readLine(prompt string) (string, error) {
+	fmt.Fprint(s.w, prompt)
+	if !s.in.Scan() {
+		if err := s.in.Err(); err != nil {
+			return "", err
+		}
+		return "", io.EOF
+	}
+	return s.in.Text(), nil
+}
+
+func (s *scanReader) remember(string) {}
+func (s *scanReader) close() error    { return nil }
+
+// termReader edits lines on a terminal, with history kept in
+// $GVDB_HISTORY (default ~/.gvdb_history).
+type termReader struct{ rl *readline.Instance }
+
+func (t *termReader) readLine(prompt string) (string, error) {
+	t.rl.SetPrompt(prompt)
+	line, err := t.rl.Readline()
+	if errors.Is(err, readline.ErrInterrupt) {
+		return "", errInterrupt
+	}
+	return line, err
+}
+
+func (t *termReader) remember(q string) { _ = t.rl.SaveHistory(q) }
+func (t *termReader) close() error      { return t.rl.Close() }
+
+func historyFile() string {
+	if h := os.Getenv("GVDB_HISTORY"); h != "" {
+		return h
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".gvdb_history")
+	}
+	return ""
+}
+
+func (m *Main) newLineReader() lineReader {
+	if f, ok := m.Stdin.(*os.File); ok && isTerminal(f) {
+		rl, err := readline.NewEx(&readline.Config{
+			Prompt: "gvdb> ", HistoryFile: historyFile(), DisableAutoSaveHistory: true,
+			HistoryLimit: 1000, InterruptPrompt: "^C", EOFPrompt: "exit",
+		})
+		if err == nil {
+			return &termReader{rl}
+		}
+	}
+	return &scanReader{in: bufio.NewScanner(m.Stdin), w: m.Stderr}
+}
+
+// prompt is the interactive query loop: a query ends at ';' or a blank
+// line (a first line that is a whole query runs at once); arrow keys
+// recall earlier queries; Ctrl-C clears the current input, Ctrl-D or
+// 'exit' quits.
 func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool) error {
 	fmt.Fprintln(m.Stderr, "gvdb query prompt: end a query with ';' or a blank line; 'help' lists statistics, 'exit' quits.")
-	in := bufio.NewScanner(m.Stdin)
+	in := m.newLineReader()
+	defer in.close()
 	var buf strings.Builder
 	for {
-		if buf.Len() == 0 {
-			fmt.Fprint(m.Stderr, "gvdb> ")
-		} else {
-			fmt.Fprint(m.Stderr, "   -> ")
+		if err := ctx.Err(); err != nil {
+			return nil
 		}
-		if !in.Scan() {
+		p := "gvdb> "
+		if buf.Len() > 0 {
+			p = "   -> "
+		}
+		line, err := in.readLine(p)
+		if errors.Is(err, errInterrupt) {
+			buf.Reset()
+			continue
+		}
+		if err != nil {
 			fmt.Fprintln(m.Stderr)
-			return in.Err()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
 		}
-		line := in.Text()
 		trimmed := strings.TrimSpace(line)
 		if buf.Len() == 0 {
 			switch strings.ToLower(strings.TrimSuffix(trimmed, ";")) {
@@ -164,6 +252,7 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool)
 			continue
 		}
 		buf.Reset()
+		in.remember(strings.Join(strings.Fields(src), " "))
 		script, err := query.Parse(src)
 		if err != nil {
 			fmt.Fprintln(m.Stderr, "error:", err)
