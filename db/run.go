@@ -299,3 +299,17 @@ func (d *DB) DeleteRun(name string) error {
 	}
 	return nil
 }
+
+// StatusKilled is how a run still marked running looks to a process that
+// holds the store: its writer died without a word (a killed process), since
+// only one process can hold a store. Its flushed snapshots are intact.
+const StatusKilled = "killed"
+
+// ShownStatus returns the run's status for display by a process that
+// opened the store: StatusKilled for a run still marked running.
+func (r *Run) ShownStatus() string {
+	if r.Status == StatusRunning {
+		return StatusKilled
+	}
+	return r.Status
+}

@@ -25,13 +25,7 @@ var testLayers = synth.MLP(20, 16, 4)
 
 func testRun(name string) *db.Run {
 	r := &db.Run{Name: name, Model: "mlp", Dataset: "synthetic"}
-	for _, l := range testLayers {
-		if l.Bias {
-			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.Bias, Shape: []int{l.In}, Params: l.In})
-		} else {
-			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.DenseWeight, Shape: []int{l.In, l.Out}, Params: l.In * l.Out})
-		}
-	}
+	r.Layers = synth.Schema(testLayers)
 	return r
 }
 

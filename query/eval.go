@@ -55,6 +55,9 @@ type Options struct {
 	GCSeed uint64
 	// GCRounds is the number of GC rounds (default 10).
 	GCRounds int
+	// Progress, if set, is told after each snapshot how many of the
+	// query's snapshots are done.
+	Progress func(done, total int)
 }
 
 // Eval evaluates one statement against a store.
@@ -97,7 +100,7 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 			if len(infos) > 0 {
 				n = int64(infos[0].N)
 			}
-			res.Rows = append(res.Rows, []any{r.Name, r.Model, r.Dataset, r.Status, r.Steps, int64(r.BatchSize), r.LR, int64(r.TotalParams()), int64(len(infos)), n})
+			res.Rows = append(res.Rows, []any{r.Name, r.Model, r.Dataset, r.ShownStatus(), r.Steps, int64(r.BatchSize), r.LR, int64(r.TotalParams()), int64(len(infos)), n})
 		}
 	case "LAYERS":
 		r, err := d.Run(*s.From)
@@ -242,6 +245,27 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		return step
 	}
 
+	total, done := 0, 0
+	if opts.Progress != nil && len(p.stats) > 0 {
+		for _, r := range runs {
+			infos, err := d.SnapshotInfos(r.Name, db.Window{From: p.stepLo, To: p.stepHi})
+			if err != nil {
+				return nil, err
+			}
+			for _, in := range infos {
+				if p.stepPred(in.Step) {
+					total++
+				}
+			}
+		}
+	}
+	progress := func() {
+		if opts.Progress != nil {
+			done++
+			opts.Progress(done, total)
+		}
+	}
+
 	var plans []runPlan
 	for ri, r := range runs {
 		rp, err := planRun(r, p)
@@ -250,7 +274,7 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		}
 		plans = append(plans, rp)
 		if len(p.stats) > 0 {
-			if err := scanStats(ctx, d, p, rp, opts, &res.Stats, func(step int64, si int, ref string, v float64) {
+			if err := scanStats(ctx, d, p, rp, opts, &res.Stats, progress, func(step int64, si int, ref string, v float64) {
 				m := get(rowKey{ri, si, timeKey(step)})
 				if m[ref] == nil {
 					m[ref] = &cell{}
@@ -497,7 +521,7 @@ func planRun(r *db.Run, p *plan) (runPlan, error) {
 // scanStats reads the run's snapshots in the plan's window, decodes the
 // blocks it needs in parallel, and reports each statistic per snapshot and
 // scope (or, for pooled ones, the snapshot's moments).
-func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options, st *EvalStats,
+func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options, st *EvalStats, progress func(),
 	add func(step int64, scope int, ref string, v float64),
 	pool func(step int64, scope int, ref string, m *stats.Moments) error, warn func(string)) error {
 	var need stats.Need
@@ -605,6 +629,7 @@ func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options,
 			}
 		}
 		st.Compute += time.Since(t1)
+		progress()
 		readStart = time.Now()
 		return nil
 	})

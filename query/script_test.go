@@ -35,13 +35,7 @@ func testStore(t testing.TB) *db.DB {
 	layers := synth.MLP(6, 5, 3)
 	for ri, name := range []string{"a", "b"} {
 		r := &db.Run{Name: name, Model: "mlp", Dataset: "synthetic", BatchSize: 16 / (ri + 1), LR: 0.1 / float64(ri+1), Seed: 1}
-		for _, l := range layers {
-			if l.Bias {
-				r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.Bias, Shape: []int{l.In}, Params: l.In})
-			} else {
-				r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.DenseWeight, Shape: []int{l.In, l.Out}, Params: l.In * l.Out})
-			}
-		}
+		r.Layers = synth.Schema(layers)
 		if err := d.CreateRun(r); err != nil {
 			t.Fatal(err)
 		}

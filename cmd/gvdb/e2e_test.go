@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -189,5 +190,76 @@ func TestExport(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStatsOnTrainedRun checks the query's statistics on a real trainer
+// snapshot against a float64 brute force on materialized gradients.
+func TestStatsOnTrainedRun(t *testing.T) {
+	dir := trainedStore(t)
+	out, errs, code := gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT variance(32), nvar(32), gns, gc_variance(8, 32), gc_variance(1, 32) FROM 'mlp' WHERE step = 30")
+	if code != exitOK {
+		t.Fatalf("query: %s", errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var got []float64
+	for _, f := range strings.Split(lines[1], ",")[1:] {
+		var v float64
+		if _, err := fmt.Sscan(f, &v); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	d, err := db.Open(dir, db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	s, err := d.Snapshot("mlp", 30, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Materialize every example's full gradient in float64.
+	var g [][]float64
+	for _, lb := range s.Blocks {
+		b, err := codec.Decode(lb.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g == nil {
+			g = make([][]float64, b.N())
+		}
+		for i := range g {
+			g[i] = append(g[i], b.Gradient(i, make([]float64, b.Params()))...)
+		}
+	}
+	n, dim := float64(len(g)), len(g[0])
+	mu := make([]float64, dim)
+	for _, gi := range g {
+		for j, v := range gi {
+			mu[j] += v / n
+		}
+	}
+	var S, mu2, nv float64
+	for j := range dim {
+		var s2 float64
+		for _, gi := range g {
+			s2 += (gi[j] - mu[j]) * (gi[j] - mu[j]) / n
+		}
+		S += s2
+		mu2 += mu[j] * mu[j]
+		if v := s2 / 32; mu[j]*mu[j]+v > 0 {
+			nv += v / (mu[j]*mu[j] + v)
+		}
+	}
+	want := []float64{S / (32 * float64(dim)), nv / float64(dim), S / mu2}
+	for i, w := range want {
+		if math.Abs(got[i]-w) > 1e-9*math.Abs(w) { // CSV prints full precision
+			t.Errorf("%s = %g, brute force %g", strings.Split(lines[0], ",")[i+1], got[i], w)
+		}
+	}
+	// GC with one cluster is SG; with 8 it is below SG.
+	if math.Abs(got[4]-want[0]) > 1e-9*want[0] || !(got[3] < got[4]) {
+		t.Errorf("gc_variance(1, 32) = %g (want %g), gc_variance(8, 32) = %g", got[4], want[0], got[3])
 	}
 }

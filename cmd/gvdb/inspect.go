@@ -75,7 +75,7 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 		return snaps.write(m.Stdout, "csv")
 	}
 	w := m.Stdout
-	fmt.Fprintf(w, "run        %s (id %d, %s)\n", r.Name, r.ID, orDash(r.Status))
+	fmt.Fprintf(w, "run        %s (id %d, %s)\n", r.Name, r.ID, orDash(r.ShownStatus()))
 	fmt.Fprintf(w, "model      %s on %s, %d parameters\n", orDash(r.Model), orDash(r.Dataset), r.TotalParams())
 	if r.Optimizer != "" || r.LR != 0 {
 		fmt.Fprintf(w, "optimizer  %s lr=%g momentum=%g weight_decay=%g batch=%d steps=%d seed=%d\n",

@@ -54,13 +54,7 @@ func synthStore(t *testing.T) string {
 	defer d.Close()
 	layers := synth.MLP(20, 16, 4)
 	r := &db.Run{Name: "syn", Model: "mlp", Dataset: "synthetic", LR: 0.1, BatchSize: 8, Status: db.StatusComplete}
-	for _, l := range layers {
-		if l.Bias {
-			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.Bias, Shape: []int{l.In}, Params: l.In})
-		} else {
-			r.Layers = append(r.Layers, db.Layer{Name: l.Name, Kind: db.DenseWeight, Shape: []int{l.In, l.Out}, Params: l.In * l.Out})
-		}
-	}
+	r.Layers = synth.Schema(layers)
 	if err := d.CreateRun(r); err != nil {
 		t.Fatal(err)
 	}

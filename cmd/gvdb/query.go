@@ -98,7 +98,16 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 // runStatement evaluates one statement and prints its result.
 func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, format string, timing bool) error {
 	start := time.Now()
-	res, err := query.Eval(ctx, d, st, query.Options{})
+	var bar *progress
+	res, err := query.Eval(ctx, d, st, query.Options{Progress: func(done, total int) {
+		if bar == nil {
+			bar = m.newProgress("query", int64(total))
+		}
+		bar.update(int64(done), "snapshots")
+	}})
+	if bar != nil {
+		bar.finish()
+	}
 	if err != nil {
 		return err
 	}

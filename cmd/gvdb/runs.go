@@ -57,7 +57,7 @@ func (m *Main) runs(ctx context.Context, args []string) error {
 		if len(infos) > 0 {
 			n = infos[0].N
 		}
-		t.add(r.Name, r.Model, r.Dataset, r.Status, r.Steps, r.BatchSize, r.LR, len(r.Layers), r.TotalParams(), len(infos), n, r.Created)
+		t.add(r.Name, r.Model, r.Dataset, r.ShownStatus(), r.Steps, r.BatchSize, r.LR, len(r.Layers), r.TotalParams(), len(infos), n, r.Created)
 	}
 	if len(runs) == 0 && *format == "table" {
 		fmt.Fprintf(m.Stderr, "no runs in %s (try 'gvdb demo' or 'gvdb train')\n", *dir)

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestTrain(t *testing.T) {
@@ -38,5 +41,28 @@ func TestTrain(t *testing.T) {
 		if _, errs, code := gvdb(t, c.args...); code != exitUsage || !strings.Contains(errs, c.want) {
 			t.Errorf("%v: code %d, %q (want %q)", c.args, code, errs, c.want)
 		}
+	}
+}
+
+// TestTrainInterrupted cancels a run mid-way, as Ctrl-C does: the run is
+// kept, marked interrupted, with the snapshots taken so far.
+func TestTrainInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb}
+	code := m.Exit(m.Run(ctx, []string{"train", "--db", dir, "--run", "long", "--hidden", "8", "--steps", "1000000",
+		"--batch", "16", "--snapshot-every", "20", "--snapshot-examples", "32", "--eval-examples", "100"}))
+	if code != exitError || !strings.Contains(errb.String(), "interrupted after") {
+		t.Fatalf("interrupted train: exit %d, %q", code, errb.String())
+	}
+	csv, _, _ := gvdb(t, "runs", "--db", dir, "--format", "csv")
+	if !strings.Contains(csv, "long,mlp,mnist,interrupted,") {
+		t.Fatalf("run not marked interrupted:\n%s", csv)
+	}
+	steps, _, _ := gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT examples FROM 'long'")
+	if strings.Count(steps, "\n") < 2 {
+		t.Fatalf("no snapshots kept:\n%s", steps)
 	}
 }

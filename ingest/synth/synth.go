@@ -2,7 +2,7 @@
 // ones, for tests and benchmarks across gvdb: ReLU-sparse layer inputs
 // (about half exact zeros) and heavy-tailed small output gradients.
 //
-// It imports only gvdb's codec.
+// It imports gvdb's codec and db (for the layer schema).
 package synth
 
 import (
@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	"gvdb/db"
 	"gvdb/ingest/codec"
 )
 
@@ -100,6 +101,19 @@ func Snapshot(rng *rand.Rand, n int, layers []Layer) map[string]*codec.Block {
 			A: Activations(rng, n, l.In), Delta: Deltas(rng, n, l.Out)}
 		lastDelta = b.Delta
 		out[l.Name] = b
+	}
+	return out
+}
+
+// Schema returns the store's layer schema for layers.
+func Schema(layers []Layer) []db.Layer {
+	out := make([]db.Layer, len(layers))
+	for i, l := range layers {
+		if l.Bias {
+			out[i] = db.Layer{Name: l.Name, Kind: db.Bias, Shape: []int{l.In}, Params: l.In}
+		} else {
+			out[i] = db.Layer{Name: l.Name, Kind: db.DenseWeight, Shape: []int{l.In, l.Out}, Params: l.In * l.Out}
+		}
 	}
 	return out
 }
