@@ -282,11 +282,11 @@ func (sk *sink) matrix(vals []float32, rows, cols int, enc Encoding) (float32, e
 		fillBitmap(dst[bm:], vals)
 	}
 
-	// Byte planes p >= w/2 of the values go to hot, the others to cold;
-	// every byte of both is written below.
+	// The top byte plane (sign and exponent) goes to hot, the others to
+	// cold; every byte of both is written below.
 	hotAt, coldAt := len(dst), len(sk.cold)
-	dst = extend(dst, count*(w-w/2))
-	sk.cold = extend(sk.cold, count*(w/2))
+	dst = extend(dst, count)
+	sk.cold = extend(sk.cold, count*(w-1))
 	lo, hi := sk.cold[coldAt:], dst[hotAt:]
 	if enc == Float32 {
 		shuffle32(lo, hi, vals, count, mode == modeBitmap)
@@ -306,11 +306,6 @@ func (sk *sink) matrix(vals []float32, rows, cols int, enc Encoding) (float32, e
 			continue
 		}
 		switch enc {
-		case Float32:
-			lo[j] = byte(bits)
-			lo[count+j] = byte(bits >> 8)
-			hi[j] = byte(bits >> 16)
-			hi[count+j] = byte(bits >> 24)
 		case Float16, BFloat16:
 			var h uint16
 			var back float32
@@ -572,13 +567,13 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 		r.fail("unknown matrix mode %d", mode[0])
 	}
 	w := enc.width()
-	if r.err != nil || count*(w-w/2) > len(r.buf) || count*(w/2) > len(r.cold) {
+	if r.err != nil || count > len(r.buf) || count*(w-1) > len(r.cold) {
 		r.fail("truncated values")
 		return nil
 	}
-	hi := r.bytes(count * (w - w/2))
-	lo := r.cold[:count*(w/2)]
-	r.cold = r.cold[count*(w/2):]
+	hi := r.bytes(count)
+	lo := r.cold[:count*(w-1)]
+	r.cold = r.cold[count*(w-1):]
 	vals := make([]float32, total)
 	j := 0
 	for k := range vals {
@@ -591,7 +586,7 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 		}
 		switch enc {
 		case Float32:
-			vals[k] = math.Float32frombits(uint32(lo[j]) | uint32(lo[count+j])<<8 | uint32(hi[j])<<16 | uint32(hi[count+j])<<24)
+			vals[k] = math.Float32frombits(uint32(lo[j]) | uint32(lo[count+j])<<8 | uint32(lo[2*count+j])<<16 | uint32(hi[j])<<24)
 		case Float16:
 			vals[k] = f16ToF32(uint16(lo[j]) | uint16(hi[j])<<8)
 		case BFloat16:
@@ -645,14 +640,14 @@ func nonzero(v float32) byte {
 }
 
 // shuffle32 writes the byte planes of count float32 values (all of vals,
-// or only the nonzero ones when skipZeros) into lo (planes 0, 1) and hi
-// (planes 2, 3), compacting without branches.
+// or only the nonzero ones when skipZeros) into lo (planes 0 to 2) and hi
+// (plane 3: sign and high exponent bits), compacting without branches.
 func shuffle32(lo, hi []byte, vals []float32, count int, skipZeros bool) {
 	if count == 0 {
 		return
 	}
-	p0, p1 := lo[:count], lo[count:2*count]
-	p2, p3 := hi[:count], hi[count:2*count]
+	p0, p1, p2 := lo[:count], lo[count:2*count], lo[2*count:3*count]
+	p3 := hi[:count]
 	j := 0
 	for _, v := range vals {
 		if j == count {
