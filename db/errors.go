@@ -31,6 +31,7 @@ type NotFoundError struct {
 	err   error
 }
 
+// Error names what was asked for, the nearest existing name and what exists.
 func (e *NotFoundError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "unknown %s %q", e.What, e.Name)
@@ -51,6 +52,7 @@ func (e *NotFoundError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns the sentinel (ErrRunNotFound, ErrLayerNotFound, ErrStepNotFound).
 func (e *NotFoundError) Unwrap() error { return e.err }
 
 // Nearest returns the candidate closest to name by edit distance

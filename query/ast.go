@@ -213,6 +213,7 @@ func (i *Ident) Capture(values []string) error {
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
+// String prints the Show as query text.
 func (s *Show) String() string {
 	out := "SHOW " + string(s.What)
 	if s.From != nil {
@@ -245,6 +246,7 @@ func groupString(g []*GroupKey) string {
 	return strings.Join(parts, ", ")
 }
 
+// String prints the Select as query text.
 func (s *Select) String() string {
 	var b strings.Builder
 	b.WriteString("SELECT " + itemsString(s.Items) + " FROM " + quoteAll(s.Runs))
@@ -270,6 +272,7 @@ func (s *Select) String() string {
 	return b.String()
 }
 
+// String prints the Plot as query text.
 func (p *Plot) String() string {
 	var b strings.Builder
 	b.WriteString("PLOT " + itemsString(p.Items) + " FROM " + quoteAll(p.Runs))
@@ -286,6 +289,7 @@ func (p *Plot) String() string {
 	return b.String()
 }
 
+// String prints the Item as query text.
 func (it *Item) String() string {
 	if it.Alias != nil {
 		return it.Expr.String() + " AS " + quote(*it.Alias)
@@ -293,6 +297,7 @@ func (it *Item) String() string {
 	return it.Expr.String()
 }
 
+// String prints the Expr as query text.
 func (e *Expr) String() string {
 	s := e.Left.String()
 	for _, o := range e.Ops {
@@ -301,6 +306,7 @@ func (e *Expr) String() string {
 	return s
 }
 
+// String prints the Term as query text.
 func (t *Term) String() string {
 	s := t.Left.String()
 	for _, o := range t.Ops {
@@ -309,6 +315,7 @@ func (t *Term) String() string {
 	return s
 }
 
+// String prints the Factor as query text.
 func (f *Factor) String() string {
 	if f.Neg {
 		return "-" + f.Operand.String()
@@ -316,8 +323,10 @@ func (f *Factor) String() string {
 	return f.Operand.String()
 }
 
+// String prints the Number as query text.
 func (n *Number) String() string { return strconv.FormatFloat(n.Value, 'g', -1, 64) }
 
+// String prints the Call as query text.
 func (c *Call) String() string {
 	args := make([]string, len(c.Args))
 	for i, a := range c.Args {
@@ -326,10 +335,13 @@ func (c *Call) String() string {
 	return string(c.Name) + "(" + strings.Join(args, ", ") + ")"
 }
 
+// String prints the Name as query text.
 func (n *Name) String() string { return string(n.Name) }
 
+// String prints the Paren as query text.
 func (p *Paren) String() string { return "(" + p.Expr.String() + ")" }
 
+// String prints the Cond as query text.
 func (c *Cond) String() string {
 	parts := make([]string, len(c.Or))
 	for i, a := range c.Or {
@@ -338,6 +350,7 @@ func (c *Cond) String() string {
 	return strings.Join(parts, " OR ")
 }
 
+// String prints the AndCond as query text.
 func (a *AndCond) String() string {
 	parts := make([]string, len(a.And))
 	for i, n := range a.And {
@@ -346,6 +359,7 @@ func (a *AndCond) String() string {
 	return strings.Join(parts, " AND ")
 }
 
+// String prints the NotCond as query text.
 func (n *NotCond) String() string {
 	if n.Not {
 		return "NOT " + n.Pred.String()
@@ -353,6 +367,7 @@ func (n *NotCond) String() string {
 	return n.Pred.String()
 }
 
+// String prints the Pred as query text.
 func (p *Pred) String() string {
 	if p.Paren != nil {
 		return "(" + p.Paren.String() + ")"
@@ -374,6 +389,7 @@ func (p *Pred) String() string {
 	}
 }
 
+// String prints the Literal as query text.
 func (l Literal) String() string {
 	if l.Num != nil {
 		return strconv.FormatFloat(*l.Num, 'g', -1, 64)
@@ -381,6 +397,7 @@ func (l Literal) String() string {
 	return quote(*l.Str)
 }
 
+// String prints the GroupKey as query text.
 func (g *GroupKey) String() string {
 	if g.Window != nil {
 		return "window(" + strconv.Itoa(*g.Window) + ")"

@@ -42,6 +42,7 @@ type Error struct {
 	Msg string
 }
 
+// Error formats the error as line:column: message.
 func (e *Error) Error() string {
 	if e.Pos.Line == 0 {
 		return e.Msg

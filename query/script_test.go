@@ -191,3 +191,32 @@ func TestQueryMatchesEngine(t *testing.T) {
 		}
 	}
 }
+
+// TestCorruptBlock stores a snapshot whose block bytes are damaged: the
+// query fails with an error naming the run, step and layer, never a panic.
+func TestCorruptBlock(t *testing.T) {
+	d := testStore(t)
+	s, err := d.Snapshot("a", 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range s.Blocks {
+		data := append([]byte(nil), s.Blocks[i].Data...)
+		if s.Blocks[i].Layer == "fc2.weight" {
+			data[len(data)/2] ^= 0x40
+		}
+		s.Blocks[i].Data = data
+	}
+	s.Step = 150
+	if err := d.PutSnapshot("a", s); err != nil {
+		t.Fatal(err)
+	}
+	got := run(d, "SELECT variance FROM 'a'")
+	if !strings.Contains(got, "error:") || !strings.Contains(got, "step 150") || !strings.Contains(got, "fc2.weight") || !strings.Contains(got, "checksum mismatch") {
+		t.Fatalf("corrupt block: %s", got)
+	}
+	// Layers that are not read are not checked: fc1 alone still works.
+	if got := run(d, "SELECT variance FROM 'a' WHERE layer GLOB 'fc1.*' AND step = 150"); strings.Contains(got, "error") {
+		t.Fatalf("fc1 query failed on fc2's damage: %s", got)
+	}
+}

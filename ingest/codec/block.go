@@ -22,6 +22,7 @@ const (
 	Dense Kind = 2
 )
 
+// String returns "factored" or "dense".
 func (k Kind) String() string {
 	switch k {
 	case Factored:

@@ -44,6 +44,7 @@ const (
 
 var encodingNames = map[Encoding]string{Float32: "float32", Float16: "float16", BFloat16: "bfloat16", Int8: "int8"}
 
+// String returns the encoding's name, as ParseEncoding reads it.
 func (e Encoding) String() string {
 	if s, ok := encodingNames[e]; ok {
 		return s
