@@ -276,8 +276,10 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	w.mu.Unlock()
-	w.sending.Lock() // wait for Writes already past the closed check
-	w.sending.Unlock()
+	// Writes already past the closed check finish handing over their jobs
+	// before the channels close.
+	w.sending.Lock()
+	defer w.sending.Unlock()
 	err := w.Flush()
 	close(w.commits)
 	<-w.done

@@ -74,7 +74,6 @@ type plan struct {
 	layerOK  func(string) bool
 	layerLit []literalRef // layer names written literally (checked to exist)
 	runOK    func(string) bool
-	columns  []string
 	items    []*Item // items that are not bare keys, in order
 }
 
