@@ -206,6 +206,96 @@ type runPlan struct {
 	refs   []statRef // resolved per run, parallel to plan.stats
 }
 
+// grid accumulates the values of the output rows.
+type grid struct {
+	window int64 // 0: one row per step
+	values map[rowKey]map[string]*cell
+	pooled map[rowKey]map[string]*stats.Moments
+	order  []rowKey
+}
+
+func newGrid(window int64) *grid {
+	return &grid{window: window, values: map[rowKey]map[string]*cell{}, pooled: map[rowKey]map[string]*stats.Moments{}}
+}
+
+// key returns the row of a run, scope and step (its window's first step).
+func (g *grid) key(run, scope int, step int64) rowKey {
+	if g.window > 0 {
+		step -= step % g.window
+	}
+	return rowKey{run, scope, step}
+}
+
+// row returns a row's cells, creating the row.
+func (g *grid) row(k rowKey) map[string]*cell {
+	m := g.values[k]
+	if m == nil {
+		m = map[string]*cell{}
+		g.values[k] = m
+		g.order = append(g.order, k)
+	}
+	return m
+}
+
+// add adds one value (a snapshot's or a step's) to a row's cell.
+func (g *grid) add(k rowKey, ref string, v float64) {
+	m := g.row(k)
+	if m[ref] == nil {
+		m[ref] = &cell{}
+	}
+	m[ref].add(v)
+}
+
+// pool merges a snapshot's moments into a row's pooled moments.
+func (g *grid) pool(k rowKey, ref string, m *stats.Moments) error {
+	g.row(k)
+	if g.pooled[k] == nil {
+		g.pooled[k] = map[string]*stats.Moments{}
+	}
+	if old := g.pooled[k][ref]; old != nil {
+		merged, err := stats.Merge(old, m)
+		if err != nil {
+			return err
+		}
+		m = merged
+	}
+	g.pooled[k][ref] = m
+	return nil
+}
+
+// finishPooled evaluates the pooled statistics of every row.
+func (g *grid) finishPooled(plans []runPlan) error {
+	for k, byRef := range g.pooled {
+		for _, ref := range plans[k.run].refs {
+			m := byRef[ref.key()]
+			if m == nil {
+				continue
+			}
+			v, err := statValue(ref, m)
+			if err != nil {
+				return err
+			}
+			g.add(k, ref.key(), v)
+		}
+	}
+	return nil
+}
+
+// sorted returns the rows by run, scope and time.
+func (g *grid) sorted() []rowKey {
+	sort.SliceStable(g.order, func(a, b int) bool {
+		x, y := g.order[a], g.order[b]
+		if x.run != y.run {
+			return x.run < y.run
+		}
+		if x.scope != y.scope {
+			return x.scope < y.scope
+		}
+		return x.t < y.t
+	})
+	return g.order
+}
+
 func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result, error) {
 	p, err := planSelect(s)
 	if err != nil {
@@ -219,9 +309,6 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		return nil, err
 	}
 	res := &Result{}
-	values := map[rowKey]map[string]*cell{}
-	pooled := map[rowKey]map[string]*stats.Moments{}
-	var order []rowKey
 	warned := map[string]bool{}
 	warn := func(w string) {
 		if !warned[w] {
@@ -229,43 +316,11 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 			res.Warnings = append(res.Warnings, w)
 		}
 	}
-	get := func(k rowKey) map[string]*cell {
-		m := values[k]
-		if m == nil {
-			m = map[string]*cell{}
-			values[k] = m
-			order = append(order, k)
-		}
-		return m
+	progress, err := progressFunc(d, p, runs, opts)
+	if err != nil {
+		return nil, err
 	}
-	timeKey := func(step int64) int64 {
-		if p.window > 0 {
-			return step - step%p.window
-		}
-		return step
-	}
-
-	total, done := 0, 0
-	if opts.Progress != nil && len(p.stats) > 0 {
-		for _, r := range runs {
-			infos, err := d.SnapshotInfos(r.Name, db.Window{From: p.stepLo, To: p.stepHi})
-			if err != nil {
-				return nil, err
-			}
-			for _, in := range infos {
-				if p.stepPred(in.Step) {
-					total++
-				}
-			}
-		}
-	}
-	progress := func() {
-		if opts.Progress != nil {
-			done++
-			opts.Progress(done, total)
-		}
-	}
-
+	g := newGrid(p.window)
 	var plans []runPlan
 	for ri, r := range runs {
 		rp, err := planRun(r, p)
@@ -274,71 +329,53 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		}
 		plans = append(plans, rp)
 		if len(p.stats) > 0 {
-			if err := scanStats(ctx, d, p, rp, opts, &res.Stats, progress, func(step int64, si int, ref string, v float64) {
-				m := get(rowKey{ri, si, timeKey(step)})
-				if m[ref] == nil {
-					m[ref] = &cell{}
-				}
-				m[ref].add(v)
-			}, func(step int64, si int, ref string, m *stats.Moments) error {
-				k := rowKey{ri, si, timeKey(step)}
-				get(k)
-				if pooled[k] == nil {
-					pooled[k] = map[string]*stats.Moments{}
-				}
-				if old := pooled[k][ref]; old != nil {
-					merged, err := stats.Merge(old, m)
-					if err != nil {
-						return err
-					}
-					pooled[k][ref] = merged
-				} else {
-					pooled[k][ref] = m
-				}
-				return nil
-			}, warn); err != nil {
+			if err := scanStats(ctx, d, p, rp, ri, g, opts, &res.Stats, progress, warn); err != nil {
 				return nil, err
 			}
 		}
 		if len(p.scalars) > 0 {
-			if err := scanScalars(d, p, rp, len(p.stats) > 0, func(step int64, name string, v float64) {
-				for si := range rp.scopes {
-					k := rowKey{ri, si, timeKey(step)}
-					if len(p.stats) > 0 && values[k] == nil {
-						continue // rows come from snapshots when statistics are asked
-					}
-					m := get(k)
-					if m["scalar:"+name] == nil {
-						m["scalar:"+name] = &cell{}
-					}
-					m["scalar:"+name].add(v)
-				}
-			}); err != nil {
+			if err := scanScalars(d, p, rp, ri, g); err != nil {
 				return nil, err
 			}
 		}
 	}
+	if err := g.finishPooled(plans); err != nil {
+		return nil, err
+	}
+	buildRows(res, p, runs, plans, g)
+	if err := orderAndLimit(res, s); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
 
-	// Pooled statistics: evaluate merged moments per row.
-	for k, byRef := range pooled {
-		for ref, m := range byRef {
-			r := plans[k.run].refs
-			for _, rr := range r {
-				if rr.key() == ref {
-					v, err := statValue(rr, m)
-					if err != nil {
-						return nil, err
-					}
-					if values[k][ref] == nil {
-						values[k][ref] = &cell{}
-					}
-					values[k][ref].add(v)
-				}
+// progressFunc returns what to call after each snapshot, counting the
+// query's snapshots first when opts asks for progress.
+func progressFunc(d *db.DB, p *plan, runs []*db.Run, opts Options) (func(), error) {
+	if opts.Progress == nil || len(p.stats) == 0 {
+		return func() {}, nil
+	}
+	total, done := 0, 0
+	for _, r := range runs {
+		infos, err := d.SnapshotInfos(r.Name, db.Window{From: p.stepLo, To: p.stepHi})
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range infos {
+			if p.stepPred(in.Step) {
+				total++
 			}
 		}
 	}
+	return func() {
+		done++
+		opts.Progress(done, total)
+	}, nil
+}
 
-	// Columns and rows.
+// buildRows lays out the columns (keys, then items) and one row per grid
+// row.
+func buildRows(res *Result, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
 	showRun := p.byRun || len(runs) > 1
 	if showRun {
 		res.Columns = append(res.Columns, "run")
@@ -351,31 +388,20 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 	batch := runs[0].BatchSize
 	for _, r := range runs {
 		if r.BatchSize != batch {
-			batch = 0
+			batch = 0 // runs disagree: labels keep the defaults implicit
 		}
 	}
 	for _, it := range p.items {
-		name := it.Expr.String()
-		lbl := label(it.Expr, batch)
+		name, lbl := it.Expr.String(), label(it.Expr, batch)
 		if it.Alias != nil {
 			name, lbl = *it.Alias, *it.Alias
 		}
 		res.Columns = append(res.Columns, name)
 		res.Labels = append(res.Labels, lbl)
 	}
-	sort.SliceStable(order, func(a, b int) bool {
-		x, y := order[a], order[b]
-		if x.run != y.run {
-			return x.run < y.run
-		}
-		if x.scope != y.scope {
-			return x.scope < y.scope
-		}
-		return x.t < y.t
-	})
-	for _, k := range order {
+	for _, k := range g.sorted() {
 		rp := plans[k.run]
-		vals := values[k]
+		vals := g.values[k]
 		var row []any
 		if showRun {
 			row = append(row, rp.run.Name)
@@ -385,17 +411,10 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		}
 		row = append(row, k.t)
 		for _, it := range p.items {
-			v := evalExpr(it.Expr, func(o Operand) float64 {
-				return leafValue(o, k, rp, vals)
-			})
-			row = append(row, v)
+			row = append(row, evalExpr(it.Expr, func(o Operand) float64 { return leafValue(o, k, rp, vals) }))
 		}
 		res.Rows = append(res.Rows, row)
 	}
-	if err := orderAndLimit(res, s); err != nil {
-		return nil, err
-	}
-	return res, nil
 }
 
 // leafValue is the value of a name or call in one row.
@@ -521,9 +540,8 @@ func planRun(r *db.Run, p *plan) (runPlan, error) {
 // scanStats reads the run's snapshots in the plan's window, decodes the
 // blocks it needs in parallel, and reports each statistic per snapshot and
 // scope (or, for pooled ones, the snapshot's moments).
-func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options, st *EvalStats, progress func(),
-	add func(step int64, scope int, ref string, v float64),
-	pool func(step int64, scope int, ref string, m *stats.Moments) error, warn func(string)) error {
+func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, ri int, g *grid, opts Options, st *EvalStats,
+	progress func(), warn func(string)) error {
 	var need stats.Need
 	gram := false
 	for _, ref := range rp.refs {
@@ -580,11 +598,11 @@ func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options,
 			for _, w := range m.Warnings {
 				warn(fmt.Sprintf("run %s: %s", rp.run.Name, w))
 			}
-			var g *stats.Gram
+			var gram *stats.Gram
 			clusterings := map[int]*stats.Clustering{}
 			for _, ref := range rp.refs {
 				if ref.pooled {
-					if err := pool(s.Step, si, ref.key(), m); err != nil {
+					if err := g.pool(g.key(ri, si, s.Step), ref.key(), m); err != nil {
 						return err
 					}
 					continue
@@ -595,8 +613,8 @@ func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options,
 					if m.NonFinite {
 						v = math.NaN()
 					} else {
-						if g == nil {
-							if g, err = stats.NewGram(layers); err != nil {
+						if gram == nil {
+							if gram, err = stats.NewGram(layers); err != nil {
 								return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
 							}
 						}
@@ -606,7 +624,7 @@ func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options,
 						}
 						c := clusterings[k]
 						if c == nil {
-							if c, err = stats.Cluster(g, layers[0].Block.IDs, k, stats.GCOptions{Seed: opts.GCSeed, Rounds: opts.GCRounds}); err != nil {
+							if c, err = stats.Cluster(gram, layers[0].Block.IDs, k, stats.GCOptions{Seed: opts.GCSeed, Rounds: opts.GCRounds}); err != nil {
 								return err
 							}
 							clusterings[k] = c
@@ -625,7 +643,7 @@ func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, opts Options,
 				} else if v, err = statValue(ref, m); err != nil {
 					return err
 				}
-				add(s.Step, si, ref.key(), v)
+				g.add(g.key(ri, si, s.Step), ref.key(), v)
 			}
 		}
 		st.Compute += time.Since(t1)
@@ -702,8 +720,19 @@ func decodeAll(s *db.Snapshot) (map[string]*codec.Block, error) {
 	return m, nil
 }
 
-// scanScalars reads the step scalars the query names.
-func scanScalars(d *db.DB, p *plan, rp runPlan, withStats bool, add func(step int64, name string, v float64)) error {
+// scanScalars reads the step scalars the query names into the grid. When
+// the query also computes statistics, rows come from snapshots: a scalar
+// only fills rows that exist.
+func scanScalars(d *db.DB, p *plan, rp runPlan, ri int, g *grid) error {
+	add := func(step int64, name string, v float64) {
+		for si := range rp.scopes {
+			k := g.key(ri, si, step)
+			if len(p.stats) > 0 && g.values[k] == nil {
+				continue
+			}
+			g.add(k, "scalar:"+name, v)
+		}
+	}
 	found := map[string]bool{}
 	all := map[string]bool{}
 	err := d.Scalars(rp.run.Name, db.Window{From: p.stepLo, To: p.stepHi}, func(r db.ScalarRow) error {
@@ -764,7 +793,8 @@ func orderAndLimit(res *Result, s *Select) error {
 					col = i
 				}
 			}
-			for i, it := range s.Items {
+			// An expression that has an alias sorts by the aliased column.
+			for _, it := range s.Items {
 				if it.Expr.String() == name && it.Alias != nil {
 					for j, c := range res.Columns {
 						if c == *it.Alias {
@@ -772,7 +802,6 @@ func orderAndLimit(res *Result, s *Select) error {
 						}
 					}
 				}
-				_ = i
 			}
 			if col < 0 {
 				return errorf(s.Pos, "ORDER BY %s: not an output column (columns: %s)", name, strings.Join(res.Columns, ", "))
