@@ -734,11 +734,7 @@ func scanScalars(d *db.DB, p *plan, rp runPlan, ri int, g *grid) error {
 		}
 	}
 	found := map[string]bool{}
-	all := map[string]bool{}
 	err := d.Scalars(rp.run.Name, db.Window{From: p.stepLo, To: p.stepHi}, func(r db.ScalarRow) error {
-		for k := range r.Values {
-			all[k] = true
-		}
 		if !p.stepPred(r.Step) {
 			return nil
 		}
@@ -754,27 +750,42 @@ func scanScalars(d *db.DB, p *plan, rp runPlan, ri int, g *grid) error {
 		return err
 	}
 	for _, n := range p.scalars {
-		if all[n] {
-			continue
+		if !found[n] {
+			// Not in this window: an error only if the run never recorded it.
+			return checkScalar(d, rp.run.Name, n, p.scalarAt[n])
 		}
-		var names []string
-		for k := range all {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		cands := append(append([]string(nil), names...), statNames()...)
-		msg := fmt.Sprintf("unknown statistic or scalar %q in run %q", n, rp.run.Name)
-		if s := db.Nearest(n, cands); s != "" {
-			msg += fmt.Sprintf("; did you mean %q?", s)
-		}
-		if len(names) > 0 {
-			msg += " (scalars: " + strings.Join(names, ", ") + ")"
-		} else {
-			msg += " (the run has no scalars)"
-		}
-		return &Error{Pos: p.scalarAt[n], Msg: msg}
 	}
 	return nil
+}
+
+// checkScalar returns an error naming the nearest scalar or statistic if
+// run never recorded the scalar name.
+func checkScalar(d *db.DB, run, name string, pos lexer.Position) error {
+	all := map[string]bool{}
+	err := d.Scalars(run, db.AllSteps, func(r db.ScalarRow) error {
+		for k := range r.Values {
+			all[k] = true
+		}
+		return nil
+	})
+	if err != nil || all[name] {
+		return err
+	}
+	names := make([]string, 0, len(all))
+	for k := range all {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	msg := fmt.Sprintf("unknown statistic or scalar %q in run %q", name, run)
+	if s := db.Nearest(name, append(append([]string(nil), names...), statNames()...)); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	if len(names) > 0 {
+		msg += " (scalars: " + strings.Join(names, ", ") + ")"
+	} else {
+		msg += " (the run has no scalars)"
+	}
+	return &Error{Pos: pos, Msg: msg}
 }
 
 // orderAndLimit applies ORDER BY and LIMIT to a result's rows.

@@ -114,11 +114,15 @@ func (o orderedRows) MarshalJSON() ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-// jsonValue maps NaN and Inf (not valid JSON numbers) to strings.
+// jsonValue maps values that JSON numbers cannot hold: NaN (no value) to
+// null, ±Inf to the strings "+Inf" and "-Inf".
 func jsonValue(v any) any {
 	switch x := v.(type) {
 	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
+		if math.IsNaN(x) {
+			return nil
+		}
+		if math.IsInf(x, 0) {
 			return strconv.FormatFloat(x, 'g', -1, 64)
 		}
 	case float32:
