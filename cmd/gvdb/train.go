@@ -204,8 +204,12 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		return err
 	}
 	sink := &storeSink{d: d, w: w, run: f.run}
-	fmt.Fprintf(m.Stderr, "training %s: %s %v on %s (%d parameters), %d steps, batch %d, lr %g\n",
-		f.run, f.model, cfg.Spec.Hidden, f.data, params, f.steps, f.batch, f.lr)
+	model := f.model
+	if len(cfg.Spec.Hidden) > 0 {
+		model += fmt.Sprint(cfg.Spec.Hidden)
+	}
+	fmt.Fprintf(m.Stderr, "training %s: %s on %s (%d parameters), %d steps, batch %d, lr %g\n",
+		f.run, model, f.data, params, f.steps, f.batch, f.lr)
 	bar := m.newProgress(f.run, f.steps)
 	start := time.Now()
 	res, trainErr := trainer.Train(ctx, *cfg, sink, func(step, total int64, loss float64) {
