@@ -134,26 +134,37 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 }
 
 // storeSink sends snapshots to an ingest.Writer and batches step scalars.
+// What a killed process can lose is bounded: each snapshot first makes the
+// previous one (and all scalars so far) durable, and scalars are written at
+// least every 2 seconds.
 type storeSink struct {
-	d       *db.DB
-	w       *ingest.Writer
-	run     string
-	pending []db.ScalarRow
+	d        *db.DB
+	w        *ingest.Writer
+	run      string
+	pending  []db.ScalarRow
+	lastSave time.Time
 }
 
 func (s *storeSink) Snapshot(ctx context.Context, snap *ingest.Snapshot) error {
+	if err := s.flushScalars(); err != nil {
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		return err
+	}
 	return s.w.Write(ctx, snap)
 }
 
 func (s *storeSink) Scalars(step int64, vals map[string]float64) error {
 	s.pending = append(s.pending, db.ScalarRow{Step: step, Values: vals})
-	if len(s.pending) >= 256 {
+	if len(s.pending) >= 256 || time.Since(s.lastSave) > 2*time.Second {
 		return s.flushScalars()
 	}
 	return nil
 }
 
 func (s *storeSink) flushScalars() error {
+	s.lastSave = time.Now()
 	if len(s.pending) == 0 {
 		return nil
 	}
@@ -203,7 +214,7 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 	if err != nil {
 		return err
 	}
-	sink := &storeSink{d: d, w: w, run: f.run}
+	sink := &storeSink{d: d, w: w, run: f.run, lastSave: time.Now()}
 	model := f.model
 	if len(cfg.Spec.Hidden) > 0 {
 		model += fmt.Sprint(cfg.Spec.Hidden)
