@@ -51,14 +51,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	format := formatFlag(fs)
 	timing := fs.Bool("timing", false, "print read, decode and compute times to standard error")
-	rest, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := checkFormat(*format); err != nil {
-		return err
-	}
-	d, err := openStore(*dir, true)
+	rest, d, err := m.openWithFormat(fs, args, dir, format)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,20 @@ import (
 func init() {
 	register("runs", "list the runs in a store", (*Main).runs)
 	register("delete", "delete a run with all its snapshots", (*Main).deleteRun)
+}
+
+// openWithFormat parses a reading command's flags, checks --format and
+// opens the store; it returns the positional arguments.
+func (m *Main) openWithFormat(fs *flag.FlagSet, args []string, dir, format *string) ([]string, *db.DB, error) {
+	rest, err := parse(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkFormat(*format); err != nil {
+		return nil, nil, err
+	}
+	d, err := openStore(*dir, true)
+	return rest, d, err
 }
 
 // openStore opens the store at dir. A command that only reads requires the
@@ -32,13 +47,7 @@ func (m *Main) runs(ctx context.Context, args []string) error {
   gvdb runs --db ./lr-sweep --format csv`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	format := formatFlag(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := checkFormat(*format); err != nil {
-		return err
-	}
-	d, err := openStore(*dir, true)
+	_, d, err := m.openWithFormat(fs, args, dir, format)
 	if err != nil {
 		return err
 	}

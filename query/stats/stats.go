@@ -116,15 +116,22 @@ func (m *Moments) NormTest(b float64) float64 {
 	return math.Sqrt(n * m.TotalVar() / ((n - 1) * b * m.MuSq()))
 }
 
+// innerReady says whether the inner-product tests can be computed: an
+// error without per-example inner products, NaN (ok false) for fewer than
+// two examples or non-finite gradients.
+func (m *Moments) innerReady() (bool, error) {
+	if m.Inner == nil {
+		return false, ErrNoInner
+	}
+	return m.N >= 2 && !m.NonFinite, nil
+}
+
 // InnerTest returns Cockpit's inner-product test for batch size B:
 // sqrt(Var_i(g_i·μ) / (B |μ|⁴)), the variance with 1/(N−1). With B = N it
 // is Cockpit's InnerTest.
 func (m *Moments) InnerTest(b float64) (float64, error) {
-	if m.Inner == nil {
-		return nan(), ErrNoInner
-	}
-	if m.N < 2 || m.NonFinite {
-		return nan(), nil
+	if ok, err := m.innerReady(); !ok {
+		return nan(), err
 	}
 	mu2 := m.MuSq()
 	s := 0.0
@@ -138,11 +145,8 @@ func (m *Moments) InnerTest(b float64) (float64, error) {
 // sqrt(Σ_i |g_i − (g_i·μ/|μ|²) μ|² / ((N−1) · B · |μ|²)). With B = N it is
 // Cockpit's OrthoTest.
 func (m *Moments) OrthoTest(b float64) (float64, error) {
-	if m.Inner == nil {
-		return nan(), ErrNoInner
-	}
-	if m.N < 2 || m.NonFinite {
-		return nan(), nil
+	if ok, err := m.innerReady(); !ok {
+		return nan(), err
 	}
 	mu2 := m.MuSq()
 	s := 0.0
