@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -150,7 +151,7 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	}
 	if logY {
 		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: 2}
+		p.Y.Tick.Marker = logTicks{}
 	}
 	p.Legend.Top = true
 	var warnings []string
@@ -198,6 +199,45 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 		warnings = append(warnings, fmt.Sprintf("%d values <= 0 left out of the log-scale plot (use SCALE LINEAR to see them)", dropped))
 	}
 	return p, warnings, nil
+}
+
+// logTicks labels a log axis at powers of ten, or at 1-2-5 (or every
+// digit) times powers of ten when the data spans too few decades for at
+// least three labels; unlabelled minor ticks mark every digit.
+type logTicks struct{}
+
+// Ticks returns the ticks of [lo, hi].
+func (logTicks) Ticks(lo, hi float64) []plot.Tick {
+	if !(lo > 0) || !(hi >= lo) {
+		return nil
+	}
+	first, last := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	in := func(v float64) bool { return v >= lo*(1-1e-9) && v <= hi*(1+1e-9) }
+	var ticks []plot.Tick
+	for _, labelled := range [][]float64{{1}, {1, 2, 5}, {1, 2, 3, 4, 5, 6, 7, 8, 9}} {
+		ticks = ticks[:0]
+		n := 0
+		for e := first; e <= last; e++ {
+			for d := 1.0; d <= 9; d++ {
+				v := d * math.Pow(10, e)
+				if !in(v) {
+					continue
+				}
+				t := plot.Tick{Value: v}
+				for _, l := range labelled {
+					if d == l {
+						t.Label = strconv.FormatFloat(v, 'g', 3, 64)
+						n++
+					}
+				}
+				ticks = append(ticks, t)
+			}
+		}
+		if n >= 3 {
+			break
+		}
+	}
+	return ticks
 }
 
 // newPlot starts a figure with a title small enough for a query.
@@ -267,7 +307,7 @@ func Distortion(c *stats.Curve, o Options) (*plot.Plot, error) {
 	p.X.Label.Text = "clusters K"
 	p.Y.Label.Text = "weighted distortion"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
-	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: 2}, plot.LogTicks{Prec: 2}
+	p.X.Tick.Marker, p.Y.Tick.Marker = logTicks{}, logTicks{}
 	var gc, sgb, sg2b plotter.XYs
 	for i, k := range c.K {
 		if d := c.Distortion[i]; d > 0 {
@@ -375,7 +415,7 @@ func ClusterSizes(steps []int64, sizes [][]int, o Options) (*plot.Plot, error) {
 	p.X.Label.Text = "step"
 	p.Y.Label.Text = "cluster size (examples)"
 	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = plot.LogTicks{Prec: 2}
+	p.Y.Tick.Marker = logTicks{}
 	for i, q := range []struct {
 		name string
 		f    float64

@@ -138,3 +138,24 @@ func TestNothingToPlot(t *testing.T) {
 		}
 	}
 }
+
+func TestLogTicks(t *testing.T) {
+	labels := func(lo, hi float64) []string {
+		var out []string
+		for _, tk := range (logTicks{}).Ticks(lo, hi) {
+			if tk.Label != "" {
+				out = append(out, tk.Label)
+			}
+		}
+		return out
+	}
+	if got := labels(1e-8, 1e-3); len(got) != 6 || got[0] != "1e-08" || got[5] != "0.001" {
+		t.Errorf("wide range: %v", got)
+	}
+	if got := labels(4e-6, 1.1e-5); len(got) < 3 {
+		t.Errorf("narrow range has %d labels: %v", len(got), got)
+	}
+	if got := (logTicks{}).Ticks(-1, 5); got != nil {
+		t.Errorf("non-positive range: %v", got)
+	}
+}
