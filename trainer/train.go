@@ -93,6 +93,15 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 	pos := 0
 	res := &Result{TestAccuracy: math.NaN(), TestLoss: math.NaN()}
 	start := time.Now()
+	// fail reports err, or an interruption when ctx ended meanwhile (a
+	// sink that waits on ctx fails with ctx's error).
+	fail := func(err error) (*Result, error) {
+		if ctx.Err() != nil {
+			res.Interrupted = true
+			return res, ctx.Err()
+		}
+		return res, err
+	}
 
 	for step := int64(0); ; step++ {
 		if err := ctx.Err(); err != nil {
@@ -102,11 +111,11 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 		if cfg.SnapshotEvery > 0 && step%cfg.SnapshotEvery == 0 {
 			s, err := net.Capture(cfg.Train, sampleIDs(snapRng, cfg.Train.Len(), cfg.SnapshotExamples))
 			if err != nil {
-				return res, fmt.Errorf("snapshot at step %d: %w", step, err)
+				return fail(fmt.Errorf("snapshot at step %d: %w", step, err))
 			}
 			s.Step = step
 			if err := sink.Snapshot(ctx, s); err != nil {
-				return res, fmt.Errorf("snapshot at step %d: %w", step, err)
+				return fail(fmt.Errorf("snapshot at step %d: %w", step, err))
 			}
 			res.Snapshots++
 		}
@@ -115,14 +124,14 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 			if cfg.Test != nil && cfg.Test.Len() > 0 {
 				acc, loss, err := net.Evaluate(cfg.Test, cfg.EvalExamples)
 				if err != nil {
-					return res, fmt.Errorf("evaluate at step %d: %w", step, err)
+					return fail(fmt.Errorf("evaluate at step %d: %w", step, err))
 				}
 				vals := map[string]float64{"test_loss": loss}
 				if !math.IsNaN(acc) {
 					vals["test_accuracy"] = acc
 				}
 				if err := sink.Scalars(step, vals); err != nil {
-					return res, err
+					return fail(err)
 				}
 				res.TestAccuracy, res.TestLoss = acc, loss
 			}
@@ -140,7 +149,7 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 		t0 := time.Now()
 		loss, acc, err := net.Step(cfg.Train, idx, cfg.LR, cfg.Momentum, cfg.WeightDecay)
 		if err != nil {
-			return res, fmt.Errorf("step %d: %w", step, err)
+			return fail(fmt.Errorf("step %d: %w", step, err))
 		}
 		res.Steps, res.Loss = step+1, loss
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
@@ -151,7 +160,7 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 			vals["accuracy"] = acc
 		}
 		if err := sink.Scalars(step, vals); err != nil {
-			return res, err
+			return fail(err)
 		}
 		if progress != nil {
 			progress(step+1, cfg.Steps, loss)

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -290,5 +291,33 @@ func TestStepCapture(t *testing.T) {
 				t.Fatalf("%s Delta[%d]: %g vs %g", want.Blocks[k].Layer, j, g.Delta[j], w.Delta[j])
 			}
 		}
+	}
+}
+
+// ctxSink's snapshot at step 8 times out, as a writer waiting on a full
+// queue does when the context ends meanwhile.
+type ctxSink struct {
+	memSink
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (c *ctxSink) Snapshot(ctx context.Context, s *ingest.Snapshot) error {
+	if s.Step == 8 {
+		c.cancel()
+		return c.ctx.Err()
+	}
+	return c.memSink.Snapshot(ctx, s)
+}
+
+// TestInterruptedInSink: a cancellation that surfaces as a sink error is
+// an interruption, not a failure.
+func TestInterruptedInSink(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sink := &ctxSink{ctx: ctx, cancel: cancel}
+	cfg := Config{Spec: Spec{Kind: "logreg"}, Train: fakeImages(128, 1), Steps: 1000, Batch: 8, LR: 0.01, SnapshotEvery: 4, SnapshotExamples: 8, Seed: 1}
+	res, err := Train(ctx, cfg, sink, nil)
+	if !errors.Is(err, context.Canceled) || !res.Interrupted || res.Steps != 8 || len(sink.snaps) != 2 {
+		t.Fatalf("got %+v, %v (%d snapshots); want an interruption at step 8", res, err, len(sink.snaps))
 	}
 }
