@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
@@ -355,3 +356,15 @@ func (n *Net) zeroGrads() error {
 
 // Close releases the VM.
 func (n *Net) Close() error { return n.vm.Close() }
+
+// BLAS is a complete BLAS implementation.
+type BLAS interface {
+	blas.Float32
+	blas.Float64
+	blas.Complex64
+	blas.Complex128
+}
+
+// UseBLAS makes Gorgonia's matrix products use b (for instance OpenBLAS,
+// which the CLI hands over when built with -tags openblas).
+func UseBLAS(b BLAS) { G.Use(b) }

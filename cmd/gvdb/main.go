@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"gvdb/db"
+	"gvdb/query/stats"
+	"gvdb/trainer"
 )
 
 // Version is gvdb's version, recorded in every run it creates.
@@ -26,6 +28,12 @@ const (
 	exitError = 1 // the command failed (bad query, unknown run, I/O)
 	exitUsage = 2 // the command line was wrong
 )
+
+func init() {
+	// The trainer's matrix products use the same BLAS as the statistics
+	// (OpenBLAS with -tags openblas).
+	trainer.UseBLAS(stats.Implementation())
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

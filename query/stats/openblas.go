@@ -30,6 +30,10 @@ func init() {
 	blas32.Use(openBLAS{})
 }
 
+// Implementation returns the BLAS implementation the statistics use, so
+// that the CLI can hand the same one to the trainer.
+func Implementation() Impl { return openBLAS{} }
+
 type openBLAS struct{ gonum.Implementation }
 
 func trans(t blas.Transpose) C.enum_CBLAS_TRANSPOSE {
