@@ -17,10 +17,6 @@ import (
 
 func init() {
 	register("plot", "draw a figure: a query over steps, GC distortion vs K, gradient norms, cluster sizes", (*Main).plot)
-	drawPlotFunc = func(m *Main, d *db.DB, res *query.Result) error {
-		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Query}
-		return m.saveLines(res, res.Plot.File, o)
-	}
 }
 
 // figureFlags are the size flags every figure takes.

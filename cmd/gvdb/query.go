@@ -14,6 +14,7 @@ import (
 	"github.com/chzyer/readline"
 
 	"gvdb/db"
+	"gvdb/plots"
 	"gvdb/query"
 )
 
@@ -108,7 +109,8 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, f
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
 	if res.Plot != nil {
-		if err := m.drawPlot(d, res); err != nil {
+		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Query}
+		if err := m.saveLines(res, res.Plot.File, o); err != nil {
 			return err
 		}
 	} else if err := resultTable(res).write(m.Stdout, format); err != nil {
@@ -266,14 +268,4 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool)
 			}
 		}
 	}
-}
-
-// drawPlot is replaced when the plots package is wired in.
-var drawPlotFunc func(m *Main, d *db.DB, res *query.Result) error
-
-func (m *Main) drawPlot(d *db.DB, res *query.Result) error {
-	if drawPlotFunc == nil {
-		return errors.New("PLOT is not available in this build")
-	}
-	return drawPlotFunc(m, d, res)
 }
