@@ -548,6 +548,7 @@ func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, ri int, g *gr
 		def := statistics[ref.name]
 		need.Coords = need.Coords || def.coords
 		need.Inner = need.Inner || def.inner
+		need.Mean = need.Mean || ref.pooled
 		gram = gram || def.gram
 	}
 	var all []string

@@ -117,6 +117,17 @@ func BenchmarkMoments(b *testing.B) {
 			_, _, _ = m.Variance(128), m.GNS(), m.Norm()
 		}
 	})
+	b.Run("variance-gns-norm/factored-AtD-only", func(b *testing.B) {
+		gramRoute = -1 // no Gram form, whatever N: the cost model's alternative
+		defer func() { gramRoute = 0 }()
+		for b.Loop() {
+			m, err := Compute(layers, 0, Need{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _, _ = m.Variance(128), m.GNS(), m.Norm()
+		}
+	})
 	b.Run("variance-gns-norm/materialized", func(b *testing.B) {
 		for b.Loop() {
 			materialized32(layers, false)

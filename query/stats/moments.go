@@ -22,6 +22,12 @@ type Need struct {
 	Coords bool
 	// Inner: each example's g_i·μ (inner-product and orthogonality tests).
 	Inner bool
+	// Mean: keep the summed gradient vector Moments.Sum, which Merge
+	// (pooled windows) needs; Coords and Inner keep it anyway. Without any
+	// of the three, Compute may get |Σ_i g_i|² through the Gram form
+	// Σ_ij (a_i·a_j)(d_i·d_j) when that is cheaper than AᵀΔ, as it is for
+	// small N: N²(In+Out)/2 against N·In·Out multiply-adds.
+	Mean bool
 }
 
 // Moments are the sufficient statistics of N per-example gradients over a
@@ -32,7 +38,10 @@ type Moments struct {
 	N, D int
 	// SumSqNorm is Σ_i |g_i|², SumNorm Σ_i |g_i|.
 	SumSqNorm, SumNorm float64
-	// Sum is Σ_i g_i (D values, layers concatenated in scope order).
+	// SumNormSq is |Σ_i g_i|².
+	SumNormSq float64
+	// Sum is Σ_i g_i (D values, layers concatenated in scope order); nil
+	// unless Need.Mean, Coords or Inner.
 	Sum []float64
 	// SumSq is Σ_i g_ij² per coordinate (nil unless Need.Coords).
 	SumSq []float64
@@ -65,13 +74,19 @@ func Compute(layers []Layer, step int64, need Need) (*Moments, error) {
 			m.Warnings = append(m.Warnings, fmt.Sprintf("layer %s at step %d: NaN or Inf gradient (example row %d)", l.Name, step, row))
 		}
 	}
-	m.Sum = make([]float64, 0, m.D)
+	keepSum := need.Mean || need.Coords || need.Inner
+	if keepSum {
+		m.Sum = make([]float64, 0, m.D)
+	}
 	if need.Coords {
 		m.SumSq = make([]float64, 0, m.D)
 	}
 	for _, l := range layers {
-		lm := layerMoments(l.Block, need.Coords)
-		m.Sum = append(m.Sum, lm.sum...)
+		lm := layerMoments(l.Block, need.Coords, keepSum)
+		m.SumNormSq += lm.sumNormSq
+		if keepSum {
+			m.Sum = append(m.Sum, lm.sum...)
+		}
 		if need.Coords {
 			m.SumSq = append(m.SumSq, lm.sumSq...)
 		}
@@ -101,6 +116,28 @@ func Compute(layers []Layer, step int64, need Need) (*Moments, error) {
 
 type layerMom struct {
 	sum, sumSq, sqNorms []float64
+	sumNormSq           float64 // |Σ_i g_i|²
+}
+
+// gramRoute forces (1) or forbids (-1) the Gram form in tests; 0 decides
+// by cost.
+var gramRoute = 0
+
+// useGram reports whether |Σ_i g_i|² of an n x (in·out) factored layer is
+// cheaper through the Gram form than through AᵀΔ.
+func useGram(n, in, out int) bool {
+	if gramRoute != 0 {
+		return gramRoute > 0
+	}
+	return n*(in+out)/2 < in*out
+}
+
+func sumSquares(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x * x
+	}
+	return s
 }
 
 // f64 widens a float32 matrix.
@@ -143,9 +180,33 @@ func rowSqNorms(x []float64, r, c int) []float64 {
 	return out
 }
 
-func layerMoments(b *codec.Block, coords bool) layerMom {
+func layerMoments(b *codec.Block, coords, keepSum bool) layerMom {
+	lm := layerMoments1(b, coords, keepSum)
+	if lm.sum != nil {
+		lm.sumNormSq = sumSquares(lm.sum)
+	}
+	return lm
+}
+
+func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 	n := b.N()
 	switch {
+	case b.Kind == codec.Factored && b.T == 1 && !keepSum && !coords && useGram(n, b.In, b.Out):
+		// |Σ_i g_i|² = Σ_ij (a_i·a_j)(d_i·d_j): the upper triangle of the
+		// Gram matrix, counted twice off the diagonal.
+		a, d := f64(b.A), f64(b.Delta)
+		g := &Gram{N: n, K: make([]float64, n*n)}
+		g.add(a, b.In, d, b.Out)
+		lm := layerMom{sqNorms: make([]float64, n)}
+		for i := range n {
+			row := g.K[i*n : (i+1)*n]
+			lm.sqNorms[i] = row[i]
+			lm.sumNormSq += row[i]
+			for _, v := range row[i+1:] {
+				lm.sumNormSq += 2 * v
+			}
+		}
+		return lm
 	case b.Kind == codec.Dense:
 		x := f64(b.Rows)
 		lm := layerMom{sum: make([]float64, b.Dim), sqNorms: rowSqNorms(x, n, b.Dim)}
@@ -251,12 +312,16 @@ func Merge(m, o *Moments) (*Moments, error) {
 	if m.D != o.D {
 		return nil, fmt.Errorf("merge moments: %d coordinates vs %d (different layer scopes)", m.D, o.D)
 	}
+	if m.Sum == nil || o.Sum == nil {
+		return nil, fmt.Errorf("merge moments: the summed gradient was not kept (Need.Mean)")
+	}
 	p := &Moments{N: m.N + o.N, D: m.D, SumSqNorm: m.SumSqNorm + o.SumSqNorm, SumNorm: m.SumNorm + o.SumNorm,
 		NonFinite: m.NonFinite || o.NonFinite}
 	p.Sum = make([]float64, m.D)
 	for j := range p.Sum {
 		p.Sum[j] = m.Sum[j] + o.Sum[j]
 	}
+	p.SumNormSq = sumSquares(p.Sum)
 	if m.SumSq != nil && o.SumSq != nil {
 		p.SumSq = make([]float64, m.D)
 		for j := range p.SumSq {

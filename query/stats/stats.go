@@ -20,11 +20,7 @@ func (m *Moments) MuSq() float64 {
 	if m.NonFinite || m.N == 0 {
 		return nan()
 	}
-	s := 0.0
-	for _, v := range m.Sum {
-		s += v * v
-	}
-	return s / float64(m.N) / float64(m.N)
+	return m.SumNormSq / float64(m.N) / float64(m.N)
 }
 
 // TotalVar returns S = (1/N) Σ_i |g_i − μ|², the total per-example

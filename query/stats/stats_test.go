@@ -221,6 +221,41 @@ func TestMomentsMatchBruteForce(t *testing.T) {
 	}
 }
 
+// TestGramRoute checks |Σ g_i|² through the Gram form (forced) against
+// brute force, and that the cost model picks it for small N only.
+func TestGramRoute(t *testing.T) {
+	defer func() { gramRoute = 0 }()
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, n := range []int{1, 3, 40, 300} {
+		layers := testLayers(rng, n)
+		br := materializeAll(layers)
+		for _, route := range []int{1, -1} {
+			gramRoute = route
+			m, err := Compute(layers, 0, Need{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Sum != nil {
+				t.Fatal("Sum kept without Need.Mean")
+			}
+			near(t, "variance", m.Variance(16), br.variance(16), tol)
+			if n > 1 {
+				near(t, "gns", m.GNS(), br.gns(), tol)
+			}
+			near(t, "norm", m.Norm(), math.Sqrt(dot(br.mu, br.mu)), tol)
+			near(t, "example_norm", m.ExampleNorm(), br.exampleNorm(), tol)
+		}
+	}
+	gramRoute = 0
+	if useGram(1024, 784, 1024) || !useGram(128, 784, 1024) {
+		t.Error("cost model: want AᵀΔ at N = 1024 and the Gram form at N = 128 for a 784 x 1024 layer")
+	}
+	m, _ := Compute(testLayers(rng, 4), 0, Need{})
+	if _, err := Merge(m, m); err == nil {
+		t.Error("Merge without Need.Mean succeeded")
+	}
+}
+
 func TestGramMatchesBruteForce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
 	for _, n := range []int{1, 5, 300} { // 300 spans two Gram chunks
