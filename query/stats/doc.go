@@ -9,7 +9,9 @@
 // need not be: for a dense layer the gradient of example i is a_i d_iᵀ, so
 //
 //   - Σ_i g_i = AᵀΔ and Σ_i g_i∘g_i = (A∘A)ᵀ(Δ∘Δ) are matrix products,
-//   - |g_i|² = |a_i|²|d_i|² and <g_i, g_j> = (a_i·a_j)(d_i·d_j),
+//   - |g_i|² = |a_i|²|d_i|² and <g_i, g_j> = (a_i·a_j)(d_i·d_j), so
+//     |Σ_i g_i|² is also Σ_ij (a_i·a_j)(d_i·d_j), which Compute takes
+//     when it costs less than AᵀΔ (N²(In+Out)/2 against N·In·Out: small N),
 //
 // and Gradient Clustering runs on the N x N Gram matrix, with exact cluster
 // means (the paper approximates them by rank-1 products). Convolution
