@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -46,6 +47,11 @@ func (f *figureFlags) options(title string) (plots.Options, error) {
 		return plots.Options{}, usagef("plot: --scale must be log or linear")
 	}
 	return plots.Options{Width: vg.Length(f.width) * vg.Inch, Height: vg.Length(f.height) * vg.Inch, DPI: f.dpi, Title: title, Scale: f.scale}, nil
+}
+
+// figureTitle names the store and what the figure shows (its query).
+func figureTitle(d *db.DB, what string) string {
+	return fmt.Sprintf("[%s] %s", filepath.Clean(d.Dir()), what)
 }
 
 func (m *Main) saveLines(res *query.Result, file string, o plots.Options) error {
@@ -121,7 +127,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if file == "" {
 			return usagef("plot: --out is required for a SELECT")
 		}
-		o, err := ff.options(st.String())
+		o, err := ff.options(figureTitle(d, st.String()))
 		if err != nil {
 			return err
 		}
@@ -154,7 +160,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if s < 0 {
 			s = all[len(all)-1]
 		}
-		if o, err = ff.options(fmt.Sprintf("GC distortion vs K: %s, step %d", *run, s)); err != nil {
+		if o, err = ff.options(figureTitle(d, fmt.Sprintf("GC distortion vs K: %s, step %d", *run, s))); err != nil {
 			return err
 		}
 		curve, err := query.DistortionCurve(d, *run, s, layers, query.Options{})
@@ -186,7 +192,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 			}
 			norms = append(norms, plots.Sample{Label: fmt.Sprintf("step %d", s), Values: v})
 		}
-		if o, err = ff.options(fmt.Sprintf("per-example gradient norms: %s", *run)); err != nil {
+		if o, err = ff.options(figureTitle(d, fmt.Sprintf("per-example gradient norms: %s", *run))); err != nil {
 			return err
 		}
 		p, err := plots.Histogram(norms, o)
@@ -195,7 +201,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		}
 		return m.saveFigure(p, *out, o)
 	case "clusters":
-		if o, err = ff.options(fmt.Sprintf("GC cluster sizes (K = %d): %s", *k, *run)); err != nil {
+		if o, err = ff.options(figureTitle(d, fmt.Sprintf("GC cluster sizes (K = %d): %s", *k, *run))); err != nil {
 			return err
 		}
 		st, sizes, err := query.ClusterSizes(d, *run, *k, layers, query.Options{})

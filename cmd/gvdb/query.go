@@ -109,7 +109,7 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, f
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
 	if res.Plot != nil {
-		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Query}
+		o := plots.Options{Scale: res.Plot.Scale, Title: figureTitle(d, res.Plot.Query)}
 		if err := m.saveLines(res, res.Plot.File, o); err != nil {
 			return err
 		}

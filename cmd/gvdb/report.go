@@ -96,7 +96,7 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		if err != nil {
 			return fmt.Errorf("report query %q: %w", q, err)
 		}
-		o, err := ff.options(q)
+		o, err := ff.options(figureTitle(d, q))
 		if err != nil {
 			return err
 		}
@@ -161,7 +161,7 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		if err != nil {
 			return nil, err
 		}
-		o, err := ff.options(fmt.Sprintf("GC distortion vs K: %s, step %d", name, last))
+		o, err := ff.options(figureTitle(d, fmt.Sprintf("GC distortion vs K: %s, step %d", name, last)))
 		if err != nil {
 			return nil, err
 		}

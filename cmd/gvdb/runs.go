@@ -12,7 +12,6 @@ import (
 
 func init() {
 	register("runs", "list the runs in a store", (*Main).runs)
-	register("delete", "delete a run with all its snapshots", (*Main).deleteRun)
 }
 
 // openWithFormat parses a reading command's flags, checks --format and
@@ -73,26 +72,4 @@ func (m *Main) runs(ctx context.Context, args []string) error {
 		return nil
 	}
 	return t.write(m.Stdout, *format)
-}
-
-func (m *Main) deleteRun(ctx context.Context, args []string) error {
-	fs := m.newFlags("delete --run NAME [flags]", "Delete a run, its snapshots and its scalars from a store.", `  gvdb delete --run lr-0.1`)
-	dir := fs.String("db", db.DefaultDir, "store directory")
-	run := fs.String("run", "", "run to delete (required)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if *run == "" {
-		return usagef("delete: --run is required")
-	}
-	d, err := openStore(*dir, false)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.DeleteRun(*run); err != nil {
-		return err
-	}
-	fmt.Fprintf(m.Stderr, "deleted run %q\n", *run)
-	return nil
 }

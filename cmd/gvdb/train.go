@@ -97,6 +97,21 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 	default:
 		return nil, 0, usagef("train: unknown --model %q (want logreg, mlp or cnn)", f.model)
 	}
+	switch f.data {
+	case "mnist", "linreg", "rf":
+	default:
+		return nil, 0, usagef("train: unknown --data %q (want mnist, linreg or rf)", f.data)
+	}
+	if f.model == "cnn" && f.data != "mnist" {
+		return nil, 0, usagef("train: --model cnn needs image data (--data mnist)")
+	}
+	// Values that do not depend on the data are checked before loading it.
+	probe := trainer.Config{Train: &trainer.Dataset{Dim: 1, X: make([]float32, max(f.batch, f.snapExamples, 1))},
+		Steps: f.steps, Batch: f.batch, LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd,
+		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples}
+	if err := probe.Validate(); err != nil {
+		return nil, 0, usageError{fmt.Errorf("train: %w", err)}
+	}
 	cfg := &trainer.Config{Spec: trainer.Spec{Kind: f.model, Hidden: hidden}, Steps: f.steps, Batch: f.batch,
 		LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, SnapshotEvery: f.snapEvery,
 		SnapshotExamples: f.snapExamples, EvalExamples: f.evalExamples, Seed: f.seed}
@@ -121,11 +136,6 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 			n = 1000
 		}
 		cfg.Train, cfg.Test = trainer.RandomFeatures(f.seed, n, 100, 100, 1000)
-	default:
-		return nil, 0, usagef("train: unknown --data %q (want mnist, linreg or rf)", f.data)
-	}
-	if f.model == "cnn" && f.data != "mnist" {
-		return nil, 0, usagef("train: --model cnn needs image data (--data mnist)")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, 0, usageError{fmt.Errorf("train: %w", err)}
