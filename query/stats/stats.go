@@ -53,51 +53,46 @@ func (m *Moments) ExampleNorm() float64 {
 	return m.SumNorm / float64(m.N)
 }
 
-// coords calls fn(μ_j, v_j) for each coordinate, v_j = s²_j / B.
-func (m *Moments) coords(b float64, fn func(mu, v float64)) {
+// coordMean returns (1/D) Σ_j f(μ_j, v_j), v_j = s²_j / B: an error
+// without per-coordinate moments, NaN for no examples or non-finite ones.
+func (m *Moments) coordMean(b float64, f func(mu, v float64) float64) (float64, error) {
+	if m.SumSq == nil {
+		return nan(), ErrNoCoords
+	}
+	if m.NonFinite || m.N == 0 {
+		return nan(), nil
+	}
 	n := float64(m.N)
+	sum := 0.0
 	for j, s := range m.Sum {
 		mu := s / n
 		s2 := max(m.SumSq[j]/n-mu*mu, 0)
-		fn(mu, s2/b)
+		sum += f(mu, s2/b)
 	}
+	return sum / float64(m.D), nil
 }
 
 // NVar returns the normalized gradient variance of SG-B, per coordinate:
 // (1/D) Σ_j v_j / (μ_j² + v_j), v_j = s²_j / B; coordinates with
 // μ_j² + v_j = 0 contribute 0 and still count in D.
 func (m *Moments) NVar(b float64) (float64, error) {
-	if m.SumSq == nil {
-		return nan(), ErrNoCoords
-	}
-	if m.NonFinite || m.N == 0 {
-		return nan(), nil
-	}
-	sum := 0.0
-	m.coords(b, func(mu, v float64) {
+	return m.coordMean(b, func(mu, v float64) float64 {
 		if den := mu*mu + v; den > 0 {
-			sum += v / den
+			return v / den
 		}
+		return 0
 	})
-	return sum / float64(m.D), nil
 }
 
 // SNR returns (1/D) Σ_j ln((μ_j² + v_j) / v_j) over the coordinates with
 // v_j > 0, v_j = s²_j / B.
 func (m *Moments) SNR(b float64) (float64, error) {
-	if m.SumSq == nil {
-		return nan(), ErrNoCoords
-	}
-	if m.NonFinite || m.N == 0 {
-		return nan(), nil
-	}
-	sum := 0.0
-	m.coords(b, func(mu, v float64) {
+	return m.coordMean(b, func(mu, v float64) float64 {
 		if v > 0 {
-			sum += math.Log((mu*mu + v) / v)
+			return math.Log((mu*mu + v) / v)
 		}
+		return 0
 	})
-	return sum / float64(m.D), nil
 }
 
 // NormTest returns the norm test for batch size B (Bollapragada et al.
