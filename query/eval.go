@@ -90,7 +90,7 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		res.Columns = []string{"run", "model", "data", "status", "steps", "batch", "lr", "params", "snapshots", "examples"}
+		res.Columns = []string{"run", "model", "data", "status", "steps", "batch", "lr", "layers", "params", "snapshots", "examples", "created"}
 		for _, r := range runs {
 			infos, err := d.SnapshotInfos(r.Name, db.AllSteps)
 			if err != nil {
@@ -100,7 +100,8 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 			if len(infos) > 0 {
 				n = int64(infos[0].N)
 			}
-			res.Rows = append(res.Rows, []any{r.Name, r.Model, r.Dataset, r.ShownStatus(), r.Steps, int64(r.BatchSize), r.LR, int64(r.TotalParams()), int64(len(infos)), n})
+			res.Rows = append(res.Rows, []any{r.Name, r.Model, r.Dataset, r.ShownStatus(), r.Steps, int64(r.BatchSize), r.LR,
+				int64(len(r.Layers)), int64(r.TotalParams()), int64(len(infos)), n, r.Created.UTC().Format("2006-01-02 15:04:05")})
 		}
 	case "LAYERS":
 		r, err := d.Run(*s.From)

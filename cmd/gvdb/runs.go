@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"gvdb/db"
+	"gvdb/query"
 )
 
 func init() {
@@ -51,25 +52,14 @@ func (m *Main) runs(ctx context.Context, args []string) error {
 		return err
 	}
 	defer d.Close()
-	runs, err := d.Runs()
+	// The same table as the query language's SHOW RUNS.
+	res, err := query.Eval(ctx, d, &query.Show{What: "RUNS"}, query.Options{})
 	if err != nil {
 		return err
 	}
-	t := &table{Columns: []string{"run", "model", "data", "status", "steps", "batch", "lr", "layers", "params", "snapshots", "examples", "created"}}
-	for _, r := range runs {
-		infos, err := d.SnapshotInfos(r.Name, db.AllSteps)
-		if err != nil {
-			return err
-		}
-		n := 0
-		if len(infos) > 0 {
-			n = infos[0].N
-		}
-		t.add(r.Name, r.Model, r.Dataset, r.ShownStatus(), r.Steps, r.BatchSize, r.LR, len(r.Layers), r.TotalParams(), len(infos), n, r.Created)
-	}
-	if len(runs) == 0 && *format == "table" {
+	if len(res.Rows) == 0 && *format == "table" {
 		fmt.Fprintf(m.Stderr, "no runs in %s (try 'gvdb demo' or 'gvdb train')\n", *dir)
 		return nil
 	}
-	return t.write(m.Stdout, *format)
+	return resultTable(res).write(m.Stdout, *format)
 }
