@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/ingest/codec"
+	"gvdb/query"
 )
 
 var (
@@ -261,5 +264,35 @@ func TestStatsOnTrainedRun(t *testing.T) {
 	// GC with one cluster is SG; with 8 it is below SG.
 	if math.Abs(got[4]-want[0]) > 1e-9*want[0] || !(got[3] < got[4]) {
 		t.Errorf("gc_variance(1, 32) = %g (want %g), gc_variance(8, 32) = %g", got[4], want[0], got[3])
+	}
+}
+
+// TestStatementInterrupt: Ctrl-C at the prompt stops the running statement
+// only, not the prompt.
+func TestStatementInterrupt(t *testing.T) {
+	m := &Main{}
+	if m.interruptStatement() {
+		t.Fatal("interrupt with no statement running reported one")
+	}
+	root, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sctx, done := m.statementContext(root)
+	if !m.interruptStatement() || sctx.Err() == nil || root.Err() != nil {
+		t.Fatalf("statement not interrupted alone: statement %v, root %v", sctx.Err(), root.Err())
+	}
+	done()
+	if m.interruptStatement() {
+		t.Fatal("interrupt after the statement ended reported one")
+	}
+	// A cancelled statement stops query evaluation with its error.
+	dir := trainedStore(t)
+	d, err := db.Open(dir, db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	st, _ := query.ParseStatement("SELECT variance FROM 'mlp'")
+	if _, err := query.Eval(sctx, d, st, query.Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Eval with a cancelled context: %v", err)
 	}
 }

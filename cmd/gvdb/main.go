@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"gvdb/db"
@@ -36,9 +37,21 @@ func init() {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	m := NewMain()
+	// Ctrl-C (SIGINT) cancels the query running at the interactive prompt
+	// if there is one, and otherwise the whole command, as SIGTERM does.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		for sig := range sigs {
+			if sig == os.Interrupt && m.interruptStatement() {
+				continue
+			}
+			cancel()
+		}
+	}()
 	os.Exit(m.Exit(m.Run(ctx, os.Args[1:])))
 }
 
@@ -49,6 +62,37 @@ type Main struct {
 	// Interactive says whether Stdin and Stderr are a terminal (prompts,
 	// progress bars).
 	Interactive bool
+
+	mu            sync.Mutex
+	stopStatement context.CancelFunc // the prompt's running statement
+}
+
+// statementContext returns a context for one statement at the prompt,
+// which interruptStatement cancels; call done when the statement ends.
+func (m *Main) statementContext(ctx context.Context) (sctx context.Context, done func()) {
+	sctx, cancel := context.WithCancel(ctx)
+	m.mu.Lock()
+	m.stopStatement = cancel
+	m.mu.Unlock()
+	return sctx, func() {
+		m.mu.Lock()
+		m.stopStatement = nil
+		m.mu.Unlock()
+		cancel()
+	}
+}
+
+// interruptStatement cancels the prompt's running statement and reports
+// whether there was one.
+func (m *Main) interruptStatement() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopStatement == nil {
+		return false
+	}
+	m.stopStatement()
+	m.stopStatement = nil
+	return true
 }
 
 // NewMain returns a Main wired to the process's streams.

@@ -202,8 +202,8 @@ func (m *Main) newLineReader() lineReader {
 
 // prompt is the interactive query loop: a query ends at ';' or a blank
 // line (a first line that is a whole query runs at once); arrow keys
-// recall earlier queries; Ctrl-C clears the current input, Ctrl-D or
-// 'exit' quits.
+// recall earlier queries; Ctrl-C clears the current input or stops the
+// running query; Ctrl-D or 'exit' quits.
 func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool) error {
 	fmt.Fprintln(m.Stderr, "gvdb query prompt: end a query with ';' or a blank line; 'help' lists statistics, 'exit' quits.")
 	in := m.newLineReader()
@@ -263,8 +263,18 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool)
 			continue
 		}
 		for _, st := range script.Statements {
-			if err := m.runStatement(ctx, d, st, format, timing); err != nil {
+			sctx, done := m.statementContext(ctx)
+			err := m.runStatement(sctx, d, st, format, timing)
+			interrupted := sctx.Err() != nil && ctx.Err() == nil
+			done()
+			switch {
+			case interrupted:
+				fmt.Fprintln(m.Stderr, "interrupted")
+			case err != nil:
 				fmt.Fprintln(m.Stderr, "error:", err)
+			}
+			if interrupted {
+				break
 			}
 		}
 	}
