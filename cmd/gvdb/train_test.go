@@ -48,7 +48,7 @@ func TestTrain(t *testing.T) {
 // kept, marked interrupted, with the snapshots taken so far.
 func TestTrainInterrupted(t *testing.T) {
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second) // MNIST loads in about 1 s
 	defer cancel()
 	var out, errb bytes.Buffer
 	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb}
