@@ -330,7 +330,7 @@ func (n *Net) snapshot(ids []int, f factors) *ingest.Snapshot {
 		a, dz := f[k].a, f[k].dz
 		w := &codec.Block{Kind: codec.Factored, IDs: uids, T: t, In: l.in, Out: l.out, A: a, Delta: dz}
 		if t*(l.in+l.out) > l.in*l.out {
-			w = materializeBlock(w)
+			w = w.Materialized()
 		}
 		bias := dz
 		if t > 1 {
@@ -349,18 +349,4 @@ func (n *Net) snapshot(ids []int, f factors) *ingest.Snapshot {
 			ingest.NamedBlock{Layer: l.name + ".bias", Block: &codec.Block{Kind: codec.Dense, IDs: uids, Dim: l.out, Rows: bias}})
 	}
 	return s
-}
-
-// materializeBlock turns a factored block into dense rows G_i = A_iᵀΔ_i.
-func materializeBlock(b *codec.Block) *codec.Block {
-	p := b.In * b.Out
-	rows := make([]float32, b.N()*p)
-	g := make([]float64, p)
-	for i := range b.N() {
-		b.Gradient(i, g)
-		for j, v := range g {
-			rows[i*p+j] = float32(v)
-		}
-	}
-	return &codec.Block{Kind: codec.Dense, IDs: b.IDs, Dim: p, Rows: rows}
 }

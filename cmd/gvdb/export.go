@@ -129,13 +129,7 @@ In numpy: G = np.einsum('nti,nto->nio', A, Delta).`, `  gvdb export --run mlp --
 				if size > *maxBytes {
 					return fmt.Errorf("export: materializing %s takes %s (over --max-bytes %s); export fewer layers or raise --max-bytes", lb.Layer, humanBytes(size), humanBytes(*maxBytes))
 				}
-				g := make([]float32, n*b.Params())
-				tmp := make([]float64, b.Params())
-				for i := range n {
-					for j, v := range b.Gradient(i, tmp) {
-						g[i*b.Params()+j] = float32(v)
-					}
-				}
+				g := b.Materialized().Rows
 				if err := add("grad", lb.Layer+".grad.npy", []int{n, b.In, b.Out}, cube(g, n, b.In, b.Out)); err != nil {
 					return err
 				}

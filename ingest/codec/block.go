@@ -144,6 +144,23 @@ func (b *Block) Gradient(i int, dst []float64) []float64 {
 	return dst
 }
 
+// Materialized returns the block as dense rows, one per-example gradient
+// (Params values) per row, in float32; a dense block is returned as is.
+func (b *Block) Materialized() *Block {
+	if b.Kind == Dense {
+		return b
+	}
+	p := b.Params()
+	rows := make([]float32, b.N()*p)
+	g := make([]float64, p)
+	for i := range b.N() {
+		for j, v := range b.Gradient(i, g) {
+			rows[i*p+j] = float32(v)
+		}
+	}
+	return &Block{Kind: Dense, IDs: b.IDs, Dim: p, Rows: rows}
+}
+
 // NonFinite reports the first NaN or Inf value in the block, if any, as the
 // example row it sits in.
 func (b *Block) NonFinite() (row int, ok bool) {

@@ -52,9 +52,6 @@ func (e Encoding) String() string {
 	return fmt.Sprintf("encoding(%d)", uint8(e))
 }
 
-// Lossy reports whether the encoding can change values.
-func (e Encoding) Lossy() bool { return e != Float32 }
-
 // width is the number of bytes one value takes.
 func (e Encoding) width() int {
 	switch e {
@@ -165,13 +162,8 @@ func (h Header) Float32Bytes() int {
 
 // Encode encodes b with the given value encoding.
 func Encode(b *Block, enc Encoding) ([]byte, error) {
-	return AppendEncode(nil, b, enc)
-}
-
-// AppendEncode appends the encoding of b to dst.
-func AppendEncode(dst []byte, b *Block, enc Encoding) ([]byte, error) {
-	dst, _, err := appendEncode(dst, b, enc)
-	return dst, err
+	data, _, err := appendEncode(nil, b, enc)
+	return data, err
 }
 
 // EncodeReport is Encode that also returns the largest absolute error the
