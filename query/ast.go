@@ -298,29 +298,36 @@ func (it *Item) String() string {
 }
 
 // String prints the Expr as query text.
-func (e *Expr) String() string {
-	s := e.Left.String()
+func (e *Expr) String() string { return e.render(Operand.String) }
+
+// render prints the expression with op printing each operand.
+func (e *Expr) render(op func(Operand) string) string {
+	s := e.Left.render(op)
 	for _, o := range e.Ops {
-		s += " " + o.Op + " " + o.Term.String()
+		s += " " + o.Op + " " + o.Term.render(op)
 	}
 	return s
 }
 
 // String prints the Term as query text.
-func (t *Term) String() string {
-	s := t.Left.String()
+func (t *Term) String() string { return t.render(Operand.String) }
+
+func (t *Term) render(op func(Operand) string) string {
+	s := t.Left.render(op)
 	for _, o := range t.Ops {
-		s += " " + o.Op + " " + o.Factor.String()
+		s += " " + o.Op + " " + o.Factor.render(op)
 	}
 	return s
 }
 
 // String prints the Factor as query text.
-func (f *Factor) String() string {
+func (f *Factor) String() string { return f.render(Operand.String) }
+
+func (f *Factor) render(op func(Operand) string) string {
 	if f.Neg {
-		return "-" + f.Operand.String()
+		return "-" + op(f.Operand)
 	}
-	return f.Operand.String()
+	return op(f.Operand)
 }
 
 // String prints the Number as query text.

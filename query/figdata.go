@@ -94,15 +94,7 @@ func ClusterSizes(d *db.DB, run string, k int, layers []string, opts Options) ([
 // label prints an expression with the statistics' default arguments
 // filled in for batch size batch (0: leave them out).
 func label(e *Expr, batch int) string {
-	var op func(o Operand) string
-	term := func(t *Term) string {
-		s := factor(t.Left, op)
-		for _, f := range t.Ops {
-			s += " " + f.Op + " " + factor(f.Factor, op)
-		}
-		return s
-	}
-	op = func(o Operand) string {
+	return e.render(func(o Operand) string {
 		switch x := o.(type) {
 		case *Paren:
 			return "(" + label(x.Expr, batch) + ")"
@@ -125,19 +117,7 @@ func label(e *Expr, batch int) string {
 			}
 		}
 		return o.String()
-	}
-	s := term(e.Left)
-	for _, o := range e.Ops {
-		s += " " + o.Op + " " + term(o.Term)
-	}
-	return s
-}
-
-func factor(f *Factor, op func(Operand) string) string {
-	if f.Neg {
-		return "-" + op(f.Operand)
-	}
-	return op(f.Operand)
+	})
 }
 
 func refText(r statRef) string {
