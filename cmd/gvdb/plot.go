@@ -54,19 +54,72 @@ func figureTitle(d *db.DB, what string) string {
 	return fmt.Sprintf("[%s] %s", filepath.Clean(d.Dir()), what)
 }
 
-func (m *Main) saveLines(res *query.Result, file string, o plots.Options) error {
+// statementOptions sizes the figure of a SELECT or PLOT: titled with the
+// store and the statement, and with a PLOT's SCALE unless --scale says
+// otherwise.
+func (f *figureFlags) statementOptions(d *db.DB, st query.Statement) (plots.Options, error) {
+	o, err := f.options(figureTitle(d, st.String()))
+	if p, ok := st.(*query.Plot); ok && f.scale == "" && p.Scale != "" {
+		o.Scale = strings.ToLower(string(p.Scale))
+	}
+	return o, err
+}
+
+// drawLines draws a query result over steps to file and returns the
+// figure's warnings.
+func drawLines(res *query.Result, file string, o plots.Options) ([]string, error) {
 	p, warnings, err := plots.Lines(res, o)
+	if err != nil {
+		return nil, err
+	}
+	return warnings, plots.Save(p, file, o)
+}
+
+// drawStatement evaluates a SELECT or PLOT and draws it to file; it returns
+// the statement's warnings, then the figure's.
+func drawStatement(ctx context.Context, d *db.DB, st query.Statement, file string, o plots.Options) ([]string, error) {
+	res, err := query.Eval(ctx, d, st, query.Options{})
+	if err != nil {
+		return nil, err
+	}
+	warnings, err := drawLines(res, file, o)
+	return append(res.Warnings, warnings...), err
+}
+
+// drawDistortion draws the GC distortion-vs-K curve of run's snapshot at
+// step to file.
+func drawDistortion(d *db.DB, run string, step int64, layers []string, file string, ff *figureFlags) error {
+	o, err := ff.options(figureTitle(d, fmt.Sprintf("GC distortion vs K: %s, step %d", run, step)))
 	if err != nil {
 		return err
 	}
+	curve, err := query.DistortionCurve(d, run, step, layers, query.Options{})
+	if err != nil {
+		return err
+	}
+	p, err := plots.Distortion(curve, o)
+	if err != nil {
+		return fmt.Errorf("%s distortion: %w", run, err)
+	}
+	return plots.Save(p, file, o)
+}
+
+// saveLines draws a query result and reports the file and any warnings.
+func (m *Main) saveLines(res *query.Result, file string, o plots.Options) error {
+	warnings, err := drawLines(res, file, o)
+	if err != nil {
+		return err
+	}
+	m.wrote(file, warnings)
+	return nil
+}
+
+// wrote reports a written figure and its warnings.
+func (m *Main) wrote(file string, warnings []string) {
 	for _, w := range warnings {
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
-	if err := plots.Save(p, file, o); err != nil {
-		return err
-	}
 	fmt.Fprintf(m.Stderr, "wrote %s\n", file)
-	return nil
 }
 
 func (m *Main) plot(ctx context.Context, args []string) error {
@@ -116,29 +169,22 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 			return err
 		}
 		file := *out
-		if p, ok := st.(*query.Plot); ok {
-			if file == "" {
-				file = p.To
-			}
-			if ff.scale == "" {
-				ff.scale = strings.ToLower(string(p.Scale))
-			}
+		if p, ok := st.(*query.Plot); ok && file == "" {
+			file = p.To
 		}
 		if file == "" {
 			return usagef("plot: --out is required for a SELECT")
 		}
-		o, err := ff.options(figureTitle(d, st.String()))
+		o, err := ff.statementOptions(d, st)
 		if err != nil {
 			return err
 		}
-		res, err := query.Eval(ctx, d, st, query.Options{})
+		warnings, err := drawStatement(ctx, d, st, file, o)
 		if err != nil {
 			return err
 		}
-		for _, w := range res.Warnings {
-			fmt.Fprintln(m.Stderr, "warning:", w)
-		}
-		return m.saveLines(res, file, o)
+		m.wrote(file, warnings)
+		return nil
 	}
 	if *out == "" {
 		return usagef("plot: --out is required")
@@ -160,18 +206,11 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if s < 0 {
 			s = all[len(all)-1]
 		}
-		if o, err = ff.options(figureTitle(d, fmt.Sprintf("GC distortion vs K: %s, step %d", *run, s))); err != nil {
+		if err := drawDistortion(d, *run, s, layers, *out, ff); err != nil {
 			return err
 		}
-		curve, err := query.DistortionCurve(d, *run, s, layers, query.Options{})
-		if err != nil {
-			return err
-		}
-		p, err := plots.Distortion(curve, o)
-		if err != nil {
-			return err
-		}
-		return m.saveFigure(p, *out, o)
+		m.wrote(*out, nil)
+		return nil
 	case "norms":
 		want := []int64{all[0], all[len(all)-1]}
 		if *steps != "" {
@@ -221,6 +260,6 @@ func (m *Main) saveFigure(p *plot.Plot, file string, o plots.Options) error {
 	if err := plots.Save(p, file, o); err != nil {
 		return err
 	}
-	fmt.Fprintf(m.Stderr, "wrote %s\n", file)
+	m.wrote(file, nil)
 	return nil
 }

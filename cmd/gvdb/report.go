@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"gvdb/db"
-	"gvdb/plots"
 	"gvdb/query"
 )
 
@@ -96,26 +95,16 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		if err != nil {
 			return fmt.Errorf("report query %q: %w", q, err)
 		}
-		o, err := ff.options(figureTitle(d, q))
+		o, err := ff.statementOptions(d, st)
 		if err != nil {
 			return err
 		}
-		if p, ok := st.(*query.Plot); ok && p.Scale != "" {
-			o.Scale = strings.ToLower(string(p.Scale))
-		}
-		res, err := query.Eval(ctx, d, st, query.Options{})
+		warnings, err := drawStatement(ctx, d, st, filepath.Join(out, file), o)
 		if err != nil {
-			return fmt.Errorf("report query %q: %w", q, err)
+			return fmt.Errorf("report figure %s (%s): %w", file, q, err)
 		}
-		p, warnings, err := plots.Lines(res, o)
-		if err != nil {
-			return fmt.Errorf("report figure %s: %w", file, err)
-		}
-		for _, w := range append(res.Warnings, warnings...) {
+		for _, w := range warnings {
 			fmt.Fprintf(m.Stderr, "warning: %s: %s\n", file, w)
-		}
-		if err := plots.Save(p, filepath.Join(out, file), o); err != nil {
-			return err
 		}
 		fmt.Fprintf(m.Stderr, "  %s\n", file)
 		figs = append(figs, figure{file, caption, q})
@@ -157,21 +146,9 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 			return nil, err
 		}
 		last := infos[len(infos)-1].Step
-		curve, err := query.DistortionCurve(d, name, last, nil, query.Options{})
-		if err != nil {
-			return nil, err
-		}
-		o, err := ff.options(figureTitle(d, fmt.Sprintf("GC distortion vs K: %s, step %d", name, last)))
-		if err != nil {
-			return nil, err
-		}
-		p, err := plots.Distortion(curve, o)
-		if err != nil {
-			return nil, fmt.Errorf("report: %s distortion: %w", name, err)
-		}
 		file := safe + "-distortion.png"
-		if err := plots.Save(p, filepath.Join(out, file), o); err != nil {
-			return nil, err
+		if err := drawDistortion(d, name, last, nil, filepath.Join(out, file), ff); err != nil {
+			return nil, fmt.Errorf("report: %w", err)
 		}
 		fmt.Fprintf(m.Stderr, "  %s\n", file)
 		figs = append(figs, figure{file, fmt.Sprintf("%s: GC weighted distortion vs K at step %d; below D0/K GC beats SG-B, below D0/(2K) it beats SG-2B", name, last),
