@@ -143,7 +143,7 @@ func (m *Main) Run(ctx context.Context, args []string) (err error) {
 		return nil
 	}
 	if args[0] == "version" || args[0] == "--version" {
-		fmt.Fprintln(m.Stdout, "gvdb", Version)
+		fmt.Fprintf(m.Stdout, "gvdb %s (BLAS: %s)\n", Version, stats.BLAS)
 		return nil
 	}
 	c, ok := commands[args[0]]
