@@ -28,6 +28,16 @@ func runDBTest(t *testing.T, fn func(t *testing.T, d *DB)) {
 	fn(t, d)
 }
 
+// mustRun returns the named run's metadata.
+func mustRun(t *testing.T, d *DB, name string) *Run {
+	t.Helper()
+	r, err := d.Run(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func testRun(name string) *Run {
 	return &Run{Name: name, Model: "mlp", Dataset: "mnist", Layers: []Layer{
 		{Name: "fc1.weight", Kind: DenseWeight, Shape: []int{4, 3}, Params: 12},
@@ -108,12 +118,12 @@ func TestSnapshots(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		steps, err := d.Steps("a")
+		steps, err := d.Steps(mustRun(t, d, "a"))
 		if err != nil || !reflect.DeepEqual(steps, []int64{0, 256, 500, 1000, 1 << 40}) {
 			t.Fatalf("Steps = %v, %v", steps, err)
 		}
 		var got []string
-		err = d.Snapshots("a", Window{256, 1001}, []string{"fc2.weight", "fc1.bias"}, func(s *Snapshot) error {
+		err = d.Snapshots(mustRun(t, d, "a"), Window{256, 1001}, Select{Layers: []string{"fc2.weight", "fc1.bias"}}, func(s *Snapshot) error {
 			for _, b := range s.Blocks {
 				got = append(got, string(b.Data))
 			}
@@ -135,24 +145,24 @@ func TestSnapshots(t *testing.T) {
 		if err := d.PutSnapshot("a", snap(-1, "fc1.bias")); !errors.Is(err, ErrNegativeStep) {
 			t.Fatalf("negative step: got %v", err)
 		}
-		if err := d.Snapshots("a", AllSteps, []string{"fc9"}, func(*Snapshot) error { return nil }); !errors.Is(err, ErrLayerNotFound) {
+		if err := d.Snapshots(mustRun(t, d, "a"), AllSteps, Select{Layers: []string{"fc9"}}, func(*Snapshot) error { return nil }); !errors.Is(err, ErrLayerNotFound) {
 			t.Fatalf("unknown layer in scan: got %v", err)
 		}
-		_, err = d.Snapshot("a", 501, nil)
+		_, err = d.Snapshot(mustRun(t, d, "a"), 501, Select{})
 		if !errors.Is(err, ErrStepNotFound) || !strings.Contains(err.Error(), `did you mean "500"`) {
 			t.Fatalf("unknown step: %v", err)
 		}
-		s, err := d.Snapshot("a", 1000, nil)
+		s, err := d.Snapshot(mustRun(t, d, "a"), 1000, Select{})
 		if err != nil || len(s.Blocks) != 3 || s.N != 2 || string(s.Block("fc1.bias")) != "fc1.bias@1000" {
 			t.Fatalf("Snapshot = %+v, %v", s, err)
 		}
-		infos, err := d.SnapshotInfos("a", Window{0, 1})
+		infos, err := d.SnapshotInfos(mustRun(t, d, "a"), Window{0, 1})
 		if err != nil || len(infos) != 1 || infos[0].Bytes[0] != int64(len("fc1.weight@0")) {
 			t.Fatalf("SnapshotInfos = %+v, %v", infos, err)
 		}
 		stop := errors.New("stop")
 		n := 0
-		if err := d.Snapshots("a", AllSteps, nil, func(*Snapshot) error { n++; return stop }); err != stop || n != 1 {
+		if err := d.Snapshots(mustRun(t, d, "a"), AllSteps, Select{}, func(*Snapshot) error { n++; return stop }); err != stop || n != 1 {
 			t.Fatalf("fn error: got %v after %d calls", err, n)
 		}
 	})
@@ -174,7 +184,7 @@ func TestPartialSnapshotInvisible(t *testing.T) {
 		if err := d.PutSnapshot("a", snap(20, "fc1.weight")); err != nil {
 			t.Fatal(err)
 		}
-		steps, err := d.Steps("a")
+		steps, err := d.Steps(mustRun(t, d, "a"))
 		if err != nil || !reflect.DeepEqual(steps, []int64{20}) {
 			t.Fatalf("Steps = %v, %v", steps, err)
 		}
@@ -208,7 +218,7 @@ func TestLargeSnapshot(t *testing.T) {
 		if txnSplits.Load() == before {
 			t.Fatal("snapshot fit one transaction: the test does not exercise splitting")
 		}
-		got, err := d.Snapshot("big", 3, nil)
+		got, err := d.Snapshot(mustRun(t, d, "big"), 3, Select{})
 		if err != nil || len(got.Blocks) != 120 {
 			t.Fatalf("read back %v, %v", got, err)
 		}
@@ -232,7 +242,7 @@ func TestScalars(t *testing.T) {
 			t.Fatal(err)
 		}
 		var rows []ScalarRow
-		if err := d.Scalars("a", Window{1, 5}, func(r ScalarRow) error { rows = append(rows, r); return nil }); err != nil {
+		if err := d.Scalars(mustRun(t, d, "a"), Window{1, 5}, func(r ScalarRow) error { rows = append(rows, r); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		want := []ScalarRow{{1, map[string]float64{"loss": 2.0, "lr": 0.02, "test_accuracy": 0.5}}}
@@ -271,10 +281,10 @@ func TestDeleteRun(t *testing.T) {
 		if err := d.CreateRun(testRun("a")); err != nil {
 			t.Fatal(err)
 		}
-		if steps, _ := d.Steps("a"); len(steps) != 0 {
+		if steps, _ := d.Steps(mustRun(t, d, "a")); len(steps) != 0 {
 			t.Fatalf("recreated run has steps %v", steps)
 		}
-		if steps, _ := d.Steps("b"); len(steps) != 1 {
+		if steps, _ := d.Steps(mustRun(t, d, "b")); len(steps) != 1 {
 			t.Fatalf("other run lost its snapshot: %v", steps)
 		}
 		if err := d.DeleteRun("zzz"); !errors.Is(err, ErrRunNotFound) {
@@ -297,14 +307,30 @@ func TestLocked(t *testing.T) {
 }
 
 func TestManifestCorrupt(t *testing.T) {
-	good := encodeManifest(&Snapshot{N: 3}, []uint16{1, 2})
-	if m, err := decodeManifest(good); err != nil || m.n != 3 || len(m.layers) != 2 {
+	good := encodeManifest(&Snapshot{N: 3, Population: Full, HasAnchor: true, AnchorStep: 7}, []uint16{1, 2}, []uint16{2})
+	m, err := decodeManifest(good)
+	if err != nil || m.n != 3 || len(m.layers) != 2 || m.population != Full || !m.hasAnchor || m.anchorStep != 7 || !reflect.DeepEqual(m.anchor, []uint16{2}) {
 		t.Fatalf("manifest round trip: %+v, %v", m, err)
 	}
 	for k := range good {
 		if _, err := decodeManifest(good[:k]); err == nil {
 			t.Fatalf("truncated manifest (%d bytes) accepted", k)
 		}
+	}
+	// Every single-bit flip is caught by the checksum.
+	for i := range good {
+		for bit := range 8 {
+			bad := bytes.Clone(good)
+			bad[i] ^= 1 << bit
+			if _, err := decodeManifest(bad); !errors.Is(err, ErrCorruptMetadata) {
+				t.Fatalf("flipped bit %d of byte %d accepted: %v", bit, i, err)
+			}
+		}
+	}
+	// Version 1 (no flags, no checksum) stays readable.
+	v1 := []byte{1, 3, 0, 0, 0, 0, 0, 0, 0, 9, 2, 1, 2}
+	if m, err := decodeManifest(v1); err != nil || m.n != 3 || !reflect.DeepEqual(m.layers, []uint16{1, 2}) || m.population != Sample || m.hasAnchor {
+		t.Fatalf("version 1 manifest: %+v, %v", m, err)
 	}
 }
 
@@ -317,4 +343,49 @@ func TestNearest(t *testing.T) {
 			t.Errorf("Nearest(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
+}
+
+// TestPopulationAndAnchor stores a full snapshot with SVRG anchor blocks
+// and a sampled one without: the scan reports each one's population and
+// reads anchor blocks only when asked.
+func TestPopulationAndAnchor(t *testing.T) {
+	runDBTest(t, func(t *testing.T, d *DB) {
+		if err := d.CreateRun(testRun("a")); err != nil {
+			t.Fatal(err)
+		}
+		full := snap(100, "fc1.weight", "fc1.bias")
+		full.Population, full.HasAnchor, full.AnchorStep = Full, true, 50
+		full.Anchor = []LayerBlock{{Layer: "fc1.weight", Data: []byte("anchor-w")}, {Layer: "fc1.bias", Data: []byte("anchor-b")}}
+		if err := d.PutSnapshot("a", full); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.PutSnapshot("a", snap(200, "fc1.weight", "fc1.bias")); err != nil {
+			t.Fatal(err)
+		}
+		bad := snap(300, "fc1.weight")
+		bad.HasAnchor, bad.AnchorStep = true, 301
+		if err := d.PutSnapshot("a", bad); !errors.Is(err, ErrInvalidSnapshot) {
+			t.Fatalf("anchor after the step: %v", err)
+		}
+		r := mustRun(t, d, "a")
+		s, err := d.Snapshot(r, 100, Select{Layers: []string{"fc1.bias"}})
+		if err != nil || s.Population != Full || !s.HasAnchor || s.AnchorStep != 50 || len(s.Anchor) != 0 || len(s.Blocks) != 1 {
+			t.Fatalf("without anchors: %+v, %v", s, err)
+		}
+		s, err = d.Snapshot(r, 100, Select{Layers: []string{"fc1.bias"}, Anchor: true})
+		if err != nil || string(s.AnchorBlock("fc1.bias")) != "anchor-b" || len(s.Anchor) != 1 || string(s.Block("fc1.bias")) != "fc1.bias@100" {
+			t.Fatalf("with anchors: %+v, %v", s, err)
+		}
+		infos, err := d.SnapshotInfos(r, AllSteps)
+		if err != nil || len(infos) != 2 || infos[0].Population != Full || infos[1].Population != Sample || infos[1].HasAnchor ||
+			infos[0].AnchorBytes != int64(len("anchor-w")+len("anchor-b")) || infos[0].StoredBytes() != infos[0].AnchorBytes+int64(len("fc1.weight@100")+len("fc1.bias@100")) {
+			t.Fatalf("infos: %+v, %v", infos, err)
+		}
+		if p, err := ParsePopulation("full"); err != nil || p != Full || p.String() != "full" {
+			t.Fatalf("ParsePopulation: %v, %v", p, err)
+		}
+		if _, err := ParsePopulation("all"); err == nil {
+			t.Fatal("ParsePopulation accepted 'all'")
+		}
+	})
 }

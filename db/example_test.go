@@ -36,9 +36,11 @@ func Example() {
 	}
 	_ = d.PutScalars("mlp", []db.ScalarRow{{Step: 0, Values: map[string]float64{"loss": 2.3}}})
 
-	steps, _ := d.Steps("mlp")
+	// Readers take the run's metadata, read once.
+	r, _ := d.Run("mlp")
+	steps, _ := d.Steps(r)
 	fmt.Println("steps:", steps)
-	_ = d.Snapshots("mlp", db.Window{From: 500, To: 2000}, []string{"fc1.weight"}, func(s *db.Snapshot) error {
+	_ = d.Snapshots(r, db.Window{From: 500, To: 2000}, db.Select{Layers: []string{"fc1.weight"}}, func(s *db.Snapshot) error {
 		fmt.Println("snapshot", s.Step, "with", len(s.Blocks), "block")
 		return nil
 	})

@@ -119,8 +119,8 @@ func (r *Run) validate() error {
 	if err := ValidateName("run", r.Name); err != nil {
 		return err
 	}
-	if len(r.Layers) >= 1<<16-1 {
-		return fmt.Errorf("%w: run %q has %d layers, at most 65534 are supported", ErrInvalidName, r.Name, len(r.Layers))
+	if len(r.Layers) > maxLayers {
+		return fmt.Errorf("%w: run %q has %d layers, at most %d are supported", ErrInvalidName, r.Name, len(r.Layers), maxLayers)
 	}
 	seen := map[string]bool{}
 	for _, l := range r.Layers {

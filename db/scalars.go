@@ -94,13 +94,9 @@ func (d *DB) PutScalars(run string, rows []ScalarRow) error {
 	return nil
 }
 
-// Scalars calls fn for each step of run in window w that has scalars, in
-// step order.
-func (d *DB) Scalars(run string, w Window, fn func(ScalarRow) error) error {
-	r, err := d.Run(run)
-	if err != nil {
-		return err
-	}
+// Scalars calls fn for each step of run r in window w that has scalars,
+// in step order.
+func (d *DB) Scalars(r *Run, w Window, fn func(ScalarRow) error) error {
 	return d.bdb.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: runPrefix(prefixScalars, r.ID), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
@@ -115,7 +111,7 @@ func (d *DB) Scalars(run string, w Window, fn func(ScalarRow) error) error {
 			}
 			var vals map[string]float64
 			if err := it.Item().Value(func(v []byte) (err error) { vals, err = decodeScalars(v); return err }); err != nil {
-				return fmt.Errorf("%s step %d: %w", run, step, err)
+				return fmt.Errorf("%s step %d: %w", r.Name, step, err)
 			}
 			if err := fn(ScalarRow{Step: step, Values: vals}); err != nil {
 				return err

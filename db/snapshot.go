@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"strconv"
 	"sync/atomic"
@@ -27,18 +28,61 @@ type LayerBlock struct {
 	Data  []byte
 }
 
+// Population says which examples a snapshot holds.
+type Population uint8
+
+// Populations.
+const (
+	// Sample: examples drawn at random from the training set.
+	Sample Population = iota
+	// Full: every example of the training set, the population the paper's
+	// estimators sample mini-batches from.
+	Full
+)
+
+// String returns "sample" or "full".
+func (p Population) String() string {
+	if p == Full {
+		return "full"
+	}
+	return "sample"
+}
+
+// ParsePopulation parses "sample" or "full".
+func ParsePopulation(s string) (Population, error) {
+	switch s {
+	case "sample":
+		return Sample, nil
+	case "full":
+		return Full, nil
+	}
+	return 0, fmt.Errorf("unknown population %q (want 'full' or 'sample')", s)
+}
+
 // Snapshot is the per-example gradients of N examples at one step of a run:
-// one encoded block per layer.
+// one encoded block per layer. An SVRG snapshot also holds the same
+// examples' gradients at the anchor parameters θ̃ of step AnchorStep, one
+// block per layer in Anchor.
 type Snapshot struct {
-	Step   int64
-	N      int
-	Time   time.Time
-	Blocks []LayerBlock
+	Step       int64
+	N          int
+	Time       time.Time
+	Population Population
+	Blocks     []LayerBlock
+	// Anchor blocks, for the layers read (nil: none stored or not read).
+	Anchor     []LayerBlock
+	HasAnchor  bool
+	AnchorStep int64
 }
 
 // Block returns the data of the named layer's block, or nil.
-func (s *Snapshot) Block(layer string) []byte {
-	for _, b := range s.Blocks {
+func (s *Snapshot) Block(layer string) []byte { return findBlock(s.Blocks, layer) }
+
+// AnchorBlock returns the data of the named layer's anchor block, or nil.
+func (s *Snapshot) AnchorBlock(layer string) []byte { return findBlock(s.Anchor, layer) }
+
+func findBlock(bs []LayerBlock, layer string) []byte {
+	for _, b := range bs {
 		if b.Layer == layer {
 			return b.Data
 		}
@@ -48,22 +92,82 @@ func (s *Snapshot) Block(layer string) []byte {
 
 // SnapshotInfo describes a stored snapshot without its block data.
 type SnapshotInfo struct {
-	Step   int64
-	N      int
-	Time   time.Time
-	Layers []string
-	Bytes  []int64 // stored bytes of each layer's block
+	Step       int64
+	N          int
+	Time       time.Time
+	Population Population
+	HasAnchor  bool
+	AnchorStep int64
+	Layers     []string
+	Bytes      []int64 // stored bytes of each layer's block
+	// AnchorBytes are the stored bytes of the anchor blocks.
+	AnchorBytes int64
 }
 
-const manifestVersion = 1
+// StoredBytes returns the bytes of all the snapshot's blocks.
+func (s *SnapshotInfo) StoredBytes() int64 {
+	n := s.AnchorBytes
+	for _, b := range s.Bytes {
+		n += b
+	}
+	return n
+}
+
+// Select says what a snapshot scan reads.
+type Select struct {
+	// Layers to read (nil: all).
+	Layers []string
+	// Anchor also reads the SVRG anchor blocks of those layers.
+	Anchor bool
+}
+
+// Manifest versions: 1 (no flags, no checksum) is still read; 2 is written.
+const (
+	manifestV1 = 1
+	manifestV2 = 2
+)
+
+// Manifest flags (version 2).
+const (
+	flagFull   = 1 << 0
+	flagAnchor = 1 << 1
+	knownFlags = flagFull | flagAnchor
+)
+
+// anchorBit marks an anchor block's layer index in its key.
+const anchorBit = 0x8000
+
+// maxLayers is the most layers a run may have: layer indexes (schema index
+// + 1) must stay below anchorBit.
+const maxLayers = anchorBit - 1
 
 // txnSplits counts snapshots' extra transactions (for tests).
 var txnSplits atomic.Int64
 
-func encodeManifest(s *Snapshot, idx []uint16) []byte {
-	v := []byte{manifestVersion}
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func encodeManifest(s *Snapshot, idx, anchor []uint16) []byte {
+	var flags byte
+	if s.Population == Full {
+		flags |= flagFull
+	}
+	if s.HasAnchor {
+		flags |= flagAnchor
+	}
+	v := []byte{manifestV2, flags}
 	v = binary.AppendUvarint(v, uint64(s.N))
 	v = binary.BigEndian.AppendUint64(v, uint64(s.Time.UnixNano()))
+	if s.HasAnchor {
+		v = binary.AppendUvarint(v, uint64(s.AnchorStep))
+	}
+	v = appendIndexes(v, idx)
+	if s.HasAnchor {
+		v = appendIndexes(v, anchor)
+	}
+	return binary.LittleEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
+}
+
+func appendIndexes(v []byte, idx []uint16) []byte {
 	v = binary.AppendUvarint(v, uint64(len(idx)))
 	for _, i := range idx {
 		v = binary.AppendUvarint(v, uint64(i))
@@ -72,9 +176,13 @@ func encodeManifest(s *Snapshot, idx []uint16) []byte {
 }
 
 type manifest struct {
-	n      int
-	time   time.Time
-	layers []uint16 // schema index + 1
+	n          int
+	time       time.Time
+	population Population
+	hasAnchor  bool
+	anchorStep int64
+	layers     []uint16 // schema index + 1
+	anchor     []uint16 // schema index + 1 of the anchor blocks
 }
 
 func decodeManifest(v []byte) (manifest, error) {
@@ -82,10 +190,29 @@ func decodeManifest(v []byte) (manifest, error) {
 	bad := func(what string) (manifest, error) {
 		return m, fmt.Errorf("%w: snapshot manifest: %s", ErrCorruptMetadata, what)
 	}
-	if len(v) < 1 || v[0] != manifestVersion {
-		return bad("unknown version")
+	if len(v) < 1 {
+		return bad("empty")
 	}
-	v = v[1:]
+	var flags byte
+	switch v[0] {
+	case manifestV1:
+		v = v[1:]
+	case manifestV2:
+		if len(v) < 6 {
+			return bad("truncated")
+		}
+		body, sum := v[:len(v)-4], binary.LittleEndian.Uint32(v[len(v)-4:])
+		if crc32.Checksum(body, castagnoli) != sum {
+			return bad("checksum mismatch")
+		}
+		flags = body[1]
+		if flags&^knownFlags != 0 {
+			return bad(fmt.Sprintf("unknown flags %#x (written by a newer gvdb?)", flags))
+		}
+		v = body[2:]
+	default:
+		return bad(fmt.Sprintf("unknown version %d", v[0]))
+	}
 	n, k := binary.Uvarint(v)
 	if k <= 0 || n > math.MaxInt32 {
 		return bad("example count")
@@ -97,27 +224,55 @@ func decodeManifest(v []byte) (manifest, error) {
 	m.n = int(n)
 	m.time = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
 	v = v[8:]
-	c, k := binary.Uvarint(v)
-	if k <= 0 || c > 1<<16 {
-		return bad("layer count")
+	if flags&flagFull != 0 {
+		m.population = Full
 	}
-	v = v[k:]
-	for range c {
-		l, k := binary.Uvarint(v)
-		if k <= 0 || l == 0 || l >= 1<<16 {
-			return bad("layer index")
+	if flags&flagAnchor != 0 {
+		s, k := binary.Uvarint(v)
+		if k <= 0 || s > math.MaxInt64 {
+			return bad("anchor step")
 		}
+		m.hasAnchor, m.anchorStep = true, int64(s)
 		v = v[k:]
-		m.layers = append(m.layers, uint16(l))
+	}
+	var err error
+	if m.layers, v, err = readIndexes(v); err != nil {
+		return bad("layers: " + err.Error())
+	}
+	if m.hasAnchor {
+		if m.anchor, v, err = readIndexes(v); err != nil {
+			return bad("anchor layers: " + err.Error())
+		}
+	}
+	if len(v) != 0 {
+		return bad("trailing bytes")
 	}
 	return m, nil
 }
 
+func readIndexes(v []byte) ([]uint16, []byte, error) {
+	c, k := binary.Uvarint(v)
+	if k <= 0 || c > maxLayers {
+		return nil, nil, errors.New("count")
+	}
+	v = v[k:]
+	out := make([]uint16, 0, c)
+	for range c {
+		l, k := binary.Uvarint(v)
+		if k <= 0 || l == 0 || l > maxLayers {
+			return nil, nil, errors.New("index")
+		}
+		v = v[k:]
+		out = append(out, uint16(l))
+	}
+	return out, v, nil
+}
+
 // PutSnapshot stores a snapshot of run at s.Step, all or nothing: its
-// blocks are written first (in as many transactions as their size needs)
-// and its manifest last, so readers never see a partial snapshot. Each
-// block's layer must be in the run's schema; a snapshot already at that step
-// is ErrSnapshotExists.
+// blocks (and anchor blocks) are written first, in as many transactions as
+// their size needs, and its manifest last, so readers never see a partial
+// snapshot. Each block's layer must be in the run's schema; a snapshot
+// already at that step is ErrSnapshotExists.
 func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 	if s.Step < 0 {
 		return fmt.Errorf("put snapshot: %w %d", ErrNegativeStep, s.Step)
@@ -129,19 +284,19 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 	if len(s.Blocks) == 0 {
 		return fmt.Errorf("put snapshot %s@%d: %w: no blocks", run, s.Step, ErrInvalidSnapshot)
 	}
-	idx := make([]uint16, len(s.Blocks))
-	seen := map[uint16]bool{}
-	for i, b := range s.Blocks {
-		j := r.layerIndex(b.Layer)
-		if j < 0 {
-			_, err := r.Layer(b.Layer)
-			return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
-		}
-		idx[i] = uint16(j + 1)
-		if seen[idx[i]] {
-			return fmt.Errorf("put snapshot %s@%d: %w: layer %q twice", run, s.Step, ErrInvalidSnapshot, b.Layer)
-		}
-		seen[idx[i]] = true
+	if s.HasAnchor && (s.AnchorStep < 0 || s.AnchorStep > s.Step) {
+		return fmt.Errorf("put snapshot %s@%d: %w: anchor step %d is not in [0, %d]", run, s.Step, ErrInvalidSnapshot, s.AnchorStep, s.Step)
+	}
+	if !s.HasAnchor && len(s.Anchor) > 0 {
+		return fmt.Errorf("put snapshot %s@%d: %w: anchor blocks without HasAnchor", run, s.Step, ErrInvalidSnapshot)
+	}
+	idx, err := schemaIndexes(r, s.Blocks)
+	if err != nil {
+		return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
+	}
+	aidx, err := schemaIndexes(r, s.Anchor)
+	if err != nil {
+		return fmt.Errorf("put snapshot %s@%d: anchor: %w", run, s.Step, err)
 	}
 	if s.Time.IsZero() {
 		s.Time = time.Now().UTC()
@@ -178,13 +333,38 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 			return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
 		}
 	}
-	if err := set(mkey, encodeManifest(s, idx)); err != nil {
+	for i, b := range s.Anchor {
+		if err := set(blockKey(r.ID, s.Step, anchorBit|aidx[i]), b.Data); err != nil {
+			return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
+		}
+	}
+	if err := set(mkey, encodeManifest(s, idx, aidx)); err != nil {
 		return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
 	}
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
 	}
 	return nil
+}
+
+// schemaIndexes maps blocks to their layers' schema index + 1; unknown and
+// repeated layers are errors.
+func schemaIndexes(r *Run, blocks []LayerBlock) ([]uint16, error) {
+	idx := make([]uint16, len(blocks))
+	seen := map[uint16]bool{}
+	for i, b := range blocks {
+		j := r.layerIndex(b.Layer)
+		if j < 0 {
+			_, err := r.Layer(b.Layer)
+			return nil, err
+		}
+		idx[i] = uint16(j + 1)
+		if seen[idx[i]] {
+			return nil, fmt.Errorf("%w: layer %q twice", ErrInvalidSnapshot, b.Layer)
+		}
+		seen[idx[i]] = true
+	}
+	return idx, nil
 }
 
 // layerFilter maps requested layer names to schema indexes (+1); nil names
@@ -206,10 +386,10 @@ func layerFilter(r *Run, names []string) (map[uint16]bool, error) {
 }
 
 // scan walks the snapshots of run r in window w. For each snapshot it calls
-// fn with the manifest and the keys of the blocks that pass the filter.
-// With values set it reads the blocks' data; otherwise only their sizes.
-func (d *DB) scan(r *Run, w Window, layers []string, values bool, fn func(*Snapshot, []int64) error) error {
-	want, err := layerFilter(r, layers)
+// fn with the manifest's fields and the blocks that pass the selection
+// (their data only when values is set) and their stored sizes.
+func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, []int64, int64) error) error {
+	want, err := layerFilter(r, sel.Layers)
 	if err != nil {
 		return err
 	}
@@ -218,14 +398,15 @@ func (d *DB) scan(r *Run, w Window, layers []string, values bool, fn func(*Snaps
 		defer it.Close()
 		var cur *Snapshot
 		var sizes []int64
-		var inManifest map[uint16]bool
+		var anchorBytes int64
+		var inManifest, inAnchor map[uint16]bool
 		flush := func() error {
 			if cur == nil {
 				return nil
 			}
 			s := cur
 			cur = nil
-			return fn(s, sizes)
+			return fn(s, sizes, anchorBytes)
 		}
 		for it.Seek(stepKey(prefixSnapshot, r.ID, max(w.From, 0))); it.Valid(); it.Next() {
 			item := it.Item()
@@ -244,23 +425,38 @@ func (d *DB) scan(r *Run, w Window, layers []string, values bool, fn func(*Snaps
 				if err := item.Value(func(v []byte) (err error) { m, err = decodeManifest(v); return err }); err != nil {
 					return fmt.Errorf("%s@%d: %w", r.Name, step, err)
 				}
-				cur = &Snapshot{Step: step, N: m.n, Time: m.time}
-				sizes = nil
-				inManifest = map[uint16]bool{}
+				cur = &Snapshot{Step: step, N: m.n, Time: m.time, Population: m.population, HasAnchor: m.hasAnchor, AnchorStep: m.anchorStep}
+				sizes, anchorBytes = nil, 0
+				inManifest, inAnchor = map[uint16]bool{}, map[uint16]bool{}
 				for _, l := range m.layers {
 					inManifest[l] = true
 				}
+				for _, l := range m.anchor {
+					inAnchor[l] = true
+				}
 				continue
+			}
+			anchor := layer&anchorBit != 0
+			li := layer &^ anchorBit
+			listed := inManifest
+			if anchor {
+				listed = inAnchor
 			}
 			// Blocks without a manifest are left by a writer that died
 			// before committing the snapshot: invisible by design.
-			if cur == nil || cur.Step != step || !inManifest[layer] || (want != nil && !want[layer]) {
+			if cur == nil || cur.Step != step || !listed[li] {
 				continue
 			}
-			if int(layer) > len(r.Layers) {
-				return fmt.Errorf("%w: %s@%d has layer index %d, schema has %d layers", ErrCorruptMetadata, r.Name, step, layer, len(r.Layers))
+			if int(li) > len(r.Layers) {
+				return fmt.Errorf("%w: %s@%d has layer index %d, schema has %d layers", ErrCorruptMetadata, r.Name, step, li, len(r.Layers))
 			}
-			lb := LayerBlock{Layer: r.Layers[layer-1].Name}
+			if anchor {
+				anchorBytes += item.ValueSize()
+			}
+			if want != nil && !want[li] || anchor && !sel.Anchor {
+				continue
+			}
+			lb := LayerBlock{Layer: r.Layers[li-1].Name}
 			if values {
 				v, err := item.ValueCopy(nil)
 				if err != nil {
@@ -268,33 +464,31 @@ func (d *DB) scan(r *Run, w Window, layers []string, values bool, fn func(*Snaps
 				}
 				lb.Data = v
 			}
-			cur.Blocks = append(cur.Blocks, lb)
-			sizes = append(sizes, item.ValueSize())
+			if anchor {
+				cur.Anchor = append(cur.Anchor, lb)
+			} else {
+				cur.Blocks = append(cur.Blocks, lb)
+				sizes = append(sizes, item.ValueSize())
+			}
 		}
 		return flush()
 	})
 }
 
-// Snapshots calls fn for each snapshot of run in window w, in step order,
-// with the blocks of the given layers (nil: all). An unknown run or layer
-// is a NotFoundError; an error from fn stops the scan and is returned.
-func (d *DB) Snapshots(run string, w Window, layers []string, fn func(*Snapshot) error) error {
-	r, err := d.Run(run)
-	if err != nil {
-		return err
-	}
-	return d.scan(r, w, layers, true, func(s *Snapshot, _ []int64) error { return fn(s) })
+// Snapshots calls fn for each snapshot of run r in window w, in step
+// order, with the blocks sel asks for. An unknown layer is a
+// NotFoundError; an error from fn stops the scan and is returned.
+func (d *DB) Snapshots(r *Run, w Window, sel Select, fn func(*Snapshot) error) error {
+	return d.scan(r, w, sel, true, func(s *Snapshot, _ []int64, _ int64) error { return fn(s) })
 }
 
-// SnapshotInfos lists run's snapshots in window w without reading blocks.
-func (d *DB) SnapshotInfos(run string, w Window) ([]SnapshotInfo, error) {
-	r, err := d.Run(run)
-	if err != nil {
-		return nil, err
-	}
+// SnapshotInfos lists run r's snapshots in window w without reading
+// blocks.
+func (d *DB) SnapshotInfos(r *Run, w Window) ([]SnapshotInfo, error) {
 	var out []SnapshotInfo
-	err = d.scan(r, w, nil, false, func(s *Snapshot, sizes []int64) error {
-		info := SnapshotInfo{Step: s.Step, N: s.N, Time: s.Time, Bytes: sizes}
+	err := d.scan(r, w, Select{Anchor: true}, false, func(s *Snapshot, sizes []int64, anchorBytes int64) error {
+		info := SnapshotInfo{Step: s.Step, N: s.N, Time: s.Time, Population: s.Population, HasAnchor: s.HasAnchor,
+			AnchorStep: s.AnchorStep, Bytes: sizes, AnchorBytes: anchorBytes}
 		for _, b := range s.Blocks {
 			info.Layers = append(info.Layers, b.Layer)
 		}
@@ -302,14 +496,14 @@ func (d *DB) SnapshotInfos(run string, w Window) ([]SnapshotInfo, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list snapshots of %q: %w", run, err)
+		return nil, fmt.Errorf("list snapshots of %q: %w", r.Name, err)
 	}
 	return out, nil
 }
 
-// Steps returns the steps at which run has snapshots.
-func (d *DB) Steps(run string) ([]int64, error) {
-	infos, err := d.SnapshotInfos(run, AllSteps)
+// Steps returns the steps at which run r has snapshots.
+func (d *DB) Steps(r *Run) ([]int64, error) {
+	infos, err := d.SnapshotInfos(r, AllSteps)
 	if err != nil {
 		return nil, err
 	}
@@ -320,11 +514,11 @@ func (d *DB) Steps(run string) ([]int64, error) {
 	return steps, nil
 }
 
-// Snapshot returns run's snapshot at step with the given layers (nil: all),
+// Snapshot returns run r's snapshot at step with the blocks sel asks for,
 // or a NotFoundError naming the steps there are.
-func (d *DB) Snapshot(run string, step int64, layers []string) (*Snapshot, error) {
+func (d *DB) Snapshot(r *Run, step int64, sel Select) (*Snapshot, error) {
 	var found *Snapshot
-	err := d.Snapshots(run, Window{step, step + 1}, layers, func(s *Snapshot) error {
+	err := d.Snapshots(r, Window{step, step + 1}, sel, func(s *Snapshot) error {
 		found = s
 		return nil
 	})
@@ -332,7 +526,7 @@ func (d *DB) Snapshot(run string, step int64, layers []string) (*Snapshot, error
 		return nil, err
 	}
 	if found == nil {
-		steps, err := d.Steps(run)
+		steps, err := d.Steps(r)
 		if err != nil {
 			return nil, err
 		}
@@ -340,7 +534,7 @@ func (d *DB) Snapshot(run string, step int64, layers []string) (*Snapshot, error
 		for i, s := range steps {
 			known[i] = strconv.FormatInt(s, 10)
 		}
-		return nil, &NotFoundError{What: "snapshot", Name: strconv.FormatInt(step, 10), Run: run, Known: known, err: ErrStepNotFound}
+		return nil, &NotFoundError{What: "snapshot", Name: strconv.FormatInt(step, 10), Run: r.Name, Known: known, err: ErrStepNotFound}
 	}
 	return found, nil
 }

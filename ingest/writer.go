@@ -25,6 +25,21 @@ type Snapshot struct {
 	Step   int64
 	Time   time.Time // zero: now
 	Blocks []NamedBlock
+	// Population says whether the examples are the whole training set
+	// (db.Full) or a random sample of it (db.Sample, the zero value).
+	Population db.Population
+	// Anchor, if not empty, holds the same examples' gradients at the SVRG
+	// anchor parameters of step AnchorStep, one block per layer of Blocks.
+	Anchor     []NamedBlock
+	AnchorStep int64
+}
+
+// all returns the snapshot's blocks followed by its anchor blocks.
+func (s *Snapshot) all() []NamedBlock {
+	if len(s.Anchor) == 0 {
+		return s.Blocks
+	}
+	return append(append([]NamedBlock(nil), s.Blocks...), s.Anchor...)
 }
 
 // Options configure a Writer. Zero values pick the defaults.
@@ -52,6 +67,7 @@ var ErrClosed = errors.New("writer closed")
 
 type job struct {
 	snap    *Snapshot
+	blocks  []NamedBlock // the snapshot's blocks, then its anchor blocks
 	encoded []db.LayerBlock
 	maxErr  []float32
 	errs    []error
@@ -137,7 +153,7 @@ func (w *Writer) check(s *Snapshot) error {
 		return fmt.Errorf("snapshot at step %d: %w", s.Step, db.ErrNegativeStep)
 	}
 	ids := s.Blocks[0].Block.IDs
-	for _, nb := range s.Blocks {
+	for _, nb := range s.all() {
 		if !w.layers[nb.Layer] {
 			return fmt.Errorf("snapshot at step %d: layer %q is not in run %q's schema", s.Step, nb.Layer, w.run)
 		}
@@ -146,6 +162,20 @@ func (w *Writer) check(s *Snapshot) error {
 		}
 		if !slices.Equal(nb.Block.IDs, ids) {
 			return fmt.Errorf("snapshot at step %d: layer %s has other example ids than layer %s", s.Step, nb.Layer, s.Blocks[0].Layer)
+		}
+	}
+	if len(s.Anchor) > 0 {
+		if len(s.Anchor) != len(s.Blocks) {
+			return fmt.Errorf("snapshot at step %d: %d anchor blocks for %d layers", s.Step, len(s.Anchor), len(s.Blocks))
+		}
+		for i, nb := range s.Anchor {
+			b := s.Blocks[i].Block
+			if nb.Layer != s.Blocks[i].Layer || nb.Block.Params() != b.Params() {
+				return fmt.Errorf("snapshot at step %d: anchor block %d (%s) does not match layer %s", s.Step, i, nb.Layer, s.Blocks[i].Layer)
+			}
+		}
+		if s.AnchorStep < 0 || s.AnchorStep > s.Step {
+			return fmt.Errorf("snapshot at step %d: anchor step %d is not in [0, %d]", s.Step, s.AnchorStep, s.Step)
 		}
 	}
 	return nil
@@ -173,8 +203,9 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 	}
 	w.mu.Unlock()
 
-	j := &job{snap: s, encoded: make([]db.LayerBlock, len(s.Blocks)), maxErr: make([]float32, len(s.Blocks)), errs: make([]error, len(s.Blocks))}
-	j.wg.Add(len(s.Blocks))
+	blocks := s.all()
+	j := &job{snap: s, blocks: blocks, encoded: make([]db.LayerBlock, len(blocks)), maxErr: make([]float32, len(blocks)), errs: make([]error, len(blocks))}
+	j.wg.Add(len(blocks))
 	select {
 	case w.commits <- j:
 	case <-ctx.Done():
@@ -183,7 +214,7 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 	w.mu.Lock()
 	w.accepted++
 	w.mu.Unlock()
-	for i := range s.Blocks {
+	for i := range blocks {
 		w.tasks <- task{j, i}
 	}
 	return nil
@@ -192,7 +223,7 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 func (w *Writer) encodeLoop() {
 	defer w.workers.Done()
 	for t := range w.tasks {
-		nb := t.j.snap.Blocks[t.i]
+		nb := t.j.blocks[t.i]
 		data, maxErr, err := codec.EncodeReport(nb.Block, w.opts.Encoding)
 		if err != nil {
 			err = fmt.Errorf("encode %s@%d %s: %w", w.run, t.j.snap.Step, nb.Layer, err)
@@ -217,12 +248,14 @@ func (w *Writer) commitLoop() {
 		w.mu.Unlock()
 		var st Stats
 		if err == nil && !failed {
-			s := &db.Snapshot{Step: j.snap.Step, N: j.snap.Blocks[0].Block.N(), Time: j.snap.Time, Blocks: j.encoded}
+			nb := len(j.snap.Blocks)
+			s := &db.Snapshot{Step: j.snap.Step, N: j.snap.Blocks[0].Block.N(), Time: j.snap.Time, Population: j.snap.Population,
+				Blocks: j.encoded[:nb], Anchor: j.encoded[nb:], HasAnchor: len(j.snap.Anchor) > 0, AnchorStep: j.snap.AnchorStep}
 			err = w.d.PutSnapshot(w.run, s)
 			st.Snapshots, st.Examples = 1, s.N
 			for i, b := range j.encoded {
 				st.StoredBytes += int64(len(b.Data))
-				blk := j.snap.Blocks[i].Block
+				blk := j.blocks[i].Block
 				st.InputBytes += 4 * int64(blk.StoredValues())
 				st.MaxAbsErr = max(st.MaxAbsErr, j.maxErr[i])
 			}
@@ -241,7 +274,7 @@ func (w *Writer) commitLoop() {
 		w.committed++
 		w.cond.Broadcast()
 		w.mu.Unlock()
-		j.snap = nil // let the caller's blocks go
+		j.snap, j.blocks = nil, nil // let the caller's blocks go
 	}
 }
 

@@ -6,11 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
-
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas64"
-
-	"gvdb/ingest/codec"
 )
 
 // GCOptions configure Gradient Clustering. Zero values pick the defaults.
@@ -24,8 +19,20 @@ type GCOptions struct {
 	// highest-distortion cluster (default 1, the paper's min_size).
 	MinSize int
 	// PaperOnly turns off gvdb's exact refinement (single-example moves
-	// that strictly lower the weighted objective) after each round.
+	// that strictly lower the weighted objective) after each round (Gram
+	// path only).
 	PaperOnly bool
+	// Path picks the Gram matrix or the sketch (default PathAuto).
+	Path Path
+	// GramMaxN: PathAuto takes the Gram path up to this many examples
+	// (default 8192) when it fits MemoryBudget.
+	GramMaxN int
+	// SketchDim is the sketch dimension of each layer with more
+	// parameters (default 256).
+	SketchDim int
+	// MemoryBudget bounds the bytes the chosen path may take (default
+	// DefaultMemoryBudget: half the machine's memory).
+	MemoryBudget int64
 }
 
 // Clustering is a partition of a snapshot's N examples into K clusters.
@@ -44,16 +51,6 @@ type Clustering struct {
 
 // N returns the number of clustered examples.
 func (c *Clustering) N() int { return len(c.Assign) }
-
-// Variance returns the variance of the GC estimator with batch size B
-// (b = B/K examples drawn per cluster, cluster k weighted N_k/N), averaged
-// over D coordinates: V_GC / D with V_GC = (1/(b N²)) Σ_k N_k Σ_{i∈C_k}
-// |g_i − μ_k|². With K = 1 it equals Moments.Variance(B).
-func (c *Clustering) Variance(b float64, d int) float64 {
-	n := float64(c.N())
-	per := b / float64(c.K)
-	return c.Objective / (per * n * n) / float64(d)
-}
 
 // state is the Gram-space view of a partition: for cluster k, its size,
 // s_k = Σ_{i∈C_k} K_ii, q_k = Σ_{i,j∈C_k} K_ij and, for every example i,
@@ -361,130 +358,3 @@ func split(st *state, order []int, minSize int, rng *rand.Rand) {
 	}
 }
 
-// Curve is the GC distortion against the number of clusters, with the
-// levels below which GC beats SG-B (D0/K) and SG-2B (D0/(2K)), D0 being
-// the one-cluster distortion.
-type Curve struct {
-	K          []int
-	Distortion []float64
-	D0         float64
-}
-
-// DistortionCurve clusters with K = 1, 2, 4, ... up to N (and N itself).
-func DistortionCurve(g *Gram, ids []uint64, opts GCOptions) (*Curve, error) {
-	c := &Curve{}
-	for k := 1; ; k *= 2 {
-		if k > g.N {
-			k = g.N
-		}
-		cl, err := Cluster(g, ids, k, opts)
-		if err != nil {
-			return nil, err
-		}
-		c.K = append(c.K, k)
-		c.Distortion = append(c.Distortion, cl.Objective)
-		if k == 1 {
-			c.D0 = cl.Objective
-		}
-		if k == g.N {
-			return c, nil
-		}
-	}
-}
-
-// GCNVar returns the normalized variance of the GC estimator with batch
-// size B, per coordinate: (1/D) Σ_j V_j / (μ_j² + V_j), with V_j =
-// (1/(b N²)) Σ_k N_k Σ_{i∈C_k} (g_ij − μ_kj)² and b = B/K. m must be the
-// same snapshot's moments.
-func GCNVar(layers []Layer, c *Clustering, m *Moments, b float64) (float64, error) {
-	if m.NonFinite {
-		return nan(), nil
-	}
-	n := c.N()
-	if m.N != n {
-		return nan(), fmt.Errorf("gc_nvar: moments of %d examples, clustering of %d", m.N, n)
-	}
-	per := b / float64(c.K)
-	scale := 1 / (per * float64(n) * float64(n))
-	// Sort examples by cluster so that each cluster is a row range.
-	byCluster := make([]int, n)
-	for i := range byCluster {
-		byCluster[i] = i
-	}
-	sort.SliceStable(byCluster, func(x, y int) bool { return c.Assign[byCluster[x]] < c.Assign[byCluster[y]] })
-	w := make([]float64, n) // N_{k(i)} in sorted order
-	for r, i := range byCluster {
-		w[r] = float64(c.Sizes[c.Assign[i]])
-	}
-	sum, off := 0.0, 0
-	for _, l := range layers {
-		v := clusterVar(l.Block, byCluster, c, w)
-		for j, x := range v {
-			vj := max(x, 0) * scale
-			mu := m.Sum[off+j] / float64(n)
-			if den := mu*mu + vj; den > 0 {
-				sum += vj / den
-			}
-		}
-		off += len(v)
-	}
-	return sum / float64(m.D), nil
-}
-
-// clusterVar returns Σ_k N_k Σ_{i∈C_k} (g_ij − μ_kj)² for each coordinate
-// of one layer: Σ_i N_{k(i)} g_ij² − Σ_k (Σ_{i∈C_k} g_ij)².
-func clusterVar(b *codec.Block, byCluster []int, c *Clustering, w []float64) []float64 {
-	n, p := b.N(), b.Params()
-	out := make([]float64, p)
-	if b.Kind == codec.Factored && b.T == 1 {
-		a := make([]float64, n*b.In)
-		d := make([]float64, n*b.Out)
-		for r, i := range byCluster {
-			for x, v := range b.A[i*b.In : (i+1)*b.In] {
-				a[r*b.In+x] = float64(v)
-			}
-			for y, v := range b.Delta[i*b.Out : (i+1)*b.Out] {
-				d[r*b.Out+y] = float64(v)
-			}
-		}
-		// Σ_i N_{k(i)} g_ij² = (A∘A)ᵀ diag(w) (Δ∘Δ).
-		a2, d2 := squares(a), squares(d)
-		for r := range n {
-			for y := range b.Out {
-				d2[r*b.Out+y] *= w[r]
-			}
-		}
-		blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(n, b.In, a2), general(n, b.Out, d2), 0, general(b.In, b.Out, out))
-		// − Σ_k (A_kᵀ Δ_k)².
-		sk := make([]float64, p)
-		for r0 := 0; r0 < n; {
-			r1 := r0
-			for r1 < n && c.Assign[byCluster[r1]] == c.Assign[byCluster[r0]] {
-				r1++
-			}
-			rows := r1 - r0
-			blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(rows, b.In, a[r0*b.In:r1*b.In]), general(rows, b.Out, d[r0*b.Out:r1*b.Out]), 0, general(b.In, b.Out, sk))
-			for j, v := range sk {
-				out[j] -= v * v
-			}
-			r0 = r1
-		}
-		return out
-	}
-	g := make([]float64, p)
-	sk := make([]float64, p)
-	for r, i := range byCluster {
-		materialize(b, i, g)
-		for j, v := range g {
-			out[j] += w[r] * v * v
-			sk[j] += v
-		}
-		if r == n-1 || c.Assign[byCluster[r+1]] != c.Assign[i] {
-			for j, v := range sk {
-				out[j] -= v * v
-			}
-			clear(sk)
-		}
-	}
-	return out
-}

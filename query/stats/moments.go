@@ -233,26 +233,60 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 			lm.sumSq = atb(squares(a), squares(d), n, b.In, b.Out)
 		}
 		return lm
-	default:
-		// Convolution: materialize one example at a time, G_i = A_iᵀΔ_i.
-		p := b.Params()
-		lm := layerMom{sum: make([]float64, p), sqNorms: make([]float64, n)}
-		if coords {
-			lm.sumSq = make([]float64, p)
+	case !coords:
+		// T > 1 positions (a convolution, an SVRG difference): Σ_i g_i is
+		// one product over all N·T position rows; |g_i|² is
+		// Σ_st (a_is·a_it)(d_is·d_it) or, when cheaper, |A_iᵀΔ_i|².
+		a, d := f64(b.A), f64(b.Delta)
+		lm := layerMom{sum: atb(a, d, n*b.T, b.In, b.Out), sqNorms: make([]float64, n)}
+		if b.T*(b.In+b.Out) <= b.In*b.Out {
+			for i := range n {
+				lm.sqNorms[i] = positionNormSq(a[i*b.T*b.In:(i+1)*b.T*b.In], d[i*b.T*b.Out:(i+1)*b.T*b.Out], b.T, b.In, b.Out)
+			}
+			return lm
 		}
+		g := make([]float64, b.Params())
+		for i := range n {
+			materialize(b, i, g)
+			lm.sqNorms[i] = sumSquares(g)
+		}
+		return lm
+	default:
+		// Per-coordinate moments with T > 1: materialize one example at a
+		// time, G_i = A_iᵀΔ_i.
+		p := b.Params()
+		lm := layerMom{sum: make([]float64, p), sqNorms: make([]float64, n), sumSq: make([]float64, p)}
 		g := make([]float64, p)
 		for i := range n {
 			materialize(b, i, g)
 			for j, v := range g {
 				lm.sum[j] += v
 				lm.sqNorms[i] += v * v
-				if coords {
-					lm.sumSq[j] += v * v
-				}
+				lm.sumSq[j] += v * v
 			}
 		}
 		return lm
 	}
+}
+
+// positionNormSq returns |Σ_t a_t d_tᵀ|² = Σ_st (a_s·a_t)(d_s·d_t) for one
+// example's T position rows.
+func positionNormSq(a, d []float64, t, in, out int) float64 {
+	s := 0.0
+	for p := range t {
+		for q := p; q < t; q++ {
+			v := dot64(a[p*in:(p+1)*in], a[q*in:(q+1)*in]) * dot64(d[p*out:(p+1)*out], d[q*out:(q+1)*out])
+			if q != p {
+				v *= 2
+			}
+			s += v
+		}
+	}
+	return s
+}
+
+func dot64(x, y []float64) float64 {
+	return blas64.Dot(blas64.Vector{N: len(x), Inc: 1, Data: x}, blas64.Vector{N: len(y), Inc: 1, Data: y})
 }
 
 // materialize writes example i's gradient into g (Params values).

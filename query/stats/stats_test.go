@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -273,45 +274,133 @@ func TestGramMatchesBruteForce(t *testing.T) {
 	}
 }
 
+// paths are both ways of searching a partition, each forced.
+var paths = []Path{PathGram, PathSketch}
+
 func TestGCMatchesBruteForce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	layers := testLayers(rng, 60)
 	br := materializeAll(layers)
-	g, err := NewGram(layers)
-	if err != nil {
-		t.Fatal(err)
-	}
 	m, _ := Compute(layers, 0, Need{Coords: true})
-	ids := layers[0].Block.IDs
-	for _, k := range []int{1, 2, 7, 60} {
+	for _, path := range paths {
 		for _, paper := range []bool{false, true} {
-			c, err := Cluster(g, ids, k, GCOptions{Seed: 5, PaperOnly: paper})
+			gc, err := NewGC(layers, GCOptions{Seed: 5, PaperOnly: paper, Path: path, SketchDim: 8})
 			if err != nil {
 				t.Fatal(err)
 			}
-			obj, v, nv := br.gc(c.Assign, k, 128)
-			near(t, "objective", c.Objective, obj, tol)
-			near(t, "gc_variance", c.Variance(128, m.D), v, tol)
-			gnv, err := GCNVar(layers, c, m, 128)
+			if gc.Path() != path {
+				t.Fatalf("path %v, want %v", gc.Path(), path)
+			}
+			for _, k := range []int{1, 2, 7, 60} {
+				p, err := gc.InSample(k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				obj, v, nv := br.gc(p.Assign, k, 128)
+				near(t, "objective", p.Distortion(), obj, tol)
+				near(t, "gc_variance", p.Variance(128, m.D), v, tol)
+				gnv, err := gc.NVar(p, m, 128)
+				if err != nil {
+					t.Fatal(err)
+				}
+				near(t, "gc_nvar", gnv, nv, tol)
+				for r := 1; r < len(p.History); r++ {
+					if p.History[r] > p.History[r-1]*(1+1e-12) {
+						t.Errorf("%v K=%d paper=%v: objective rose in round %d: %v", path, k, paper, r, p.History)
+					}
+				}
+				total := 0
+				for _, s := range p.Sizes {
+					total += s
+				}
+				if total != 60 {
+					t.Errorf("sizes %v sum to %d", p.Sizes, total)
+				}
+			}
+		}
+	}
+}
+
+// heldOutBrute scores the partition's held-out halves from their
+// definitions: the mean over halves of Σ_k n_k SS_k / (n(n−1)), and per
+// coordinate for the normalized variance with batch bs.
+func (b *brute) heldOut(p *Partition, bs float64) (varB, nvar float64) {
+	vj := make([]float64, b.d)
+	for _, f := range p.folds {
+		n := float64(len(f.rows))
+		size := make([]float64, p.K)
+		mean := make([][]float64, p.K)
+		for c := range mean {
+			mean[c] = make([]float64, b.d)
+		}
+		for r, i := range f.rows {
+			size[f.assign[r]]++
+			for j, v := range b.g[i] {
+				mean[f.assign[r]][j] += v
+			}
+		}
+		for c := range mean {
+			for j := range mean[c] {
+				if size[c] > 0 {
+					mean[c][j] /= size[c]
+				}
+			}
+		}
+		for r, i := range f.rows {
+			c := f.assign[r]
+			for j, v := range b.g[i] {
+				e := size[c] * (v - mean[c][j]) * (v - mean[c][j]) / (n * (n - 1)) / 2
+				varB += e
+				vj[j] += e
+			}
+		}
+	}
+	per := bs / float64(p.K)
+	for j, x := range vj {
+		if den := b.mu[j]*b.mu[j] + x/per; den > 0 {
+			nvar += x / per / den
+		}
+	}
+	return varB, nvar / float64(b.d)
+}
+
+func TestGCHeldOutMatchesBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	layers := testLayers(rng, 61)
+	br := materializeAll(layers)
+	m, _ := Compute(layers, 0, Need{Coords: true})
+	for _, path := range paths {
+		gc, err := NewGC(layers, GCOptions{Seed: 2, Path: path, SketchDim: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []int{1, 3, 30} {
+			p, err := gc.HeldOut(k)
 			if err != nil {
 				t.Fatal(err)
 			}
-			near(t, "gc_nvar", gnv, nv, tol)
-			for r := 1; r < len(c.History); r++ {
-				if c.History[r] > c.History[r-1]*(1+1e-12) {
-					t.Errorf("K=%d paper=%v: objective rose in round %d: %v", k, paper, r, c.History)
+			if len(p.folds[0].rows)+len(p.folds[1].rows) != 61 || len(p.folds[0].rows) != 31 {
+				t.Fatalf("halves of %d and %d examples", len(p.folds[0].rows), len(p.folds[1].rows))
+			}
+			seen := map[int]bool{}
+			for _, f := range p.folds {
+				for r, i := range f.rows {
+					if seen[i] || r > 0 && br.g != nil && layers[0].Block.IDs[f.rows[r-1]] > layers[0].Block.IDs[i] {
+						t.Fatal("halves overlap or are not in id order")
+					}
+					seen[i] = true
 				}
 			}
-			total := 0
-			for _, s := range c.Sizes {
-				total += s
-				if s == 0 && k <= 60 {
-					t.Errorf("K=%d paper=%v: empty cluster, sizes %v", k, paper, c.Sizes)
-				}
+			vb, nv := br.heldOut(p, 128)
+			near(t, "held-out VarB", p.VarB, vb, tol)
+			gnv, err := gc.NVar(p, m, 128)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if total != 60 {
-				t.Errorf("sizes %v sum to %d", c.Sizes, total)
-			}
+			near(t, "held-out gc_nvar", gnv, nv, tol)
+		}
+		if _, err := gc.HeldOut(31); err == nil {
+			t.Error("held-out K above the half's size accepted")
 		}
 	}
 }
@@ -320,36 +409,176 @@ func TestGCInvariants(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	layers := testLayers(rng, 40)
 	m, _ := Compute(layers, 0, Need{Coords: true})
-	g, _ := NewGram(layers)
-	ids := layers[0].Block.IDs
-	one, _ := Cluster(g, ids, 1, GCOptions{})
-	near(t, "gc_variance(1, B) vs variance(B)", one.Variance(128, m.D), m.Variance(128), tol)
-	nv1, _ := GCNVar(layers, one, m, 128)
 	nv, _ := m.NVar(128)
-	near(t, "gc_nvar(1, B) vs nvar(B)", nv1, nv, tol)
-	all, _ := Cluster(g, ids, 40, GCOptions{})
-	if v := all.Variance(128, m.D); math.Abs(v) > 1e-12*m.Variance(128) {
-		t.Errorf("gc_variance(N, B) = %g, want 0", v)
-	}
-	// More clusters never hurt much: the exact refinement reaches at
-	// most the one-cluster distortion.
-	curve, err := DistortionCurve(g, ids, GCOptions{Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if curve.K[0] != 1 || curve.K[len(curve.K)-1] != 40 || curve.D0 != curve.Distortion[0] {
-		t.Fatalf("curve %+v", curve)
-	}
-	for i := 1; i < len(curve.K); i++ {
-		if curve.Distortion[i] > curve.D0 {
-			t.Errorf("K=%d distortion %g above D0 %g", curve.K[i], curve.Distortion[i], curve.D0)
+	for _, path := range paths {
+		gc, err := NewGC(layers, GCOptions{Seed: 1, Path: path, SketchDim: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		one, _ := gc.InSample(1)
+		near(t, "gc_variance(1, B) vs variance(B)", one.Variance(128, m.D), m.Variance(128), tol)
+		nv1, _ := gc.NVar(one, m, 128)
+		near(t, "gc_nvar(1, B) vs nvar(B)", nv1, nv, tol)
+		all, _ := gc.InSample(40)
+		if v := all.Variance(128, m.D); math.Abs(v) > 1e-12*m.Variance(128) {
+			t.Errorf("%v: gc_variance(N, B) = %g, want 0", path, v)
+		}
+		// Held out with K = 1: the mean over the halves h of the unbiased
+		// variance n_h/(n_h − 1)·S_h, over B·D.
+		h1, _ := gc.HeldOut(1)
+		want := 0.0
+		for _, f := range h1.folds {
+			sub := make([]Layer, len(layers))
+			for li, l := range layers {
+				sub[li] = Layer{l.Name, subset(l.Block, f.rows)}
+			}
+			mh, _ := Compute(sub, 0, Need{})
+			nh := float64(mh.N)
+			want += nh / (nh - 1) * mh.Variance(128) / 2
+		}
+		near(t, "held-out gc_variance(1, B)", h1.Variance(128, m.D), want, tol)
+		curve, err := gc.Curve(40, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if curve.K[0] != 1 || curve.K[len(curve.K)-1] != 40 || curve.D0 != curve.Distortion[0] {
+			t.Fatalf("curve %+v", curve)
+		}
+		if path == PathGram {
+			// The exact refinement never ends above the one-cluster distortion.
+			for i := 1; i < len(curve.K); i++ {
+				if curve.Distortion[i] > curve.D0 {
+					t.Errorf("K=%d distortion %g above D0 %g", curve.K[i], curve.Distortion[i], curve.D0)
+				}
+			}
+		}
+		if hc, err := gc.Curve(10, true); err != nil || !hc.HeldOut || hc.K[len(hc.K)-1] != 10 {
+			t.Fatalf("held-out curve %+v, %v", hc, err)
+		}
+		if _, err := gc.InSample(41); err == nil {
+			t.Error("K > N accepted")
+		}
+		if _, err := gc.InSample(0); err == nil {
+			t.Error("K = 0 accepted")
 		}
 	}
-	if _, err := Cluster(g, ids, 41, GCOptions{}); err == nil {
-		t.Error("K > N accepted")
+	if _, err := NewGC(layers, GCOptions{MemoryBudget: 1000}); !errors.Is(err, ErrBudget) || !strings.Contains(err.Error(), "budget") {
+		t.Errorf("tiny budget: %v", err)
 	}
-	if _, err := Cluster(g, ids, 0, GCOptions{}); err == nil {
-		t.Error("K = 0 accepted")
+}
+
+// subset returns the block of the examples rows.
+func subset(b *codec.Block, rows []int) *codec.Block {
+	out := &codec.Block{Kind: b.Kind, T: b.T, In: b.In, Out: b.Out, Dim: b.Dim}
+	for _, i := range rows {
+		out.IDs = append(out.IDs, b.IDs[i])
+		if b.Kind == codec.Dense {
+			out.Rows = append(out.Rows, b.Rows[i*b.Dim:(i+1)*b.Dim]...)
+		} else {
+			out.A = append(out.A, b.A[i*b.T*b.In:(i+1)*b.T*b.In]...)
+			out.Delta = append(out.Delta, b.Delta[i*b.T*b.Out:(i+1)*b.T*b.Out]...)
+		}
+	}
+	return out
+}
+
+// TestSketchNearGram clusters examples with a cluster structure on both
+// paths: the sketch path's exact objective stays within 10% of the Gram
+// path's.
+func TestSketchNearGram(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	const n, k = 400, 8
+	layers := testLayers(rng, n)
+	// Shift each example's factors by one of k centres.
+	centres := make([][]float32, k)
+	for c := range centres {
+		centres[c] = make([]float32, 7+5)
+		for j := range centres[c] {
+			centres[c][j] = float32(3 * rng.NormFloat64())
+		}
+	}
+	fc := layers[0].Block
+	for i := range n {
+		c := centres[i%k]
+		for j := range 7 {
+			fc.A[i*7+j] += c[j]
+		}
+		for j := range 5 {
+			fc.Delta[i*5+j] += c[7+j]
+		}
+	}
+	var obj [2]float64
+	for pi, path := range paths {
+		gc, err := NewGC(layers, GCOptions{Seed: 3, Path: path, SketchDim: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := gc.InSample(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj[pi] = p.Distortion()
+	}
+	if obj[1] > 1.1*obj[0] {
+		t.Errorf("sketch objective %g more than 10%% above the Gram path's %g", obj[1], obj[0])
+	}
+}
+
+// TestSVRGMatchesBruteForce checks the statistics of SVRG's per-example
+// differences g_i(θ) − g_i(θ̃) against materialized differences, and that
+// they vanish when the anchor is the current point.
+func TestSVRGMatchesBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	cur := testLayers(rng, 33)
+	anc := testLayers(rng, 33)
+	var diff []Layer
+	for li := range cur {
+		anc[li].Block.IDs = cur[li].Block.IDs
+		d, err := Difference(cur[li].Block, anc[li].Block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		diff = append(diff, Layer{cur[li].Name, d})
+	}
+	bc, ba := materializeAll(cur), materializeAll(anc)
+	br := &brute{n: bc.n, d: bc.d, mu: make([]float64, bc.d)}
+	for i := range bc.g {
+		h := make([]float64, bc.d)
+		for j := range h {
+			h[j] = bc.g[i][j] - ba.g[i][j]
+			br.mu[j] += h[j] / float64(bc.n)
+		}
+		br.g = append(br.g, h)
+	}
+	for _, need := range []Need{{}, {Coords: true}} {
+		m, err := Compute(diff, 0, need)
+		if err != nil {
+			t.Fatal(err)
+		}
+		near(t, "svrg_variance", m.Variance(16), br.variance(16), tol)
+		if need.Coords {
+			nv, _ := m.NVar(16)
+			near(t, "svrg_nvar", nv, br.nvar(16), tol)
+		}
+	}
+	// At the refresh step the anchor is the current point.
+	var zero []Layer
+	for _, l := range cur {
+		d, _ := Difference(l.Block, l.Block)
+		zero = append(zero, Layer{l.Name, d})
+	}
+	m, _ := Compute(zero, 0, Need{Coords: true})
+	nv, _ := m.NVar(16)
+	if m.Variance(16) != 0 || nv != 0 {
+		t.Errorf("svrg at the anchor: variance %g, nvar %g, want 0", m.Variance(16), nv)
+	}
+	bad := *anc[0].Block
+	bad.IDs = append([]uint64{99}, bad.IDs[1:]...)
+	if _, err := Difference(cur[0].Block, &bad); err == nil {
+		t.Error("difference of blocks with other example ids accepted")
+	}
+	if _, err := Difference(cur[0].Block, anc[2].Block); err == nil {
+		t.Error("difference of a factored and a dense block accepted")
 	}
 }
 
@@ -392,6 +621,13 @@ func TestPermutationInvariance(t *testing.T) {
 	i1, _ := m1.InnerTest(32)
 	i2, _ := m2.InnerTest(32)
 	near(t, "inner_test", i2, i1, 1e-7)
+	for _, path := range paths {
+		g1, _ := NewGC(layers, GCOptions{Seed: 4, Path: path, SketchDim: 8})
+		g2, _ := NewGC(pl, GCOptions{Seed: 4, Path: path, SketchDim: 8})
+		h1, _ := g1.HeldOut(5)
+		h2, _ := g2.HeldOut(5)
+		near(t, "held-out gc variance", h2.VarB, h1.VarB, 1e-9)
+	}
 	g1, _ := NewGram(layers)
 	g2, _ := NewGram(pl)
 	for _, paper := range []bool{false, true} {
