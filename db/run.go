@@ -55,9 +55,14 @@ type Run struct {
 	Steps       int64   `json:"steps,omitempty"`
 	Seed        uint64  `json:"seed"`
 
-	SnapshotEvery    int64  `json:"snapshot_every,omitempty"`
-	SnapshotExamples int    `json:"snapshot_examples,omitempty"`
-	Encoding         string `json:"encoding,omitempty"`
+	SnapshotEvery    int64 `json:"snapshot_every,omitempty"`
+	SnapshotExamples int   `json:"snapshot_examples,omitempty"`
+	// FullSnapshotEvery is the schedule of full snapshots (every training
+	// example); SVRGEvery the refresh period of the SVRG anchor whose
+	// gradients every snapshot also holds (0: none).
+	FullSnapshotEvery int64  `json:"full_snapshot_every,omitempty"`
+	SVRGEvery         int64  `json:"svrg_every,omitempty"`
+	Encoding          string `json:"encoding,omitempty"`
 
 	Status  string    `json:"status,omitempty"`
 	Created time.Time `json:"created"`

@@ -119,6 +119,9 @@ type Select struct {
 	Layers []string
 	// Anchor also reads the SVRG anchor blocks of those layers.
 	Anchor bool
+	// Filter, if set, is asked about each snapshot before its blocks are
+	// read (only its manifest fields are set); false skips the snapshot.
+	Filter func(*Snapshot) bool
 }
 
 // Manifest versions: 1 (no flags, no checksum) is still read; 2 is written.
@@ -426,6 +429,10 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 					return fmt.Errorf("%s@%d: %w", r.Name, step, err)
 				}
 				cur = &Snapshot{Step: step, N: m.n, Time: m.time, Population: m.population, HasAnchor: m.hasAnchor, AnchorStep: m.anchorStep}
+				if sel.Filter != nil && !sel.Filter(cur) {
+					cur = nil
+					continue
+				}
 				sizes, anchorBytes = nil, 0
 				inManifest, inAnchor = map[uint16]bool{}, map[uint16]bool{}
 				for _, l := range m.layers {

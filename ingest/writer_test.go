@@ -50,11 +50,25 @@ func openStore(t *testing.T, dir string) *db.DB {
 	return d
 }
 
+// runOf returns the named run's metadata.
+func runOf(t *testing.T, d *db.DB, name string) *db.Run {
+	t.Helper()
+	r, err := d.Run(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // checkStored asserts that the stored snapshot at step decodes bit-exactly
 // to testSnapshot(step, n).
 func checkStored(t *testing.T, d *db.DB, run string, step int64, n int) {
 	t.Helper()
-	s, err := d.Snapshot(run, step, nil)
+	r, err := d.Run(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.Snapshot(r, step, db.Select{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +184,7 @@ func TestWriterErrors(t *testing.T) {
 	if err := w2.Close(); !errors.Is(err, codec.ErrUnrepresentable) {
 		t.Fatalf("float16 overflow: %v", err)
 	}
-	if _, err := d.Snapshot("r", 3, nil); !errors.Is(err, db.ErrStepNotFound) {
+	if _, err := d.Snapshot(runOf(t, d, "r"), 3, db.Select{}); !errors.Is(err, db.ErrStepNotFound) {
 		t.Fatalf("failed snapshot is visible: %v", err)
 	}
 }
@@ -205,7 +219,7 @@ func TestWriterBackpressure(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if steps, _ := d.Steps("r"); len(steps) != 3 {
+	if steps, _ := d.Steps(runOf(t, d, "r")); len(steps) != 3 {
 		t.Fatalf("stored steps %v, want the 3 accepted", steps)
 	}
 }
@@ -251,7 +265,7 @@ func TestKilledWriter(t *testing.T) {
 
 	d := openStore(t, dir)
 	defer d.Close()
-	steps, err := d.Steps("killed")
+	steps, err := d.Steps(runOf(t, d, "killed"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ type NotCond struct {
 type Pred struct {
 	Pos   lexer.Position
 	Paren *Cond     `parser:"  '(' @@ ')'"`
-	Field Keyword   `parser:"| @('STEP' | 'LAYER' | 'RUN')"`
+	Field Keyword   `parser:"| @('STEP' | 'LAYER' | 'RUN' | 'POPULATION')"`
 	Op    string    `parser:"  ( @('<=' | '>=' | '!=' | '<>' | '=' | '<' | '>')"`
 	Value *Literal  `parser:"    @@"`
 	In    []Literal `parser:"  | 'IN' '(' @@ (',' @@)* ')'"`
@@ -295,6 +295,28 @@ func (it *Item) String() string {
 		return it.Expr.String() + " AS " + quote(*it.Alias)
 	}
 	return it.Expr.String()
+}
+
+// walk calls fn for each operand of e, descending into parentheses but
+// not into calls.
+func (e *Expr) walk(fn func(Operand)) {
+	terms := []*Term{e.Left}
+	for _, o := range e.Ops {
+		terms = append(terms, o.Term)
+	}
+	for _, t := range terms {
+		factors := []*Factor{t.Left}
+		for _, o := range t.Ops {
+			factors = append(factors, o.Factor)
+		}
+		for _, f := range factors {
+			if p, ok := f.Operand.(*Paren); ok {
+				p.Expr.walk(fn)
+				continue
+			}
+			fn(f.Operand)
+		}
+	}
 }
 
 // String prints the Expr as query text.

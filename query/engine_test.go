@@ -12,8 +12,9 @@ type statsLayer struct {
 	block *codec.Block
 }
 
-// directStats computes variance(16), nvar(4), gns and gc_variance(4, 8) of
-// run "a" (batch 16) straight from the engine.
+// directStats computes variance(16), nvar(4), gns, gc_variance(4, 8) (a
+// sample: held out) and gc_variance_insample(4, 8) of run "a" (batch 16)
+// straight from the engine.
 func directStats(t *testing.T, ls []statsLayer) []float64 {
 	var layers []stats.Layer
 	for _, l := range ls {
@@ -24,13 +25,17 @@ func directStats(t *testing.T, ls []statsLayer) []float64 {
 		t.Fatal(err)
 	}
 	nv, _ := m.NVar(4)
-	g, err := stats.NewGram(layers)
+	g, err := stats.NewGC(layers, stats.GCOptions{Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := stats.Cluster(g, layers[0].Block.IDs, 4, stats.GCOptions{Seed: 1})
+	h, err := g.HeldOut(4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []float64{m.Variance(16), nv, m.GNS(), c.Variance(8, m.D)}
+	in, err := g.InSample(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []float64{m.Variance(16), nv, m.GNS(), h.Variance(8, m.D), in.Variance(8, m.D)}
 }

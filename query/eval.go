@@ -47,6 +47,9 @@ type EvalStats struct {
 	Read      time.Duration // reading blocks from the store
 	Decode    time.Duration // decoding blocks (wall time, decoded in parallel)
 	Compute   time.Duration // statistics
+	// GC names the Gradient Clustering paths taken (gram or sketch, with
+	// N and memory).
+	GC []string
 }
 
 // Options tune evaluation.
@@ -55,6 +58,14 @@ type Options struct {
 	GCSeed uint64
 	// GCRounds is the number of GC rounds (default 10).
 	GCRounds int
+	// GCPath picks where Gradient Clustering searches (default
+	// stats.PathAuto: the Gram matrix for small N, else the sketch).
+	GCPath stats.Path
+	// SketchDim is the sketch dimension per layer (default 256).
+	SketchDim int
+	// MemoryBudget bounds the memory of large computations (default
+	// stats.DefaultMemoryBudget, half the machine's memory).
+	MemoryBudget int64
 	// Progress, if set, is told after each snapshot how many of the
 	// query's snapshots are done.
 	Progress func(done, total int)
@@ -90,24 +101,33 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		res.Columns = []string{"run", "model", "data", "status", "steps", "batch", "lr", "layers", "params", "snapshots", "examples", "created"}
+		res.Columns = []string{"run", "model", "data", "status", "steps", "batch", "lr", "layers", "params", "snapshots", "examples", "full", "created"}
 		for _, r := range runs {
-			infos, err := d.SnapshotInfos(r.Name, db.AllSteps)
+			infos, err := d.SnapshotInfos(r, db.AllSteps)
 			if err != nil {
 				return nil, err
 			}
-			n := int64(0)
-			if len(infos) > 0 {
-				n = int64(infos[0].N)
+			// examples: per sampled snapshot (the first one's); full: how
+			// many snapshots hold the whole training set.
+			n, full := int64(0), int64(0)
+			for _, in := range infos {
+				if in.Population == db.Full {
+					full++
+				} else if n == 0 {
+					n = int64(in.N)
+				}
 			}
 			res.Rows = append(res.Rows, []any{r.Name, r.Model, r.Dataset, r.ShownStatus(), r.Steps, int64(r.BatchSize), r.LR,
-				int64(len(r.Layers)), int64(r.TotalParams()), int64(len(infos)), n, r.Created.UTC().Format("2006-01-02 15:04:05")})
+				int64(len(r.Layers)), int64(r.TotalParams()), int64(len(infos)), n, full, r.Created.UTC().Format("2006-01-02 15:04:05")})
 		}
+		return res, nil
+	}
+	r, err := d.Run(*s.From)
+	if err != nil {
+		return nil, posErr(s.Pos, err)
+	}
+	switch what {
 	case "LAYERS":
-		r, err := d.Run(*s.From)
-		if err != nil {
-			return nil, posErr(s.Pos, err)
-		}
 		res.Columns = []string{"layer", "kind", "shape", "params"}
 		for _, l := range r.Layers {
 			dims := make([]string, len(l.Shape))
@@ -117,17 +137,19 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 			res.Rows = append(res.Rows, []any{l.Name, string(l.Kind), strings.Join(dims, "x"), int64(l.Params)})
 		}
 	case "STEPS":
-		infos, err := d.SnapshotInfos(*s.From, db.AllSteps)
+		infos, err := d.SnapshotInfos(r, db.AllSteps)
 		if err != nil {
 			return nil, posErr(s.Pos, err)
 		}
-		res.Columns = []string{"step", "examples", "layers", "stored_bytes"}
+		// anchor_step: the step of the SVRG anchor θ̃ whose gradients the
+		// snapshot also holds (NaN: none).
+		res.Columns = []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes"}
 		for _, in := range infos {
-			var b int64
-			for _, x := range in.Bytes {
-				b += x
+			anchor := math.NaN()
+			if in.HasAnchor {
+				anchor = float64(in.AnchorStep)
 			}
-			res.Rows = append(res.Rows, []any{in.Step, int64(in.N), int64(len(in.Layers)), b})
+			res.Rows = append(res.Rows, []any{in.Step, in.Population.String(), int64(in.N), int64(len(in.Layers)), anchor, in.StoredBytes()})
 		}
 	case "SCALARS":
 		type agg struct {
@@ -135,7 +157,7 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 			first, last int64
 		}
 		seen := map[string]*agg{}
-		err := d.Scalars(*s.From, db.AllSteps, func(r db.ScalarRow) error {
+		err := d.Scalars(r, db.AllSteps, func(r db.ScalarRow) error {
 			for k := range r.Values {
 				a := seen[k]
 				if a == nil {
@@ -171,7 +193,7 @@ func posErr(pos lexer.Position, err error) error {
 	if errors.As(err, &qe) {
 		return err
 	}
-	return &Error{Pos: pos, Msg: err.Error()}
+	return &Error{Pos: pos, Msg: err.Error(), Err: err}
 }
 
 // rowKey identifies an output row.
@@ -272,7 +294,7 @@ func (g *grid) finishPooled(plans []runPlan) error {
 			if m == nil {
 				continue
 			}
-			v, err := statValue(ref, m)
+			v, err := lookupStat(ref.name).eval(&scopeData{m: m}, ref.args)
 			if err != nil {
 				return err
 			}
@@ -297,6 +319,21 @@ func (g *grid) sorted() []rowKey {
 	return g.order
 }
 
+// evaluator holds one SELECT's evaluation: the plan, the store, the rows
+// being filled, warnings and progress.
+type evaluator struct {
+	ctx    context.Context
+	d      *db.DB
+	p      *plan
+	opts   Options
+	g      *grid
+	res    *Result
+	warned map[string]bool
+	gcSeen map[string]bool
+	done   int
+	total  int
+}
+
 func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result, error) {
 	p, err := planSelect(s)
 	if err != nil {
@@ -309,19 +346,11 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{}
-	warned := map[string]bool{}
-	warn := func(w string) {
-		if !warned[w] {
-			warned[w] = true
-			res.Warnings = append(res.Warnings, w)
-		}
-	}
-	progress, err := progressFunc(d, p, runs, opts)
-	if err != nil {
+	e := &evaluator{ctx: ctx, d: d, p: p, opts: opts, g: newGrid(p.window), res: &Result{},
+		warned: map[string]bool{}, gcSeen: map[string]bool{}}
+	if err := e.countSnapshots(runs); err != nil {
 		return nil, err
 	}
-	g := newGrid(p.window)
 	var plans []runPlan
 	for ri, r := range runs {
 		rp, err := planRun(r, p)
@@ -330,49 +359,253 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		}
 		plans = append(plans, rp)
 		if len(p.stats) > 0 {
-			if err := scanStats(ctx, d, p, rp, ri, g, opts, &res.Stats, progress, warn); err != nil {
+			if err := e.scanStats(rp, ri); err != nil {
 				return nil, err
 			}
 		}
 		if len(p.scalars) > 0 {
-			if err := scanScalars(d, p, rp, ri, g); err != nil {
+			if err := e.scanScalars(rp, ri); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if err := g.finishPooled(plans); err != nil {
+	if err := e.g.finishPooled(plans); err != nil {
 		return nil, err
 	}
-	buildRows(res, p, runs, plans, g)
-	if err := orderAndLimit(res, s); err != nil {
+	buildRows(e.res, p, runs, plans, e.g)
+	if err := orderAndLimit(e.res, s); err != nil {
 		return nil, err
 	}
-	return res, nil
+	return e.res, nil
 }
 
-// progressFunc returns what to call after each snapshot, counting the
-// query's snapshots first when opts asks for progress.
-func progressFunc(d *db.DB, p *plan, runs []*db.Run, opts Options) (func(), error) {
-	if opts.Progress == nil || len(p.stats) == 0 {
-		return func() {}, nil
+// warn adds a warning once.
+func (e *evaluator) warn(w string) {
+	if !e.warned[w] {
+		e.warned[w] = true
+		e.res.Warnings = append(e.res.Warnings, w)
 	}
-	total, done := 0, 0
+}
+
+// keep says whether a snapshot passes the WHERE clause.
+func (e *evaluator) keep(s *db.Snapshot) bool { return e.p.stepPred(s.Step) && e.p.popOK(s.Population) }
+
+func (e *evaluator) window() db.Window { return db.Window{From: e.p.stepLo, To: e.p.stepHi} }
+
+// countSnapshots counts the query's snapshots when progress is asked for.
+func (e *evaluator) countSnapshots(runs []*db.Run) error {
+	if e.opts.Progress == nil || len(e.p.stats) == 0 {
+		return nil
+	}
 	for _, r := range runs {
-		infos, err := d.SnapshotInfos(r.Name, db.Window{From: p.stepLo, To: p.stepHi})
+		infos, err := e.d.SnapshotInfos(r, e.window())
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, in := range infos {
-			if p.stepPred(in.Step) {
-				total++
+			if e.keep(&db.Snapshot{Step: in.Step, Population: in.Population}) {
+				e.total++
 			}
 		}
 	}
-	return func() {
-		done++
-		opts.Progress(done, total)
-	}, nil
+	return nil
 }
+
+func (e *evaluator) progress() {
+	e.done++
+	if e.opts.Progress != nil {
+		e.opts.Progress(e.done, e.total)
+	}
+}
+
+// runNeeds merges what a run's statistics need, and whether any is
+// pooled.
+func runNeeds(refs []statRef) (needs, bool) {
+	var n needs
+	pooled := false
+	for _, ref := range refs {
+		d := lookupStat(ref.name).need
+		n.coords = n.coords || d.coords
+		n.inner = n.inner || d.inner
+		n.mean = n.mean || d.mean
+		n.gc = n.gc || d.gc
+		n.anchor = n.anchor || d.anchor
+		n.anchorCoords = n.anchorCoords || d.anchorCoords
+		pooled = pooled || ref.pooled
+	}
+	return n, pooled
+}
+
+// scanStats reads the run's snapshots in the plan's window (only the
+// layers and anchor blocks it needs), decodes them in parallel and
+// computes each statistic per snapshot and scope.
+func (e *evaluator) scanStats(rp runPlan, ri int) error {
+	need, pooled := runNeeds(rp.refs)
+	var all []string
+	seen := map[string]bool{}
+	for _, sc := range rp.scopes {
+		for _, l := range sc.layers {
+			if !seen[l] {
+				seen[l] = true
+				all = append(all, l)
+			}
+		}
+	}
+	st := &e.res.Stats
+	readStart := time.Now()
+	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep}
+	err := e.d.Snapshots(rp.run, e.window(), sel, func(s *db.Snapshot) error {
+		if err := e.ctx.Err(); err != nil {
+			return err
+		}
+		st.Read += time.Since(readStart)
+		st.Snapshots++
+		t0 := time.Now()
+		blocks, err := decodeAll(s.Blocks)
+		if err != nil {
+			return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
+		}
+		anchors, err := decodeAll(s.Anchor)
+		if err != nil {
+			return fmt.Errorf("run %q step %d: anchor: %w", rp.run.Name, s.Step, err)
+		}
+		for _, b := range append(s.Blocks, s.Anchor...) {
+			st.BytesRead += int64(len(b.Data))
+		}
+		st.Decode += time.Since(t0)
+		t1 := time.Now()
+		for si, sc := range rp.scopes {
+			if err := e.compute(rp, ri, si, s, scopeLayers(sc, blocks), scopeLayers(sc, anchors), need, pooled); err != nil {
+				return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
+			}
+		}
+		st.Compute += time.Since(t1)
+		e.progress()
+		readStart = time.Now()
+		return nil
+	})
+	if err != nil {
+		var nf *db.NotFoundError
+		if errors.As(err, &nf) {
+			return &Error{Pos: e.p.sel.Pos, Msg: err.Error(), Err: err}
+		}
+		return err
+	}
+	return nil
+}
+
+// scopeLayers returns the decoded blocks of a scope's layers, in schema
+// order.
+func scopeLayers(sc scope, blocks map[string]*codec.Block) []stats.Layer {
+	var layers []stats.Layer
+	for _, l := range sc.layers {
+		if b := blocks[l]; b != nil {
+			layers = append(layers, stats.Layer{Name: l, Block: b})
+		}
+	}
+	return layers
+}
+
+// compute evaluates the run's statistics on one snapshot and scope.
+func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, layers, anchor []stats.Layer, need needs, pooled bool) error {
+	if len(layers) == 0 {
+		return nil
+	}
+	m, err := stats.Compute(layers, s.Step, stats.Need{Coords: need.coords, Inner: need.inner, Mean: need.mean || pooled})
+	if err != nil {
+		return err
+	}
+	for _, w := range m.Warnings {
+		e.warn(fmt.Sprintf("run %s: %s", rp.run.Name, w))
+	}
+	x := &scopeData{m: m, population: s.Population}
+	var gc *stats.GC
+	x.gc = func() (*stats.GC, error) {
+		if gc != nil {
+			return gc, nil
+		}
+		g, err := stats.NewGC(layers, e.gcOptions())
+		if err != nil {
+			return nil, err
+		}
+		gc = g
+		if d := gc.Describe(); !e.gcSeen[d] {
+			e.gcSeen[d] = true
+			e.res.Stats.GC = append(e.res.Stats.GC, d)
+		}
+		return gc, nil
+	}
+	var svrg *stats.Moments
+	x.svrg = func() (*stats.Moments, error) {
+		if svrg != nil {
+			return svrg, nil
+		}
+		if !s.HasAnchor || len(anchor) != len(layers) {
+			e.warn(fmt.Sprintf("run %s has snapshots without SVRG anchor blocks (train with --svrg-every S): svrg statistics are NaN there", rp.run.Name))
+			return nil, nil
+		}
+		diff := make([]stats.Layer, len(layers))
+		for i, l := range layers {
+			d, err := stats.Difference(l.Block, anchor[i].Block)
+			if err != nil {
+				return nil, fmt.Errorf("layer %s: %w", l.Name, err)
+			}
+			diff[i] = stats.Layer{Name: l.Name, Block: d}
+		}
+		dm, err := stats.Compute(diff, s.Step, stats.Need{Coords: need.anchorCoords})
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range dm.Warnings {
+			e.warn(fmt.Sprintf("run %s: SVRG difference: %s", rp.run.Name, w))
+		}
+		svrg = dm
+		return svrg, nil
+	}
+	k := e.g.key(ri, si, s.Step)
+	for _, ref := range rp.refs {
+		if ref.pooled {
+			if err := e.g.pool(k, ref.key(), m); err != nil {
+				return err
+			}
+			continue
+		}
+		def := lookupStat(ref.name)
+		if def.need.gc {
+			if err := e.checkClusters(rp, s, ref, def); err != nil {
+				return err
+			}
+		}
+		v, err := def.eval(x, ref.args)
+		if err != nil {
+			return fmt.Errorf("%s: %w", ref.text(", "), err)
+		}
+		e.g.add(k, ref.key(), v)
+	}
+	return nil
+}
+
+// checkClusters refuses more clusters than a partition can have and warns
+// about samples too small for their clusters.
+func (e *evaluator) checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *statDef) error {
+	k := int(ref.args[0])
+	if k > s.N {
+		return fmt.Errorf("%s: K = %d clusters but the snapshot has %d examples", ref.name, k, s.N)
+	}
+	heldOut := s.Population == db.Sample && !strings.HasSuffix(def.name, "_insample")
+	if heldOut && k > s.N/2 {
+		return fmt.Errorf("%s: K = %d clusters but each held-out half of this %d-example sample has %d examples (use K <= %d, a full snapshot, or %s_insample)",
+			ref.name, k, s.N, s.N/2, s.N/2, ref.name)
+	}
+	if s.Population == db.Sample && s.N < 32*k {
+		e.warn(fmt.Sprintf("run %s: Gradient Clustering with K = %d on samples of %d examples (%.1f per cluster, fewer than 32): the estimate is noisy; full snapshots (gvdb train --full-snapshot-every) give the paper's population",
+			rp.run.Name, k, s.N, float64(s.N)/float64(k)))
+	}
+	return nil
+}
+
+// gcOptions are the Gradient Clustering options of this evaluation.
+func (e *evaluator) gcOptions() stats.GCOptions { return gcOptions(e.opts) }
 
 // buildRows lays out the columns (keys, then items) and one row per grid
 // row.
@@ -420,39 +653,18 @@ func buildRows(res *Result, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
 
 // leafValue is the value of a name or call in one row.
 func leafValue(o Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
-	var ref statRef
-	switch x := o.(type) {
-	case *Name:
-		n := string(x.Name)
-		if n == "step" {
+	ref, isStat, _ := statRefOf(o)
+	if !isStat {
+		x, ok := o.(*Name)
+		switch {
+		case !ok:
+			return math.NaN()
+		case x.Name == "step":
 			return float64(k.t)
 		}
-		if !isStat(n) {
-			if c := vals["scalar:"+n]; c != nil {
-				return c.mean()
-			}
-			return math.NaN()
+		if c := vals["scalar:"+string(x.Name)]; c != nil {
+			return c.mean()
 		}
-		ref = statRef{name: n}
-	case *Call:
-		n := string(x.Name)
-		pooledCall := false
-		if n == "pooled" {
-			pooledCall = true
-			arg := x.Args[0]
-			if bn := bareName(arg); bn != "" {
-				ref = statRef{name: bn, pooled: true}
-				break
-			}
-			c, _ := singleCall(arg)
-			x, n = c, string(c.Name)
-		}
-		ref = statRef{name: n, pooled: pooledCall}
-		for _, a := range x.Args {
-			v, _ := constant(a)
-			ref.args = append(ref.args, v)
-		}
-	default:
 		return math.NaN()
 	}
 	if c := vals[ref.resolve(rp.run.BatchSize).key()]; c != nil {
@@ -493,7 +705,7 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 			seen[n] = true
 			r, err := d.Run(n)
 			if err != nil {
-				return nil, &Error{Pos: s.Pos, Msg: err.Error()}
+				return nil, &Error{Pos: s.Pos, Msg: err.Error(), Err: err}
 			}
 			out = append(out, r)
 		}
@@ -509,7 +721,7 @@ func planRun(r *db.Run, p *plan) (runPlan, error) {
 	rp := runPlan{run: r}
 	for _, lit := range p.layerLit {
 		if _, err := r.Layer(lit.name); err != nil {
-			return rp, &Error{Pos: lit.pos, Msg: err.Error()}
+			return rp, &Error{Pos: lit.pos, Msg: err.Error(), Err: err}
 		}
 	}
 	var layers []string
@@ -538,168 +750,13 @@ func planRun(r *db.Run, p *plan) (runPlan, error) {
 	return rp, nil
 }
 
-// scanStats reads the run's snapshots in the plan's window, decodes the
-// blocks it needs in parallel, and reports each statistic per snapshot and
-// scope (or, for pooled ones, the snapshot's moments).
-func scanStats(ctx context.Context, d *db.DB, p *plan, rp runPlan, ri int, g *grid, opts Options, st *EvalStats,
-	progress func(), warn func(string)) error {
-	var need stats.Need
-	gram := false
-	for _, ref := range rp.refs {
-		def := statistics[ref.name]
-		need.Coords = need.Coords || def.coords
-		need.Inner = need.Inner || def.inner
-		need.Mean = need.Mean || ref.pooled
-		gram = gram || def.gram
-	}
-	var all []string
-	seen := map[string]bool{}
-	for _, sc := range rp.scopes {
-		for _, l := range sc.layers {
-			if !seen[l] {
-				seen[l] = true
-				all = append(all, l)
-			}
-		}
-	}
-	readStart := time.Now()
-	err := d.Snapshots(rp.run.Name, db.Window{From: p.stepLo, To: p.stepHi}, all, func(s *db.Snapshot) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !p.stepPred(s.Step) {
-			readStart = time.Now()
-			return nil
-		}
-		st.Read += time.Since(readStart)
-		st.Snapshots++
-		t0 := time.Now()
-		blocks, err := decodeAll(s)
-		if err != nil {
-			return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
-		}
-		for _, b := range s.Blocks {
-			st.BytesRead += int64(len(b.Data))
-		}
-		st.Decode += time.Since(t0)
-		t1 := time.Now()
-		for si, sc := range rp.scopes {
-			var layers []stats.Layer
-			for _, l := range sc.layers {
-				if b := blocks[l]; b != nil {
-					layers = append(layers, stats.Layer{Name: l, Block: b})
-				}
-			}
-			if len(layers) == 0 {
-				continue
-			}
-			m, err := stats.Compute(layers, s.Step, need)
-			if err != nil {
-				return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
-			}
-			for _, w := range m.Warnings {
-				warn(fmt.Sprintf("run %s: %s", rp.run.Name, w))
-			}
-			var gram *stats.Gram
-			clusterings := map[int]*stats.Clustering{}
-			for _, ref := range rp.refs {
-				if ref.pooled {
-					if err := g.pool(g.key(ri, si, s.Step), ref.key(), m); err != nil {
-						return err
-					}
-					continue
-				}
-				def := statistics[ref.name]
-				var v float64
-				if def.gram {
-					if m.NonFinite {
-						v = math.NaN()
-					} else {
-						if gram == nil {
-							if gram, err = stats.NewGram(layers); err != nil {
-								return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
-							}
-						}
-						k := int(ref.args[0])
-						if k > m.N {
-							return fmt.Errorf("run %q step %d: %s: K = %d clusters but the snapshot has %d examples", rp.run.Name, s.Step, ref.name, k, m.N)
-						}
-						c := clusterings[k]
-						if c == nil {
-							if c, err = stats.Cluster(gram, layers[0].Block.IDs, k, stats.GCOptions{Seed: opts.GCSeed, Rounds: opts.GCRounds}); err != nil {
-								return err
-							}
-							clusterings[k] = c
-						}
-						switch ref.name {
-						case "gc_variance":
-							v = c.Variance(ref.args[1], m.D)
-						case "gc_nvar":
-							if v, err = stats.GCNVar(layers, c, m, ref.args[1]); err != nil {
-								return err
-							}
-						case "gc_distortion":
-							v = c.Objective
-						}
-					}
-				} else if v, err = statValue(ref, m); err != nil {
-					return err
-				}
-				g.add(g.key(ri, si, s.Step), ref.key(), v)
-			}
-		}
-		st.Compute += time.Since(t1)
-		progress()
-		readStart = time.Now()
-		return nil
-	})
-	if err != nil {
-		var nf *db.NotFoundError
-		if errors.As(err, &nf) {
-			return &Error{Pos: p.sel.Pos, Msg: err.Error()}
-		}
-		return err
-	}
-	return nil
-}
-
-// statValue evaluates a moment-based statistic.
-func statValue(ref statRef, m *stats.Moments) (float64, error) {
-	arg := func(i int) float64 { return ref.args[i] }
-	switch ref.name {
-	case "variance":
-		return m.Variance(arg(0)), nil
-	case "nvar":
-		return m.NVar(arg(0))
-	case "gns":
-		return m.GNS(), nil
-	case "snr":
-		return m.SNR(arg(0))
-	case "norm":
-		return m.Norm(), nil
-	case "example_norm":
-		return m.ExampleNorm(), nil
-	case "norm_test":
-		return m.NormTest(arg(0)), nil
-	case "inner_test":
-		return m.InnerTest(arg(0))
-	case "ortho_test":
-		return m.OrthoTest(arg(0))
-	case "examples":
-		return float64(m.N), nil
-	case "params":
-		return float64(m.D), nil
-	}
-	return math.NaN(), fmt.Errorf("statistic %s has no moment form", ref.name)
-}
-
-// decodeAll decodes a snapshot's blocks in parallel.
-func decodeAll(s *db.Snapshot) (map[string]*codec.Block, error) {
-	out := make([]*codec.Block, len(s.Blocks))
-	errs := make([]error, len(s.Blocks))
+// decodeAll decodes blocks in parallel.
+func decodeAll(blocks []db.LayerBlock) (map[string]*codec.Block, error) {
+	out := make([]*codec.Block, len(blocks))
+	errs := make([]error, len(blocks))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for i, b := range s.Blocks {
+	for i, b := range blocks {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -716,7 +773,7 @@ func decodeAll(s *db.Snapshot) (map[string]*codec.Block, error) {
 		return nil, err
 	}
 	m := make(map[string]*codec.Block, len(out))
-	for i, b := range s.Blocks {
+	for i, b := range blocks {
 		m[b.Layer] = out[i]
 	}
 	return m, nil
@@ -725,7 +782,8 @@ func decodeAll(s *db.Snapshot) (map[string]*codec.Block, error) {
 // scanScalars reads the step scalars the query names into the grid. When
 // the query also computes statistics, rows come from snapshots: a scalar
 // only fills rows that exist.
-func scanScalars(d *db.DB, p *plan, rp runPlan, ri int, g *grid) error {
+func (e *evaluator) scanScalars(rp runPlan, ri int) error {
+	p, g := e.p, e.g
 	add := func(step int64, name string, v float64) {
 		for si := range rp.scopes {
 			k := g.key(ri, si, step)
@@ -736,7 +794,7 @@ func scanScalars(d *db.DB, p *plan, rp runPlan, ri int, g *grid) error {
 		}
 	}
 	found := map[string]bool{}
-	err := d.Scalars(rp.run.Name, db.Window{From: p.stepLo, To: p.stepHi}, func(r db.ScalarRow) error {
+	err := e.d.Scalars(rp.run, e.window(), func(r db.ScalarRow) error {
 		if !p.stepPred(r.Step) {
 			return nil
 		}
@@ -754,7 +812,7 @@ func scanScalars(d *db.DB, p *plan, rp runPlan, ri int, g *grid) error {
 	for _, n := range p.scalars {
 		if !found[n] {
 			// Not in this window: an error only if the run never recorded it.
-			return checkScalar(d, rp.run.Name, n, p.scalarAt[n])
+			return checkScalar(e.d, rp.run, n, p.scalarAt[n])
 		}
 	}
 	return nil
@@ -762,9 +820,10 @@ func scanScalars(d *db.DB, p *plan, rp runPlan, ri int, g *grid) error {
 
 // checkScalar returns an error naming the nearest scalar or statistic if
 // run never recorded the scalar name.
-func checkScalar(d *db.DB, run, name string, pos lexer.Position) error {
+func checkScalar(d *db.DB, r *db.Run, name string, pos lexer.Position) error {
+	run := r.Name
 	all := map[string]bool{}
-	err := d.Scalars(run, db.AllSteps, func(r db.ScalarRow) error {
+	err := d.Scalars(r, db.AllSteps, func(r db.ScalarRow) error {
 		for k := range r.Values {
 			all[k] = true
 		}

@@ -4,34 +4,34 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 
 	"gvdb/db"
 	"gvdb/query/stats"
 )
 
-// loadLayers decodes the blocks of run's snapshot at step (nil layers: all).
-func loadLayers(d *db.DB, run string, step int64, layers []string) ([]stats.Layer, error) {
-	s, err := d.Snapshot(run, step, layers)
+// loadLayers decodes the blocks of run r's snapshot at step (nil layers:
+// all) and returns them with the snapshot's manifest fields.
+func loadLayers(d *db.DB, r *db.Run, step int64, layers []string) ([]stats.Layer, *db.Snapshot, error) {
+	s, err := d.Snapshot(r, step, db.Select{Layers: layers})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	blocks, err := decodeAll(s)
+	blocks, err := decodeAll(s.Blocks)
 	if err != nil {
-		return nil, fmt.Errorf("run %q step %d: %w", run, step, err)
+		return nil, nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
 	}
 	var out []stats.Layer
 	for _, b := range s.Blocks {
 		out = append(out, stats.Layer{Name: b.Layer, Block: blocks[b.Layer]})
 	}
-	return out, nil
+	return out, s, nil
 }
 
-// ExampleNorms returns |g_i| for each example of run's snapshot at step,
-// over the given layers (nil: all).
-func ExampleNorms(d *db.DB, run string, step int64, layers []string) ([]float64, error) {
-	ls, err := loadLayers(d, run, step, layers)
+// ExampleNorms returns |g_i| for each example of run r's snapshot at
+// step, over the given layers (nil: all).
+func ExampleNorms(d *db.DB, r *db.Run, step int64, layers []string) ([]float64, error) {
+	ls, _, err := loadLayers(d, r, step, layers)
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +40,7 @@ func ExampleNorms(d *db.DB, run string, step int64, layers []string) ([]float64,
 		return nil, err
 	}
 	if m.NonFinite {
-		return nil, fmt.Errorf("run %q step %d: %s", run, step, strings.Join(m.Warnings, "; "))
+		return nil, fmt.Errorf("run %q step %d: %s", r.Name, step, strings.Join(m.Warnings, "; "))
 	}
 	out := make([]float64, len(m.SqNorms))
 	for i, v := range m.SqNorms {
@@ -49,84 +49,242 @@ func ExampleNorms(d *db.DB, run string, step int64, layers []string) ([]float64,
 	return out, nil
 }
 
-// DistortionCurve clusters run's snapshot at step with K = 1, 2, 4, ... N
-// and returns the weighted distortion of each, with D0.
-func DistortionCurve(d *db.DB, run string, step int64, layers []string, opts Options) (*stats.Curve, error) {
-	ls, err := loadLayers(d, run, step, layers)
-	if err != nil {
-		return nil, err
-	}
-	g, err := stats.NewGram(ls)
-	if err != nil {
-		return nil, err
-	}
-	return stats.DistortionCurve(g, ls[0].Block.IDs, stats.GCOptions{Seed: max(opts.GCSeed, 1), Rounds: opts.GCRounds})
+// Curve is a Gradient Clustering distortion-vs-K curve and the population
+// it was measured on.
+type Curve struct {
+	*stats.Curve
+	Step       int64
+	Population db.Population
+	N          int
+	// Path says where the partitions were searched (gram or sketch).
+	Path string
 }
 
-// ClusterSizes clusters every snapshot of run into k clusters and returns
-// each step's cluster sizes, largest first.
-func ClusterSizes(d *db.DB, run string, k int, layers []string, opts Options) ([]int64, [][]int, error) {
-	steps, err := d.Steps(run)
+// DistortionCurve clusters run r's snapshot at step with K = 1, 2, 4, ...
+// up to kmax and returns the weighted distortion of each, with D0. On a
+// full snapshot the partitions are fitted and scored on the population;
+// on a sample they are held out (fit on one half, scored on the other),
+// and K stops at N/4.
+func DistortionCurve(d *db.DB, r *db.Run, step int64, layers []string, kmax int, opts Options) (*Curve, error) {
+	ls, s, err := loadLayers(d, r, step, layers)
+	if err != nil {
+		return nil, err
+	}
+	gc, err := stats.NewGC(ls, gcOptions(opts))
+	if err != nil {
+		return nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
+	}
+	heldOut := s.Population == db.Sample
+	if heldOut {
+		kmax = min(kmax, s.N/4)
+	}
+	kmax = min(kmax, s.N)
+	if kmax < 1 {
+		return nil, fmt.Errorf("run %q step %d: %d examples are too few for a distortion curve", r.Name, step, s.N)
+	}
+	c, err := gc.Curve(kmax, heldOut)
+	if err != nil {
+		return nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
+	}
+	return &Curve{Curve: c, Step: step, Population: s.Population, N: s.N, Path: gc.Describe()}, nil
+}
+
+// ClusterSizes clusters every snapshot of run r into k clusters (fitted
+// on the snapshot's own examples: the partition itself, not an estimate)
+// and returns each step's cluster sizes, largest first.
+func ClusterSizes(d *db.DB, r *db.Run, k int, layers []string, opts Options) ([]int64, [][]int, error) {
+	steps, err := d.Steps(r)
 	if err != nil {
 		return nil, nil, err
 	}
 	var sizes [][]int
 	for _, step := range steps {
-		ls, err := loadLayers(d, run, step, layers)
+		ls, _, err := loadLayers(d, r, step, layers)
 		if err != nil {
 			return nil, nil, err
 		}
-		g, err := stats.NewGram(ls)
+		gc, err := stats.NewGC(ls, gcOptions(opts))
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
 		}
-		c, err := stats.Cluster(g, ls[0].Block.IDs, k, stats.GCOptions{Seed: max(opts.GCSeed, 1), Rounds: opts.GCRounds})
+		p, err := gc.InSample(k)
 		if err != nil {
-			return nil, nil, fmt.Errorf("run %q step %d: %w", run, step, err)
+			return nil, nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
 		}
-		s := append([]int(nil), c.Sizes...)
+		s := append([]int(nil), p.Sizes...)
 		sort.Sort(sort.Reverse(sort.IntSlice(s)))
 		sizes = append(sizes, s)
 	}
 	return steps, sizes, nil
 }
 
+// gcOptions are the Gradient Clustering options that opts asks for.
+func gcOptions(opts Options) stats.GCOptions {
+	return stats.GCOptions{Seed: max(opts.GCSeed, 1), Rounds: opts.GCRounds, Path: opts.GCPath, SketchDim: opts.SketchDim, MemoryBudget: opts.MemoryBudget}
+}
+
 // label prints an expression with the statistics' default arguments
 // filled in for batch size batch (0: leave them out).
 func label(e *Expr, batch int) string {
 	return e.render(func(o Operand) string {
-		switch x := o.(type) {
-		case *Paren:
+		if x, ok := o.(*Paren); ok {
 			return "(" + label(x.Expr, batch) + ")"
-		case *Name:
-			if isStat(string(x.Name)) && batch > 0 {
-				return refText(statRef{name: string(x.Name)}.resolve(batch))
+		}
+		if ref, ok, _ := statRefOf(o); ok && batch > 0 {
+			r := ref.resolve(batch)
+			if r.pooled {
+				return "pooled(" + r.text(", ") + ")"
 			}
-		case *Call:
-			n := string(x.Name)
-			if n == "pooled" {
-				return "pooled(" + label(x.Args[0], batch) + ")"
-			}
-			if isStat(n) && batch > 0 {
-				ref := statRef{name: n}
-				for _, a := range x.Args {
-					v, _ := constant(a)
-					ref.args = append(ref.args, v)
-				}
-				return refText(ref.resolve(batch))
-			}
+			return r.text(", ")
 		}
 		return o.String()
 	})
 }
 
-func refText(r statRef) string {
-	if len(r.args) == 0 {
-		return r.name
+// Project returns a result with only the named value columns (keys stay:
+// run, layer, step), or an error naming a column that is not there.
+func (r *Result) Project(names ...string) (*Result, error) {
+	idx := map[string]int{}
+	for i, c := range r.Columns {
+		idx[c] = i
 	}
-	parts := make([]string, len(r.args))
-	for i, a := range r.args {
-		parts[i] = strconv.FormatFloat(a, 'g', -1, 64)
+	var cols []int
+	for i, c := range r.Columns {
+		if keys[c] {
+			cols = append(cols, i)
+		}
 	}
-	return r.name + "(" + strings.Join(parts, ", ") + ")"
+	for _, n := range names {
+		i, ok := idx[n]
+		if !ok {
+			return nil, fmt.Errorf("project: no column %q (columns: %s)", n, strings.Join(r.Columns, ", "))
+		}
+		cols = append(cols, i)
+	}
+	out := &Result{Warnings: r.Warnings, Plot: r.Plot, Stats: r.Stats}
+	for _, i := range cols {
+		out.Columns = append(out.Columns, r.Columns[i])
+		if i < len(r.Labels) {
+			out.Labels = append(out.Labels, r.Labels[i])
+		}
+	}
+	for _, row := range r.Rows {
+		nr := make([]any, len(cols))
+		for j, i := range cols {
+			nr[j] = row[i]
+		}
+		out.Rows = append(out.Rows, nr)
+	}
+	return out, nil
+}
+
+// Join returns the outer join of results with the same key columns (run,
+// layer, step) on those keys: one row per key seen in any of them, the
+// value columns of each in turn, NaN where a result has no row. The
+// report uses it to draw, in one figure, statistics measured on different
+// snapshots (all snapshots for SG, full snapshots for GC).
+func Join(results ...*Result) (*Result, error) {
+	if len(results) == 0 {
+		return &Result{}, nil
+	}
+	keyCols := func(r *Result) []int {
+		var out []int
+		for i, c := range r.Columns {
+			if keys[c] {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	first := keyCols(results[0])
+	out := &Result{}
+	for _, i := range first {
+		out.Columns = append(out.Columns, results[0].Columns[i])
+		out.Labels = append(out.Labels, results[0].Columns[i])
+	}
+	type entry struct {
+		key  []any
+		vals [][]any
+	}
+	rows := map[string]*entry{}
+	var order []string
+	for ri, r := range results {
+		kc := keyCols(r)
+		if len(kc) != len(first) {
+			return nil, fmt.Errorf("join: results have different key columns")
+		}
+		for j, i := range kc {
+			if r.Columns[i] != out.Columns[j] {
+				return nil, fmt.Errorf("join: key column %q against %q", r.Columns[i], out.Columns[j])
+			}
+		}
+		isKey := map[int]bool{}
+		for _, i := range kc {
+			isKey[i] = true
+		}
+		for i, c := range r.Columns {
+			if !isKey[i] {
+				out.Columns = append(out.Columns, c)
+				lbl := c
+				if i < len(r.Labels) {
+					lbl = r.Labels[i]
+				}
+				out.Labels = append(out.Labels, lbl)
+			}
+		}
+		out.Warnings = append(out.Warnings, r.Warnings...)
+		for _, row := range r.Rows {
+			var k []any
+			var v []any
+			for i, x := range row {
+				if isKey[i] {
+					k = append(k, x)
+				} else {
+					v = append(v, x)
+				}
+			}
+			ks := fmt.Sprint(k...)
+			e := rows[ks]
+			if e == nil {
+				e = &entry{key: k, vals: make([][]any, len(results))}
+				rows[ks] = e
+				order = append(order, ks)
+			}
+			e.vals[ri] = v
+		}
+	}
+	width := make([]int, len(results))
+	for ri, r := range results {
+		width[ri] = len(r.Columns) - len(first)
+	}
+	for _, ks := range order {
+		e := rows[ks]
+		row := append([]any(nil), e.key...)
+		for ri, v := range e.vals {
+			if v == nil {
+				for range width[ri] {
+					row = append(row, math.NaN())
+				}
+				continue
+			}
+			row = append(row, v...)
+		}
+		out.Rows = append(out.Rows, row)
+	}
+	stepCol := -1
+	for i, c := range out.Columns {
+		if c == "step" {
+			stepCol = i
+		}
+	}
+	sort.SliceStable(out.Rows, func(a, b int) bool {
+		for i := range first {
+			c := compareCells(out.Rows[a][i], out.Rows[b][i])
+			if i == stepCol || c != 0 {
+				return c < 0
+			}
+		}
+		return false
+	})
+	return out, nil
 }

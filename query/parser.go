@@ -36,11 +36,16 @@ func unquote(t lexer.Token) (lexer.Token, error) {
 	return t, nil
 }
 
-// Error is a query error with the position it refers to.
+// Error is a query error with the position it refers to, and the error
+// that caused it, if any (a store's NotFoundError, say).
 type Error struct {
 	Pos lexer.Position
 	Msg string
+	Err error
 }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Error formats the error as line:column: message.
 func (e *Error) Error() string {
@@ -83,7 +88,7 @@ func ParseStatement(src string) (Statement, error) {
 func syntaxError(err error) error {
 	var perr participle.Error
 	if !errors.As(err, &perr) {
-		return &Error{Msg: err.Error()}
+		return &Error{Msg: err.Error(), Err: err}
 	}
 	msg := perr.Message()
 	var ut *participle.UnexpectedTokenError

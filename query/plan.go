@@ -4,60 +4,12 @@ import (
 	"fmt"
 	"math"
 	"path"
-	"strconv"
 	"strings"
 
 	"github.com/alecthomas/participle/v2/lexer"
 
 	"gvdb/db"
 )
-
-// statRef is one statistic the query needs, with its arguments as written
-// (NaN: the default, resolved per run).
-type statRef struct {
-	name   string
-	args   []float64
-	pooled bool
-}
-
-// resolve fills default arguments for a run with batch size batch.
-func (s statRef) resolve(batch int) statRef {
-	def := statistics[s.name]
-	out := statRef{name: s.name, pooled: s.pooled, args: make([]float64, len(def.args))}
-	for i, a := range def.args {
-		v := math.NaN()
-		if i < len(s.args) {
-			v = s.args[i]
-		}
-		if math.IsNaN(v) {
-			switch a {
-			case "B":
-				v = float64(batch)
-			case "K":
-				v = float64(batch) // one example per cluster per batch, as the paper
-				for j, b := range def.args {
-					if b == "B" && j < len(s.args) && !math.IsNaN(s.args[j]) {
-						v = s.args[j]
-					}
-				}
-			}
-		}
-		out.args[i] = v
-	}
-	return out
-}
-
-func (s statRef) key() string {
-	parts := make([]string, len(s.args))
-	for i, a := range s.args {
-		parts[i] = strconv.FormatFloat(a, 'g', -1, 64)
-	}
-	k := s.name + "(" + strings.Join(parts, ",") + ")"
-	if s.pooled {
-		k = "pooled(" + k + ")"
-	}
-	return k
-}
 
 // plan is a checked SELECT: what to read and how rows are keyed.
 type plan struct {
@@ -74,6 +26,7 @@ type plan struct {
 	layerOK  func(string) bool
 	layerLit []literalRef // layer names written literally (checked to exist)
 	runOK    func(string) bool
+	popOK    func(db.Population) bool
 	items    []*Item // items that are not bare keys, in order
 }
 
@@ -113,7 +66,7 @@ func planSelect(s *Select) (*plan, error) {
 			continue
 		}
 		p.items = append(p.items, it)
-		if err := p.collect(it.Expr, seen, false); err != nil {
+		if err := p.collect(it.Expr, seen); err != nil {
 			return nil, err
 		}
 	}
@@ -134,121 +87,59 @@ func planSelect(s *Select) (*plan, error) {
 	if p.stepPred == nil {
 		p.stepPred = func(int64) bool { return true }
 	}
+	if p.popOK == nil {
+		p.popOK = func(db.Population) bool { return true }
+	}
 	return p, nil
 }
 
+// bareName returns the name an expression consists of, or "".
 func bareName(e *Expr) string {
-	if len(e.Ops) > 0 || len(e.Left.Ops) > 0 || e.Left.Left.Neg {
-		return ""
-	}
-	if n, ok := e.Left.Left.Operand.(*Name); ok {
+	if n, ok := singleOperand(e).(*Name); ok {
 		return string(n.Name)
 	}
 	return ""
 }
 
 // collect records the statistics and scalars an expression uses.
-func (p *plan) collect(e *Expr, seen map[string]bool, inPooled bool) error {
-	var walkOp func(o Operand) error
-	walkTerm := func(t *Term) error {
-		if err := walkOp(t.Left.Operand); err != nil {
-			return err
+func (p *plan) collect(e *Expr, seen map[string]bool) error {
+	var err error
+	e.walk(func(o Operand) {
+		if err != nil {
+			return
 		}
-		for _, f := range t.Ops {
-			if err := walkOp(f.Factor.Operand); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	walkOp = func(o Operand) error {
-		switch x := o.(type) {
-		case *Number:
-			return nil
-		case *Paren:
-			return p.collect(x.Expr, seen, inPooled)
-		case *Name:
-			n := string(x.Name)
-			switch {
-			case keys[n]:
-				if n == "step" {
-					return nil
-				}
-				return errorf(x.Pos, "%s is a text key: select it on its own, not inside an expression", n)
-			case n == "pooled":
-				return errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
-			case isStat(n):
-				p.addStat(statRef{name: n, pooled: inPooled}, seen)
-			default:
-				if inPooled {
-					return errorf(x.Pos, "pooled takes a statistic, not the scalar %q", n)
-				}
-				if !seen["scalar:"+n] {
-					seen["scalar:"+n] = true
-					p.scalars = append(p.scalars, n)
-					p.scalarAt[n] = x.Pos
-				}
-			}
-			return nil
-		case *Call:
-			n := string(x.Name)
-			if n == "pooled" {
-				if inPooled || len(x.Args) != 1 {
-					return errorf(x.Pos, "pooled takes exactly one statistic: pooled(variance(128))")
-				}
-				arg := x.Args[0]
-				if bn := bareName(arg); bn == "" || !isStat(bn) {
-					if _, ok := singleCall(arg); !ok {
-						return errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
-					}
-				}
-				return p.collect(arg, seen, true)
-			}
-			def, ok := statistics[n]
-			if !ok {
-				return unknownStat(x.Pos, string(x.Name))
-			}
-			if len(x.Args) > len(def.args) {
-				return errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, len(def.args), strings.Join(def.args, ", "), len(x.Args))
-			}
-			ref := statRef{name: n, pooled: inPooled}
-			for i, a := range x.Args {
-				v, err := constant(a)
-				if err != nil {
-					return err
-				}
-				if v < 1 || v != math.Trunc(v) {
-					return errorf(x.Pos, "%s: %s must be a whole number >= 1, got %g", n, def.args[i], v)
-				}
-				ref.args = append(ref.args, v)
-			}
-			if inPooled && (def.inner || def.gram) {
-				return errorf(x.Pos, "%s has no pooled form (it is defined per snapshot)", n)
-			}
+		ref, isStat, rerr := statRefOf(o)
+		switch {
+		case rerr != nil:
+			err = rerr
+		case isStat:
 			p.addStat(ref, seen)
-			return nil
+		default:
+			if x, ok := o.(*Name); ok {
+				err = p.addScalar(x, seen)
+			}
 		}
-		return nil
-	}
-	if err := walkTerm(e.Left); err != nil {
-		return err
-	}
-	for _, o := range e.Ops {
-		if err := walkTerm(o.Term); err != nil {
-			return err
-		}
-	}
-	return nil
+	})
+	return err
 }
 
-func isStat(n string) bool { _, ok := statistics[n]; return ok }
-
-func singleCall(e *Expr) (*Call, bool) {
-	if len(e.Ops) > 0 || len(e.Left.Ops) > 0 || e.Left.Left.Neg {
-		return nil, false
+// addScalar records a name that is not a statistic: step, or a scalar.
+func (p *plan) addScalar(x *Name, seen map[string]bool) error {
+	n := string(x.Name)
+	switch {
+	case n == "step":
+		return nil
+	case keys[n]:
+		return errorf(x.Pos, "%s is a text key: select it on its own, not inside an expression", n)
+	case n == "pooled":
+		return errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
 	}
-	c, ok := e.Left.Left.Operand.(*Call)
-	return c, ok && isStat(string(c.Name))
+	if !seen["scalar:"+n] {
+		seen["scalar:"+n] = true
+		p.scalars = append(p.scalars, n)
+		p.scalarAt[n] = x.Pos
+	}
+	return nil
 }
 
 func (p *plan) addStat(r statRef, seen map[string]bool) {
@@ -357,28 +248,51 @@ func (p *plan) where(c *Cond) error {
 		if err := p.addPred(field, single); err != nil {
 			return err
 		}
-		// A plain comparison on step also narrows the range scan.
+		// A plain comparison on step also narrows the range scan (the
+		// predicate itself still decides, so bounds may be loose).
 		if pr := n.Pred; field == "step" && !n.Not && pr.Value != nil && pr.Value.Num != nil {
 			v := *pr.Value.Num
 			switch pr.Op {
 			case ">=":
-				p.stepLo = max(p.stepLo, int64(math.Ceil(v)))
+				p.stepLo = max(p.stepLo, stepBound(math.Ceil(v)))
 			case ">":
-				p.stepLo = max(p.stepLo, int64(math.Floor(v))+1)
+				p.stepLo = max(p.stepLo, next(stepBound(math.Floor(v))))
 			case "<":
-				p.stepHi = min(p.stepHi, int64(math.Ceil(v)))
+				p.stepHi = min(p.stepHi, stepBound(math.Ceil(v)))
 			case "<=":
-				p.stepHi = min(p.stepHi, int64(math.Floor(v))+1)
+				p.stepHi = min(p.stepHi, next(stepBound(math.Floor(v))))
 			case "=":
-				p.stepLo, p.stepHi = max(p.stepLo, int64(v)), min(p.stepHi, int64(v)+1)
+				p.stepLo, p.stepHi = max(p.stepLo, stepBound(math.Floor(v))), min(p.stepHi, next(stepBound(math.Ceil(v))))
 			}
 		}
 		if pr := n.Pred; field == "step" && !n.Not && pr.Lo != nil && pr.Lo.Num != nil && pr.Hi.Num != nil {
-			p.stepLo = max(p.stepLo, int64(math.Ceil(*pr.Lo.Num)))
-			p.stepHi = min(p.stepHi, int64(math.Floor(*pr.Hi.Num))+1)
+			p.stepLo = max(p.stepLo, stepBound(math.Ceil(*pr.Lo.Num)))
+			p.stepHi = min(p.stepHi, next(stepBound(math.Floor(*pr.Hi.Num))))
 		}
 	}
 	return nil
+}
+
+// stepBound converts a step bound to an int64, saturating at the ends of
+// the range (1e19 is "no upper bound", not an overflow).
+func stepBound(v float64) int64 {
+	switch {
+	case math.IsNaN(v):
+		return 0
+	case v >= math.MaxInt64:
+		return math.MaxInt64
+	case v <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(v)
+}
+
+// next returns s+1, saturating.
+func next(s int64) int64 {
+	if s == math.MaxInt64 {
+		return s
+	}
+	return s + 1
 }
 
 // condField returns the one key a condition tests.
@@ -416,6 +330,23 @@ func (p *plan) addPred(field string, c *Cond) error {
 		prev := p.stepPred
 		p.stepPred = func(s int64) bool {
 			return (prev == nil || prev(s)) && evalCond(c, func(l Literal) int { return cmpNum(float64(s), l) }, nil)
+		}
+	case "population":
+		var err error
+		collectLiterals(c, func(name string, pos lexer.Position) {
+			if _, perr := db.ParsePopulation(name); perr != nil && err == nil {
+				err = errorf(pos, "%v", perr)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		prev := p.popOK
+		p.popOK = func(pop db.Population) bool {
+			return (prev == nil || prev(pop)) && evalCond(c, func(l Literal) int { return strings.Compare(pop.String(), *l.Str) }, func(g string) bool {
+				ok, _ := path.Match(g, pop.String())
+				return ok
+			})
 		}
 	case "layer", "run":
 		collectLiterals(c, func(name string, pos lexer.Position) {
@@ -472,6 +403,11 @@ func checkTypes(c *Cond, field string) error {
 				}
 				if pr.Glob != nil && field == "step" {
 					err = errorf(pr.Pos, "GLOB matches names (layer, run), not steps")
+				}
+				if pr.Glob != nil && field != "step" {
+					if _, gerr := path.Match(*pr.Glob, ""); gerr != nil {
+						err = errorf(pr.Pos, "bad pattern %q in GLOB: %v", *pr.Glob, gerr)
+					}
 				}
 				if field != "step" && pr.Value != nil && pr.Op != "=" && pr.Op != "!=" && pr.Op != "<>" {
 					err = errorf(pr.Pos, "%s supports =, !=, IN and GLOB, not %s", field, pr.Op)

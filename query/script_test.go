@@ -25,7 +25,9 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // testStore builds a small store from seeded synthetic blocks: runs "a"
 // (batch 16) and "b" (batch 8), an MLP 6-5-3, snapshots of 24 examples at
 // steps 0, 100, ..., 400, scalars every 50 steps; run "b" has a NaN
-// gradient at step 300.
+// gradient at step 300. Run "a"'s snapshot at step 200 is a full one (48
+// examples, ids 0 to 47), and each of its snapshots holds SVRG anchor
+// blocks from the last multiple of 200 (the same blocks at 0, 200, 400).
 func testStore(t testing.TB) *db.DB {
 	t.Helper()
 	d, err := db.Open(t.TempDir(), db.Options{Log: io.Discard})
@@ -47,10 +49,33 @@ func testStore(t testing.TB) *db.DB {
 		}
 		rng := rand.New(rand.NewPCG(uint64(ri+1), 7))
 		for step := int64(0); step <= 400; step += 100 {
-			blocks := synth.Snapshot(rng, 24, layers)
 			s := &ingest.Snapshot{Step: step}
+			n := 24
+			if name == "a" && step == 200 {
+				n, s.Population = 48, db.Full
+			}
+			blocks := synth.Snapshot(rng, n, layers)
+			if s.Population == db.Full {
+				ids := make([]uint64, n)
+				for i := range ids {
+					ids[i] = uint64(i)
+				}
+				for _, b := range blocks {
+					b.IDs = ids
+				}
+			}
 			for _, l := range layers {
 				s.Blocks = append(s.Blocks, ingest.NamedBlock{Layer: l.Name, Block: blocks[l.Name]})
+			}
+			if name == "a" {
+				s.AnchorStep = step - step%200
+				anchor := blocks
+				if s.AnchorStep != step {
+					anchor = synth.Perturbed(rng, blocks, layers, 0.3)
+				}
+				for _, l := range layers {
+					s.Anchor = append(s.Anchor, ingest.NamedBlock{Layer: l.Name, Block: anchor[l.Name]})
+				}
 			}
 			if name == "b" && step == 300 {
 				blocks["fc2.weight"].Delta[4] = float32(math.NaN())
@@ -168,12 +193,13 @@ func run(d *db.DB, src string) string {
 // calls into the statistics engine on the same decoded blocks.
 func TestQueryMatchesEngine(t *testing.T) {
 	d := testStore(t)
-	st, _ := ParseStatement("SELECT variance, nvar(4), gns, gc_variance(4, 8) FROM 'a' WHERE step = 200 AND layer GLOB 'fc1.*'")
+	st, _ := ParseStatement("SELECT variance, nvar(4), gns, gc_variance(4, 8), gc_variance_insample(4, 8) FROM 'a' WHERE step = 300 AND layer GLOB 'fc1.*'")
 	res, err := Eval(context.Background(), d, st, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := d.Snapshot("a", 200, []string{"fc1.weight", "fc1.bias"})
+	r, _ := d.Run("a")
+	snap, err := d.Snapshot(r, 300, db.Select{Layers: []string{"fc1.weight", "fc1.bias"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +224,8 @@ func TestQueryMatchesEngine(t *testing.T) {
 // query fails with an error naming the run, step and layer, never a panic.
 func TestCorruptBlock(t *testing.T) {
 	d := testStore(t)
-	s, err := d.Snapshot("a", 100, nil)
+	r, _ := d.Run("a")
+	s, err := d.Snapshot(r, 100, db.Select{})
 	if err != nil {
 		t.Fatal(err)
 	}

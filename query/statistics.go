@@ -1,62 +1,339 @@
 package query
 
 import (
+	"fmt"
+	"math"
 	"sort"
 	"strings"
+
+	"gvdb/db"
+	"gvdb/query/stats"
 )
 
-// statDef describes a statistic of the language.
-type statDef struct {
-	// args name the statistic's arguments: "B" (batch size, default the
-	// run's) and "K" (clusters, default B).
-	args   []string
-	coords bool // needs per-coordinate moments
-	inner  bool // needs per-example g_i·μ
-	gram   bool // needs the Gram matrix (Gradient Clustering)
-	doc    string
+// needs says what a statistic needs from a snapshot besides the scope's
+// basic moments (N, D, Σ|g_i|², |Σ g_i|²).
+type needs struct {
+	coords bool // per-coordinate moments Σ_i g_ij² (and the summed gradient)
+	inner  bool // per-example g_i·μ
+	mean   bool // the summed gradient Σ_i g_i
+	gc     bool // a Gradient Clustering partition
+	anchor bool // the SVRG anchor blocks (moments of the differences)
+	// anchorCoords: per-coordinate moments of the SVRG differences.
+	anchorCoords bool
 }
 
-// statistics is the language's statistic table; DESIGN.md section 3 and
-// docs/QUERY.md define each one.
-var statistics = map[string]statDef{
-	"variance":      {args: []string{"B"}, doc: "variance of the SG-B mean per coordinate: S/(B·D)"},
-	"nvar":          {args: []string{"B"}, coords: true, doc: "normalized gradient variance of SG-B: mean_j v_j/(μ_j²+v_j)"},
-	"gns":           {doc: "gradient noise scale B_simple = S/|μ|²"},
-	"snr":           {args: []string{"B"}, coords: true, doc: "mean_j ln((μ_j²+v_j)/v_j) over coordinates with v_j > 0"},
-	"norm":          {doc: "|μ|, the norm of the mean gradient"},
-	"example_norm":  {doc: "mean_i |g_i|"},
-	"norm_test":     {args: []string{"B"}, doc: "norm test sqrt(Σ|g_i−μ|²/((N−1)·B·|μ|²)); B = N is Cockpit's"},
-	"inner_test":    {args: []string{"B"}, inner: true, doc: "inner-product test sqrt(Var(g_i·μ)/(B·|μ|⁴))"},
-	"ortho_test":    {args: []string{"B"}, inner: true, doc: "orthogonality test"},
-	"gc_variance":   {args: []string{"K", "B"}, gram: true, doc: "variance of Gradient Clustering with K clusters, batch B"},
-	"gc_nvar":       {args: []string{"K", "B"}, gram: true, coords: true, doc: "normalized variance of Gradient Clustering"},
-	"gc_distortion": {args: []string{"K"}, gram: true, doc: "weighted distortion Σ_k N_k Σ_{i∈C_k}|g_i−μ_k|² of the K-clustering"},
-	"examples":      {doc: "N, the examples in a snapshot (summed when pooled)"},
-	"params":        {doc: "D, the parameters in scope"},
+// statDef is one statistic of the language: the one place that says what
+// it is called, what it takes, what it needs, whether it pools, how it is
+// computed and what it means. docs/QUERY.md's table is checked against
+// this table by a test.
+type statDef struct {
+	name string
+	// args name the statistic's arguments: "B" (batch size, default the
+	// run's) and "K" (clusters, default B).
+	args []string
+	need needs
+	// pooled says the statistic has a pooled form: it is a function of
+	// moments that merge across snapshots (pooled(stat)).
+	pooled bool
+	// eval computes the statistic for one snapshot and scope, or for a
+	// window's pooled moments (then only x.m is set).
+	eval func(x *scopeData, args []float64) (float64, error)
+	doc  string
 }
+
+// scopeData is what a statistic is computed from: one snapshot's blocks
+// over one scope of layers, with what was derived from them so far.
+type scopeData struct {
+	m          *stats.Moments
+	population db.Population
+	// gc returns the snapshot's Gradient Clustering preparation (built
+	// once per snapshot and scope); svrg the moments of the per-example
+	// differences g_i(θ) − g_i(θ̃).
+	gc   func() (*stats.GC, error)
+	svrg func() (*stats.Moments, error)
+}
+
+// moment adapts a function of the moments.
+func moment(f func(m *stats.Moments, a []float64) (float64, error)) func(*scopeData, []float64) (float64, error) {
+	return func(x *scopeData, a []float64) (float64, error) { return f(x.m, a) }
+}
+
+// gcStat adapts a function of a Gradient Clustering partition: held out
+// on a sample unless insample, in-sample on a full snapshot.
+func gcStat(insample bool, f func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error)) func(*scopeData, []float64) (float64, error) {
+	return func(x *scopeData, a []float64) (float64, error) {
+		if x.m.NonFinite {
+			return math.NaN(), nil
+		}
+		g, err := x.gc()
+		if err != nil {
+			return math.NaN(), err
+		}
+		k := int(a[0])
+		var p *stats.Partition
+		if insample || x.population == db.Full {
+			p, err = g.InSample(k)
+		} else {
+			p, err = g.HeldOut(k)
+		}
+		if err != nil {
+			return math.NaN(), err
+		}
+		return f(x, g, p, a)
+	}
+}
+
+// svrgStat adapts a function of the SVRG difference moments.
+func svrgStat(f func(m *stats.Moments, a []float64) (float64, error)) func(*scopeData, []float64) (float64, error) {
+	return func(x *scopeData, a []float64) (float64, error) {
+		m, err := x.svrg()
+		if err != nil || m == nil {
+			return math.NaN(), err
+		}
+		return f(m, a)
+	}
+}
+
+func ok(v float64) (float64, error) { return v, nil }
+
+// statistics is the language's statistic table; docs/QUERY.md defines
+// each one.
+var statistics = []*statDef{
+	{name: "variance", args: []string{"B"}, pooled: true,
+		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return ok(m.Variance(a[0])) }),
+		doc:  "variance of the SG-B mini-batch mean per coordinate: S/(B·D)"},
+	{name: "nvar", args: []string{"B"}, pooled: true, need: needs{coords: true},
+		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return m.NVar(a[0]) }),
+		doc:  "normalized gradient variance of SG-B: mean_j v_j/(μ_j²+v_j)"},
+	{name: "gns", pooled: true,
+		eval: moment(func(m *stats.Moments, _ []float64) (float64, error) { return ok(m.GNS()) }),
+		doc:  "gradient noise scale B_simple = S/|μ|²"},
+	{name: "snr", args: []string{"B"}, pooled: true, need: needs{coords: true},
+		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return m.SNR(a[0]) }),
+		doc:  "mean_j ln((μ_j²+v_j)/v_j) over coordinates with v_j > 0"},
+	{name: "norm", pooled: true,
+		eval: moment(func(m *stats.Moments, _ []float64) (float64, error) { return ok(m.Norm()) }),
+		doc:  "|μ|, the norm of the mean gradient"},
+	{name: "example_norm", pooled: true,
+		eval: moment(func(m *stats.Moments, _ []float64) (float64, error) { return ok(m.ExampleNorm()) }),
+		doc:  "mean_i |g_i|"},
+	{name: "norm_test", args: []string{"B"}, pooled: true,
+		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return ok(m.NormTest(a[0])) }),
+		doc:  "norm test sqrt(Σ|g_i−μ|²/((N−1)·B·|μ|²)); B = N is Cockpit's"},
+	{name: "inner_test", args: []string{"B"}, need: needs{inner: true},
+		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return m.InnerTest(a[0]) }),
+		doc:  "inner-product test sqrt(Var(g_i·μ)/(B·|μ|⁴))"},
+	{name: "ortho_test", args: []string{"B"}, need: needs{inner: true},
+		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return m.OrthoTest(a[0]) }),
+		doc:  "orthogonality test sqrt(Σ|g_i−(g_i·μ/|μ|²)μ|²/((N−1)·B·|μ|²))"},
+	{name: "gc_variance", args: []string{"K", "B"}, need: needs{gc: true},
+		eval: gcStat(false, func(x *scopeData, _ *stats.GC, p *stats.Partition, a []float64) (float64, error) {
+			return ok(p.Variance(a[1], x.m.D))
+		}),
+		doc: "variance of Gradient Clustering with K clusters, batch B (full snapshot: in-sample; sample: held out)"},
+	{name: "gc_nvar", args: []string{"K", "B"}, need: needs{gc: true, mean: true},
+		eval: gcStat(false, func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error) {
+			return g.NVar(p, x.m, a[1])
+		}),
+		doc: "normalized variance of Gradient Clustering (populations as gc_variance)"},
+	{name: "gc_distortion", args: []string{"K"}, need: needs{gc: true},
+		eval: gcStat(false, func(_ *scopeData, _ *stats.GC, p *stats.Partition, _ []float64) (float64, error) {
+			return ok(p.Distortion())
+		}),
+		doc: "weighted distortion Σ_k N_k Σ_{i∈C_k}|g_i−μ_k|² of the K-clustering (populations as gc_variance)"},
+	{name: "gc_variance_insample", args: []string{"K", "B"}, need: needs{gc: true},
+		eval: gcStat(true, func(x *scopeData, _ *stats.GC, p *stats.Partition, a []float64) (float64, error) {
+			return ok(p.Variance(a[1], x.m.D))
+		}),
+		doc: "gc_variance fitted and scored on the snapshot's own examples (optimistic on a sample)"},
+	{name: "gc_nvar_insample", args: []string{"K", "B"}, need: needs{gc: true, mean: true},
+		eval: gcStat(true, func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error) {
+			return g.NVar(p, x.m, a[1])
+		}),
+		doc: "gc_nvar fitted and scored on the snapshot's own examples"},
+	{name: "gc_distortion_insample", args: []string{"K"}, need: needs{gc: true},
+		eval: gcStat(true, func(_ *scopeData, _ *stats.GC, p *stats.Partition, _ []float64) (float64, error) {
+			return ok(p.Distortion())
+		}),
+		doc: "gc_distortion fitted and scored on the snapshot's own examples"},
+	{name: "svrg_variance", args: []string{"B"}, need: needs{anchor: true},
+		eval: svrgStat(func(m *stats.Moments, a []float64) (float64, error) { return ok(m.Variance(a[0])) }),
+		doc:  "variance of SVRG's μ̃ + (1/B)Σ(g_i(θ) − g_i(θ̃)): Var_i[g_i(θ) − g_i(θ̃)]/(B·D)"},
+	{name: "svrg_nvar", args: []string{"B"}, need: needs{anchor: true, anchorCoords: true, mean: true},
+		eval: func(x *scopeData, a []float64) (float64, error) {
+			d, err := x.svrg()
+			if err != nil || d == nil {
+				return math.NaN(), err
+			}
+			return stats.SVRGNVar(d, x.m, a[0])
+		},
+		doc: "normalized variance of SVRG: mean_j v_j/(μ_j²+v_j), v_j = Var_i[g_ij(θ) − g_ij(θ̃)]/B"},
+	{name: "examples", pooled: true,
+		eval: moment(func(m *stats.Moments, _ []float64) (float64, error) { return ok(float64(m.N)) }),
+		doc:  "N, the examples in a snapshot (summed when pooled)"},
+	{name: "params", pooled: true,
+		eval: moment(func(m *stats.Moments, _ []float64) (float64, error) { return ok(float64(m.D)) }),
+		doc:  "D, the parameters in scope"},
+}
+
+var statByName = func() map[string]*statDef {
+	m := map[string]*statDef{}
+	for _, d := range statistics {
+		m[d.name] = d
+	}
+	return m
+}()
+
+// lookupStat returns the named statistic, or nil.
+func lookupStat(name string) *statDef { return statByName[name] }
+
+func isStat(n string) bool { return lookupStat(n) != nil }
 
 // keys are the names that identify a row rather than compute a value.
 var keys = map[string]bool{"step": true, "run": true, "layer": true}
 
 func statNames() []string {
 	names := make([]string, 0, len(statistics))
-	for n := range statistics {
-		names = append(names, n)
+	for _, d := range statistics {
+		names = append(names, d.name)
 	}
 	sort.Strings(names)
 	return names
+}
+
+// signature returns "name(args)", as the docs write it.
+func (d *statDef) signature() string {
+	if len(d.args) == 0 {
+		return d.name
+	}
+	return d.name + "(" + strings.Join(d.args, ", ") + ")"
 }
 
 // StatisticDocs returns "name(args): description" lines for help texts.
 func StatisticDocs() []string {
 	var out []string
 	for _, n := range statNames() {
-		d := statistics[n]
-		sig := n
-		if len(d.args) > 0 {
-			sig += "(" + strings.Join(d.args, ", ") + ")"
-		}
-		out = append(out, sig+": "+d.doc)
+		d := lookupStat(n)
+		out = append(out, d.signature()+": "+d.doc)
 	}
 	return out
+}
+
+// maxArg bounds statistic arguments (batch sizes and cluster counts).
+const maxArg = 1 << 31
+
+// statRef is one statistic the query needs, with its arguments as written
+// (NaN: the default, resolved per run).
+type statRef struct {
+	name   string
+	args   []float64
+	pooled bool
+}
+
+// statRefOf returns the statistic an operand names, with its arguments:
+// a bare statistic name, a call such as gc_variance(128, 256), or
+// pooled(stat). ok is false for operands that are not statistics (numbers,
+// scalars, keys); err reports a malformed statistic call.
+func statRefOf(o Operand) (ref statRef, ok bool, err error) {
+	switch x := o.(type) {
+	case *Name:
+		n := string(x.Name)
+		return statRef{name: n}, isStat(n), nil
+	case *Call:
+		n := string(x.Name)
+		if n == "pooled" {
+			if len(x.Args) != 1 {
+				return ref, false, errorf(x.Pos, "pooled takes exactly one statistic: pooled(variance(128))")
+			}
+			inner, ok, err := statRefOf(singleOperand(x.Args[0]))
+			if err != nil {
+				return ref, false, err
+			}
+			if !ok || inner.pooled {
+				return ref, false, errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
+			}
+			if !lookupStat(inner.name).pooled {
+				return ref, false, errorf(x.Pos, "%s has no pooled form (it is defined per snapshot)", inner.name)
+			}
+			inner.pooled = true
+			return inner, true, nil
+		}
+		def := lookupStat(n)
+		if def == nil {
+			return ref, false, unknownStat(x.Pos, n)
+		}
+		if len(x.Args) > len(def.args) {
+			return ref, false, errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, len(def.args), strings.Join(def.args, ", "), len(x.Args))
+		}
+		ref = statRef{name: n}
+		for i, a := range x.Args {
+			v, err := constant(a)
+			if err != nil {
+				return ref, false, err
+			}
+			if !(v >= 1 && v <= maxArg) || v != math.Trunc(v) {
+				return ref, false, errorf(x.Pos, "%s: %s must be a whole number from 1 to %d, got %g", n, def.args[i], maxArg, v)
+			}
+			ref.args = append(ref.args, v)
+		}
+		return ref, true, nil
+	}
+	return ref, false, nil
+}
+
+// singleOperand returns the operand of an expression that is exactly one
+// operand, or nil.
+func singleOperand(e *Expr) Operand {
+	if len(e.Ops) > 0 || len(e.Left.Ops) > 0 || e.Left.Left.Neg {
+		return nil
+	}
+	return e.Left.Left.Operand
+}
+
+// resolve fills default arguments for a run with batch size batch: B is
+// the batch size, K is B (one example per cluster per batch, as the
+// paper).
+func (s statRef) resolve(batch int) statRef {
+	def := lookupStat(s.name)
+	out := statRef{name: s.name, pooled: s.pooled, args: make([]float64, len(def.args))}
+	given := func(name string) float64 {
+		for j, b := range def.args {
+			if b == name && j < len(s.args) && !math.IsNaN(s.args[j]) {
+				return s.args[j]
+			}
+		}
+		return math.NaN()
+	}
+	for i, a := range def.args {
+		v := given(a)
+		if math.IsNaN(v) {
+			v = float64(batch)
+			if a == "K" && !math.IsNaN(given("B")) {
+				v = given("B")
+			}
+		}
+		out.args[i] = v
+	}
+	return out
+}
+
+// key identifies a resolved statistic in a row's cells.
+func (s statRef) key() string {
+	k := s.text(",")
+	if s.pooled {
+		k = "pooled(" + k + ")"
+	}
+	return k
+}
+
+// text prints the statistic with its arguments separated by sep.
+func (s statRef) text(sep string) string {
+	if len(s.args) == 0 {
+		return s.name
+	}
+	parts := make([]string, len(s.args))
+	for i, a := range s.args {
+		parts[i] = fmt.Sprint(a)
+	}
+	return s.name + "(" + strings.Join(parts, sep) + ")"
 }

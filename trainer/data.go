@@ -32,6 +32,22 @@ type Dataset struct {
 // Len returns the number of examples.
 func (d *Dataset) Len() int { return len(d.X) / d.Dim }
 
+// Head returns the first n examples of d (all of them when n >= Len).
+func (d *Dataset) Head(n int) *Dataset {
+	if n >= d.Len() {
+		return d
+	}
+	h := *d
+	h.X = d.X[:n*d.Dim]
+	if d.Labels != nil {
+		h.Labels = d.Labels[:n]
+	}
+	if d.Targets != nil {
+		h.Targets = d.Targets[:n]
+	}
+	return &h
+}
+
 // Row returns example i's features.
 func (d *Dataset) Row(i int) []float32 { return d.X[i*d.Dim : (i+1)*d.Dim] }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"gvdb/db"
 	"gvdb/ingest"
 	"gvdb/ingest/codec"
 )
@@ -25,6 +26,15 @@ type Config struct {
 	// it (0: none). SnapshotExamples training examples are drawn for each.
 	SnapshotEvery    int64
 	SnapshotExamples int
+	// FullSnapshotEvery: take a full snapshot (every training example, in
+	// dataset order) at every step that is a multiple of it (0: none). At
+	// a step with both, the full snapshot is taken: it contains the
+	// sample.
+	FullSnapshotEvery int64
+	// SVRGEvery: keep an SVRG anchor θ̃, refreshed to the current
+	// parameters at every multiple of it (0: none), and store every
+	// snapshot's examples' gradients at θ̃ too.
+	SVRGEvery int64
 	// EvalExamples bounds the test examples used for test accuracy (0:
 	// the whole test set).
 	EvalExamples int
@@ -50,6 +60,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("snapshot-every must be >= 0, got %d", c.SnapshotEvery)
 	case c.SnapshotEvery > 0 && (c.SnapshotExamples < 1 || c.SnapshotExamples > c.Train.Len()):
 		return fmt.Errorf("snapshot-examples must be from 1 to the %d training examples, got %d", c.Train.Len(), c.SnapshotExamples)
+	case c.FullSnapshotEvery < 0:
+		return fmt.Errorf("full-snapshot-every must be >= 0, got %d", c.FullSnapshotEvery)
+	case c.SVRGEvery < 0:
+		return fmt.Errorf("svrg-every must be >= 0, got %d", c.SVRGEvery)
+	case c.EvalExamples < 0:
+		return fmt.Errorf("eval-examples must be >= 0, got %d", c.EvalExamples)
 	}
 	return nil
 }
@@ -103,24 +119,50 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 		return res, err
 	}
 
+	var anchor *Net
+	var anchorStep int64
+	if cfg.SVRGEvery > 0 {
+		if anchor, err = NewNet(cfg.Spec, cfg.Train, cfg.Batch, cfg.Seed); err != nil {
+			return nil, err
+		}
+		defer anchor.Close()
+	}
+	every := func(k, step int64) bool { return k > 0 && step%k == 0 }
 	for step := int64(0); ; step++ {
 		if err := ctx.Err(); err != nil {
 			res.Interrupted = true
 			return res, err
 		}
-		if cfg.SnapshotEvery > 0 && step%cfg.SnapshotEvery == 0 {
-			s, err := net.Capture(cfg.Train, sampleIDs(snapRng, cfg.Train.Len(), cfg.SnapshotExamples))
+		if anchor != nil && every(cfg.SVRGEvery, step) {
+			anchor.CopyParams(net)
+			anchorStep = step
+		}
+		sampled, full := every(cfg.SnapshotEvery, step), every(cfg.FullSnapshotEvery, step)
+		if sampled || full {
+			var ids []int
+			if sampled {
+				// Drawn even when a full snapshot replaces it, so that
+				// later samples do not depend on the full schedule.
+				ids = sampleIDs(snapRng, cfg.Train.Len(), cfg.SnapshotExamples)
+			}
+			if full {
+				ids = allIDs(cfg.Train.Len())
+			}
+			s, err := snapshot(net, anchor, anchorStep, cfg.Train, ids)
 			if err != nil {
 				return fail(fmt.Errorf("snapshot at step %d: %w", step, err))
 			}
 			s.Step = step
+			if full {
+				s.Population = db.Full
+			}
 			if err := sink.Snapshot(ctx, s); err != nil {
 				return fail(fmt.Errorf("snapshot at step %d: %w", step, err))
 			}
 			res.Snapshots++
 		}
 		final := step == cfg.Steps
-		if (cfg.SnapshotEvery > 0 && step%cfg.SnapshotEvery == 0) || final {
+		if sampled || full || final {
 			if cfg.Test != nil && cfg.Test.Len() > 0 {
 				acc, loss, err := net.Evaluate(cfg.Test, cfg.EvalExamples)
 				if err != nil {
@@ -166,6 +208,30 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 			progress(step+1, cfg.Steps, loss)
 		}
 	}
+}
+
+// snapshot captures the examples ids at the current parameters and, with
+// an SVRG anchor, at the anchor's too.
+func snapshot(net, anchor *Net, anchorStep int64, d *Dataset, ids []int) (*ingest.Snapshot, error) {
+	s, err := net.Capture(d, ids)
+	if err != nil || anchor == nil {
+		return s, err
+	}
+	a, err := anchor.Capture(d, ids)
+	if err != nil {
+		return nil, fmt.Errorf("at the SVRG anchor: %w", err)
+	}
+	s.Anchor, s.AnchorStep = a.Blocks, anchorStep
+	return s, nil
+}
+
+// allIDs returns 0, 1, ..., n-1: a full snapshot's examples.
+func allIDs(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 // sampleIDs draws m distinct indices from [0, n) uniformly.
@@ -262,6 +328,18 @@ func (n *Net) Evaluate(d *Dataset, limit int) (acc, loss float64, err error) {
 		return math.NaN(), total / float64(m), nil
 	}
 	return right / float64(m), total / float64(m), nil
+}
+
+// SnapshotBytes returns the float32 bytes one snapshot of m examples
+// holds before encoding (factors, or materialized weights where smaller,
+// and bias rows).
+func (n *Net) SnapshotBytes(m int) int64 {
+	var per int64
+	for _, l := range n.layers {
+		t := int64(l.positions())
+		per += min(t*int64(l.in+l.out), int64(l.in*l.out)) + int64(l.out)
+	}
+	return 4 * int64(m) * per
 }
 
 // Capture computes the per-example gradients of examples ids at the current

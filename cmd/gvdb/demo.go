@@ -66,7 +66,7 @@ demo-lr-0.01) and never touches other runs in the store.`, `  gvdb demo
 		if err != nil {
 			return err
 		}
-		if err := m.runStatement(ctx, d, st, "table", false); err != nil {
+		if err := m.runStatement(ctx, d, st, output{format: "table"}); err != nil {
 			return err
 		}
 	}

@@ -20,8 +20,14 @@ func TestReport(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "index.md"))
-	if !strings.Contains(string(md), "PLOT variance(32) AS 'SG-B', variance(64) AS 'SG-2B', gc_variance(16, 32) AS 'GC' FROM 'lr-0.1'") {
-		t.Errorf("index.md does not show the exact queries:\n%s", md)
+	for _, q := range []string{
+		"SELECT variance(32), variance(64), nvar(32), nvar(64), svrg_variance(32), svrg_nvar(32) FROM 'lr-0.1'",
+		"SELECT gc_variance(16, 32), gc_nvar(16, 32) FROM 'lr-0.1' WHERE population = 'full'",
+		"full training set, N = 2000, in-sample",
+	} {
+		if !strings.Contains(string(md), q) {
+			t.Errorf("index.md does not show %q:\n%s", q, md)
+		}
 	}
 	html, _ := os.ReadFile(filepath.Join(out, "index.html"))
 	if !strings.Contains(string(html), "data:image/png;base64,") || strings.Contains(string(html), `src="lr-`) {

@@ -79,7 +79,11 @@ In numpy: G = np.einsum('nti,nto->nio', A, Delta).`, `  gvdb export --run mlp --
 	if *layer != "" {
 		layers = strings.Split(*layer, ",")
 	}
-	s, err := d.Snapshot(*run, *step, layers)
+	r, err := d.Run(*run)
+	if err != nil {
+		return err
+	}
+	s, err := d.Snapshot(r, *step, db.Select{Layers: layers})
 	if err != nil {
 		return err
 	}

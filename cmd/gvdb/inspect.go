@@ -47,17 +47,17 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 	if *step >= 0 {
 		return m.inspectStep(d, r, *step, *format)
 	}
-	infos, err := d.SnapshotInfos(r.Name, db.AllSteps)
+	infos, err := d.SnapshotInfos(r, db.AllSteps)
 	if err != nil {
 		return err
 	}
-	snaps := &table{Columns: []string{"step", "examples", "layers", "stored_bytes", "time"}}
+	snaps := &table{Columns: []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes", "time"}}
 	for _, in := range infos {
-		var total int64
-		for _, b := range in.Bytes {
-			total += b
+		var anchor any
+		if in.HasAnchor {
+			anchor = in.AnchorStep
 		}
-		snaps.add(in.Step, in.N, len(in.Layers), total, in.Time)
+		snaps.add(in.Step, in.Population.String(), in.N, len(in.Layers), anchor, in.StoredBytes(), in.Time)
 	}
 	layers := &table{Columns: []string{"layer", "kind", "shape", "params"}}
 	for _, l := range r.Layers {
@@ -104,13 +104,17 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 }
 
 func (m *Main) inspectStep(d *db.DB, r *db.Run, step int64, format string) error {
-	s, err := d.Snapshot(r.Name, step, nil)
+	s, err := d.Snapshot(r, step, db.Select{Anchor: true})
 	if err != nil {
 		return err
 	}
 	t := &table{Columns: []string{"layer", "block", "encoding", "examples", "shape", "params", "stored_bytes", "float32_bytes", "ratio", "vs_materialized", "max_abs_err"}}
 	var stored, raw, mat int64
-	for _, b := range s.Blocks {
+	all := append([]db.LayerBlock(nil), s.Blocks...)
+	for _, b := range s.Anchor {
+		all = append(all, db.LayerBlock{Layer: b.Layer + " (anchor)", Data: b.Data})
+	}
+	for _, b := range all {
 		h, err := codec.ReadHeader(b.Data)
 		if err != nil {
 			return fmt.Errorf("%s@%d %s: %w", r.Name, step, b.Layer, err)
@@ -128,7 +132,12 @@ func (m *Main) inspectStep(d *db.DB, r *db.Run, step int64, format string) error
 	}
 	if format == "table" {
 		t.add("total", "", "", s.N, nil, r.TotalParams(), stored, raw, ratio(raw, stored), ratio(mat, stored), nil)
-		fmt.Fprintf(m.Stdout, "%s at step %d: %d examples, %s stored (%s per example)\n\n", r.Name, step, s.N, humanBytes(stored), humanBytes(stored/int64(max(s.N, 1))))
+		anchor := ""
+		if s.HasAnchor {
+			anchor = fmt.Sprintf(", with their gradients at the SVRG anchor of step %d", s.AnchorStep)
+		}
+		fmt.Fprintf(m.Stdout, "%s at step %d: %d examples (%s)%s, %s stored (%s per example)\n\n", r.Name, step, s.N, s.Population, anchor,
+			humanBytes(stored), humanBytes(stored/int64(max(s.N, 1))))
 	}
 	return t.write(m.Stdout, format)
 }

@@ -86,22 +86,30 @@ func drawStatement(ctx context.Context, d *db.DB, st query.Statement, file strin
 	return append(res.Warnings, warnings...), err
 }
 
-// drawDistortion draws the GC distortion-vs-K curve of run's snapshot at
-// step to file.
-func drawDistortion(d *db.DB, run string, step int64, layers []string, file string, ff *figureFlags) error {
-	o, err := ff.options(figureTitle(d, fmt.Sprintf("GC distortion vs K: %s, step %d", run, step)))
+// drawDistortion draws the GC distortion-vs-K curve (K up to kmax) of run
+// r's snapshot at step to file, and returns the curve.
+func drawDistortion(d *db.DB, r *db.Run, step int64, layers []string, kmax int, file string, ff *figureFlags) (*query.Curve, error) {
+	curve, err := query.DistortionCurve(d, r, step, layers, kmax, query.Options{})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	curve, err := query.DistortionCurve(d, run, step, layers, query.Options{})
+	o, err := ff.options(fmt.Sprintf("%s, step %d: GC distortion vs K (%s)", r.Name, step, curvePopulation(curve)))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	p, err := plots.Distortion(curve, o)
+	p, err := plots.Distortion(curve.Curve, o)
 	if err != nil {
-		return fmt.Errorf("%s distortion: %w", run, err)
+		return nil, fmt.Errorf("%s distortion: %w", r.Name, err)
 	}
-	return plots.Save(p, file, o)
+	return curve, plots.Save(p, file, o)
+}
+
+// curvePopulation says what population a distortion curve was measured on.
+func curvePopulation(c *query.Curve) string {
+	if c.Population == db.Full {
+		return fmt.Sprintf("full training set, N = %d, in-sample", c.N)
+	}
+	return fmt.Sprintf("sample of N = %d, held out", c.N)
 }
 
 // saveLines draws a query result and reports the file and any warnings.
@@ -128,9 +136,12 @@ func (m *Main) plot(ctx context.Context, args []string) error {
   --kind lines (default): a query's values over steps, one series per run,
       layer and statistic. The query is a SELECT, or a PLOT (whose TO names
       the file unless --out is given).
-  --kind distortion: GC weighted distortion against K = 1, 2, 4, ... N for
-      one snapshot (--run, --step; default the last), with the levels D0/K
-      and D0/(2K) below which GC beats SG-B and SG-2B.
+  --kind distortion: GC weighted distortion against K = 1, 2, 4, ... --kmax
+      for one snapshot (--run, --step; default the last), with the levels
+      D0/K and D0/(2K) below which GC beats SG-B and SG-2B. On a full
+      snapshot the partitions are fitted and scored on the training set; on
+      a sample they are held out (fit on one half, scored on the other) and
+      K stops at N/4.
   --kind norms: histograms of per-example gradient norms at --steps.
   --kind clusters: sizes of the --k clusters at every snapshot.`, `  gvdb plot --out nvar.png "SELECT nvar FROM 'lr-*' GROUP BY run, window(500)"
   gvdb plot "PLOT variance(128), gc_variance(128, 128) FROM 'mlp' TO 'gc.svg'"
@@ -144,6 +155,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 	step := fs.Int64("step", -1, "snapshot step (distortion; default the last)")
 	steps := fs.String("steps", "", "snapshot steps, comma-separated (norms; default first and last)")
 	k := fs.Int("k", 16, "clusters (clusters)")
+	kmax := fs.Int("kmax", 256, "largest K of the distortion curve (distortion; a sample stops at N/4)")
 	layer := fs.String("layer", "", "layers, comma-separated (default all)")
 	ff := addFigureFlags(fs)
 	rest, err := parse(fs, args)
@@ -192,7 +204,11 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 	if *run == "" {
 		return usagef("plot: --kind %s needs --run", *kind)
 	}
-	all, err := d.Steps(*run)
+	r, err := d.Run(*run)
+	if err != nil {
+		return err
+	}
+	all, err := d.Steps(r)
 	if err != nil {
 		return err
 	}
@@ -206,7 +222,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if s < 0 {
 			s = all[len(all)-1]
 		}
-		if err := drawDistortion(d, *run, s, layers, *out, ff); err != nil {
+		if _, err := drawDistortion(d, r, s, layers, *kmax, *out, ff); err != nil {
 			return err
 		}
 		m.wrote(*out, nil)
@@ -225,7 +241,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		}
 		var norms []plots.Sample
 		for _, s := range want {
-			v, err := query.ExampleNorms(d, *run, s, layers)
+			v, err := query.ExampleNorms(d, r, s, layers)
 			if err != nil {
 				return err
 			}
@@ -243,7 +259,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if o, err = ff.options(figureTitle(d, fmt.Sprintf("GC cluster sizes (K = %d): %s", *k, *run))); err != nil {
 			return err
 		}
-		st, sizes, err := query.ClusterSizes(d, *run, *k, layers, query.Options{})
+		st, sizes, err := query.ClusterSizes(d, r, *k, layers, query.Options{})
 		if err != nil {
 			return err
 		}

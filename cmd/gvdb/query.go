@@ -4,18 +4,22 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/chzyer/readline"
+	"github.com/dustin/go-humanize"
 
 	"gvdb/db"
 	"gvdb/plots"
 	"gvdb/query"
+	"gvdb/query/stats"
 )
 
 func init() {
@@ -51,11 +55,18 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
   echo "SHOW RUNS; SHOW LAYERS FROM 'mlp'" | gvdb query`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	format := formatFlag(fs)
-	timing := fs.Bool("timing", false, "print read, decode and compute times to standard error")
+	timing := fs.Bool("timing", false, "print read, decode and compute times, and the Gradient Clustering path, to standard error")
+	ef := addEvalFlags(fs)
 	rest, d, err := m.openWithFormat(fs, args, dir, format)
 	if err != nil {
 		return err
 	}
+	opts, err := ef.options()
+	if err != nil {
+		d.Close()
+		return err
+	}
+	out := output{format: *format, timing: *timing, opts: opts}
 	defer d.Close()
 	run := func(src string) error {
 		script, err := query.Parse(src)
@@ -63,10 +74,10 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 			return err
 		}
 		for i, st := range script.Statements {
-			if i > 0 && *format == "table" {
+			if i > 0 && out.format == "table" {
 				fmt.Fprintln(m.Stdout)
 			}
-			if err := m.runStatement(ctx, d, st, *format, *timing); err != nil {
+			if err := m.runStatement(ctx, d, st, out); err != nil {
 				return err
 			}
 		}
@@ -76,7 +87,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	case len(rest) > 0:
 		return run(strings.Join(rest, " "))
 	case m.Interactive:
-		return m.prompt(ctx, d, *format, *timing)
+		return m.prompt(ctx, d, out)
 	default:
 		src, err := io.ReadAll(m.Stdin)
 		if err != nil {
@@ -90,15 +101,18 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 }
 
 // runStatement evaluates one statement and prints its result.
-func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, format string, timing bool) error {
+func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, out output) error {
 	start := time.Now()
 	var bar *progress
-	res, err := query.Eval(ctx, d, st, query.Options{Progress: func(done, total int) {
+	opts := out.opts
+	format, timing := out.format, out.timing
+	opts.Progress = func(done, total int) {
 		if bar == nil {
 			bar = m.newProgress("query", int64(total))
 		}
 		bar.update(int64(done), "snapshots")
-	}})
+	}
+	res, err := query.Eval(ctx, d, st, opts)
 	if bar != nil {
 		bar.finish()
 	}
@@ -121,12 +135,52 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, f
 		fmt.Fprintf(m.Stderr, "%d rows in %s: %d snapshots, %s read in %s, decoded in %s, computed in %s\n",
 			len(res.Rows), time.Since(start).Round(time.Millisecond), s.Snapshots, humanBytes(s.BytesRead),
 			s.Read.Round(time.Millisecond), s.Decode.Round(time.Millisecond), s.Compute.Round(time.Millisecond))
+		for _, p := range s.GC {
+			fmt.Fprintf(m.Stderr, "gradient clustering path: %s\n", p)
+		}
 	}
 	return nil
 }
 
 func resultTable(res *query.Result) *table {
 	return &table{Columns: res.Columns, Rows: res.Rows}
+}
+
+// output says how runStatement evaluates and prints.
+type output struct {
+	format string
+	timing bool
+	opts   query.Options
+}
+
+// evalFlags are the evaluation settings of commands that run queries.
+type evalFlags struct {
+	gcPath, memory string
+}
+
+func addEvalFlags(fs *flag.FlagSet) *evalFlags {
+	f := &evalFlags{}
+	fs.StringVar(&f.gcPath, "gc-path", "auto", "where Gradient Clustering searches: auto (Gram matrix up to 8192 examples, else a sketch), gram or sketch")
+	fs.StringVar(&f.memory, "memory", "", "memory budget for large computations, e.g. 4GiB (default: half the machine's memory)")
+	return f
+}
+
+// options returns the query options the flags ask for.
+func (f *evalFlags) options() (query.Options, error) {
+	var o query.Options
+	p, err := stats.ParsePath(f.gcPath)
+	if err != nil {
+		return o, usageError{err}
+	}
+	o.GCPath = p
+	if f.memory != "" {
+		n, err := humanize.ParseBytes(f.memory)
+		if err != nil || n == 0 || n > math.MaxInt64 {
+			return o, usagef("bad --memory %q (want a size such as 512MiB or 8GiB)", f.memory)
+		}
+		o.MemoryBudget = int64(n)
+	}
+	return o, nil
 }
 
 // lineReader reads the prompt's input a line at a time.
@@ -204,7 +258,7 @@ func (m *Main) newLineReader() lineReader {
 // line (a first line that is a whole query runs at once); arrow keys
 // recall earlier queries; Ctrl-C clears the current input or stops the
 // running query; Ctrl-D or 'exit' quits.
-func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool) error {
+func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
 	fmt.Fprintln(m.Stderr, "gvdb query prompt: end a query with ';' or a blank line; 'help' lists statistics, 'exit' quits.")
 	in := m.newLineReader()
 	defer in.close()
@@ -264,7 +318,7 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, format string, timing bool)
 		}
 		for _, st := range script.Statements {
 			sctx, done := m.statementContext(ctx)
-			err := m.runStatement(sctx, d, st, format, timing)
+			err := m.runStatement(sctx, d, st, out)
 			interrupted := sctx.Err() != nil && ctx.Err() == nil
 			done()
 			switch {

@@ -28,14 +28,17 @@ func (m *Main) report(ctx context.Context, args []string) error {
 the runs in a store, and an index (index.md and a self-contained
 index.html) listing each figure with the exact query that made it:
 
-  - variance and normalized variance over training for SG-B, SG-2B and
-    Gradient Clustering (K = min(--k, snapshot examples), batch B = the
-    run's batch size): the paper's core comparison;
+  - variance and normalized variance over training for SG-B, SG-2B, SVRG
+    (runs trained with --svrg-every) and Gradient Clustering (K = min(--k,
+    B), batch B = the run's batch size): the paper's core comparison. SG
+    and SVRG are measured on every snapshot; GC on the full snapshots
+    (runs trained with --full-snapshot-every), in-sample as the paper
+    defines it, else held out on the samples. Captions say which;
   - variance and normalized variance across runs on one plot (e.g. runs
     with different learning rates);
   - normalized variance beside the training loss over steps;
-  - the GC distortion-vs-K curve at the last snapshot, with D0/K and
-    D0/(2K).`, `  gvdb report --out ./report
+  - the GC distortion-vs-K curve (K up to --k) at the last full snapshot
+    (else the last sample, held out), with D0/K and D0/(2K).`, `  gvdb report --out ./report
   gvdb report --db ./sweep --runs 'lr-*' --out ./report`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	out := fs.String("out", "", "output directory (required)")
@@ -66,114 +69,221 @@ index.html) listing each figure with the exact query that made it:
 
 // writeReport draws the figures and the index; it returns the figures.
 func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax int, ff *figureFlags) ([]figure, error) {
-	runs, err := d.Runs()
+	all, err := d.Runs()
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for _, r := range runs {
+	var runs []*db.Run
+	for _, r := range all {
 		if ok, _ := path.Match(glob, r.Name); !ok {
 			continue
 		}
-		steps, err := d.SnapshotInfos(r.Name, db.AllSteps)
+		steps, err := d.SnapshotInfos(r, db.AllSteps)
 		if err != nil {
 			return nil, err
 		}
 		if len(steps) > 0 {
-			names = append(names, r.Name)
+			runs = append(runs, r)
 		}
 	}
-	if len(names) == 0 {
+	if len(runs) == 0 {
 		return nil, fmt.Errorf("report: no run matching %q has snapshots", glob)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	var figs []figure
-	lines := func(file, caption, q string) error {
+	eval := func(q string) (*query.Result, error) {
 		st, err := query.ParseStatement(q)
 		if err != nil {
-			return fmt.Errorf("report query %q: %w", q, err)
+			return nil, fmt.Errorf("report query %q: %w", q, err)
 		}
-		o, err := ff.statementOptions(d, st)
+		res, err := query.Eval(ctx, d, st, query.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("report query %q: %w", q, err)
+		}
+		return res, nil
+	}
+	// draw draws the given columns of res to file with a clean title.
+	draw := func(res *query.Result, cols []string, file, title, caption, scale string, queries ...string) error {
+		sub, err := res.Project(cols...)
 		if err != nil {
 			return err
 		}
-		warnings, err := drawStatement(ctx, d, st, filepath.Join(out, file), o)
+		o, err := ff.options(title)
 		if err != nil {
-			return fmt.Errorf("report figure %s (%s): %w", file, q, err)
+			return err
 		}
-		for _, w := range warnings {
+		if ff.scale == "" {
+			o.Scale = scale
+		}
+		warnings, err := drawLines(sub, filepath.Join(out, file), o)
+		if err != nil {
+			return fmt.Errorf("report figure %s: %w", file, err)
+		}
+		for _, w := range append(sub.Warnings, warnings...) {
 			fmt.Fprintf(m.Stderr, "warning: %s: %s\n", file, w)
 		}
 		fmt.Fprintf(m.Stderr, "  %s\n", file)
-		figs = append(figs, figure{file, caption, q})
+		figs = append(figs, figure{file, caption, strings.Join(queries, ";\n")})
 		return nil
 	}
-	for _, name := range names {
-		r, err := d.Run(name)
-		if err != nil {
+	for _, r := range runs {
+		if err := m.reportRun(d, r, out, kMax, ff, eval, draw, &figs); err != nil {
 			return nil, err
 		}
-		infos, err := d.SnapshotInfos(name, db.AllSteps)
-		if err != nil {
-			return nil, err
-		}
-		b := max(r.BatchSize, 1)
-		k := min(kMax, infos[0].N)
-		for _, in := range infos {
-			k = min(k, in.N)
-		}
-		safe := strings.NewReplacer("/", "_", " ", "_", "*", "_").Replace(name)
-		q := quoteName(name)
-		if err := lines(safe+"-variance.png",
-			fmt.Sprintf("%s: gradient variance of SG-B (B = %d), SG-2B and GC (K = %d, B = %d) over training", name, b, k, b),
-			fmt.Sprintf("PLOT variance(%d) AS 'SG-B', variance(%d) AS 'SG-2B', gc_variance(%d, %d) AS 'GC' FROM %s SCALE LOG TO '%s-variance.png'", b, 2*b, k, b, q, safe)); err != nil {
-			return nil, err
-		}
-		if err := lines(safe+"-nvar.png",
-			fmt.Sprintf("%s: normalized gradient variance of SG-B, SG-2B and GC over training", name),
-			fmt.Sprintf("PLOT nvar(%d) AS 'SG-B', nvar(%d) AS 'SG-2B', gc_nvar(%d, %d) AS 'GC' FROM %s SCALE LINEAR TO '%s-nvar.png'", b, 2*b, k, b, q, safe)); err != nil {
-			return nil, err
-		}
-		window := ""
-		if r.SnapshotEvery > 0 {
-			window = fmt.Sprintf(" GROUP BY window(%d)", r.SnapshotEvery)
-		}
-		if err := lines(safe+"-nvar-loss.png",
-			fmt.Sprintf("%s: normalized variance beside the training loss (each point: the mean over a window of steps)", name),
-			fmt.Sprintf("PLOT nvar(%d) AS 'NGV', loss AS 'training loss' FROM %s%s SCALE LINEAR TO '%s-nvar-loss.png'", b, q, window, safe)); err != nil {
-			return nil, err
-		}
-		last := infos[len(infos)-1].Step
-		file := safe + "-distortion.png"
-		if err := drawDistortion(d, name, last, nil, filepath.Join(out, file), ff); err != nil {
-			return nil, fmt.Errorf("report: %w", err)
-		}
-		fmt.Fprintf(m.Stderr, "  %s\n", file)
-		figs = append(figs, figure{file, fmt.Sprintf("%s: GC weighted distortion vs K at step %d; below D0/K GC beats SG-B, below D0/(2K) it beats SG-2B", name, last),
-			fmt.Sprintf("gvdb plot --kind distortion --run %s --step %d", name, last)})
 	}
-	if len(names) > 1 {
-		from := make([]string, len(names))
-		for i, n := range names {
-			from[i] = quoteName(n)
+	if len(runs) > 1 {
+		from := make([]string, len(runs))
+		names := make([]string, len(runs))
+		for i, r := range runs {
+			from[i], names[i] = quoteName(r.Name), r.Name
 		}
-		all := strings.Join(from, ", ")
-		if err := lines("runs-variance.png", "gradient variance across runs (the paper: smaller learning rates coincide with higher variance)",
-			fmt.Sprintf("PLOT variance FROM %s GROUP BY run SCALE LOG TO 'runs-variance.png'", all)); err != nil {
+		q := fmt.Sprintf("SELECT variance, nvar FROM %s GROUP BY run", strings.Join(from, ", "))
+		res, err := eval(q)
+		if err != nil {
 			return nil, err
 		}
-		if err := lines("runs-nvar.png", "normalized gradient variance across runs",
-			fmt.Sprintf("PLOT nvar FROM %s GROUP BY run SCALE LINEAR TO 'runs-nvar.png'", all)); err != nil {
+		if err := draw(res, []string{"variance"}, "runs-variance.png", "gradient variance of SG-B across runs",
+			"gradient variance of SG-B across runs, on each snapshot's examples (the paper: smaller learning rates coincide with higher variance)", "log", q); err != nil {
 			return nil, err
 		}
-		if err := lines("runs-loss.png", "training loss across runs (NGV tracks convergence speed better than variance)",
-			fmt.Sprintf("PLOT loss FROM %s GROUP BY run, window(10) SCALE LOG TO 'runs-loss.png'", all)); err != nil {
+		if err := draw(res, []string{"nvar"}, "runs-nvar.png", "normalized gradient variance of SG-B across runs",
+			"normalized gradient variance of SG-B across runs, on each snapshot's examples", "linear", q); err != nil {
+			return nil, err
+		}
+		ql := fmt.Sprintf("SELECT loss FROM %s GROUP BY run, window(10)", strings.Join(from, ", "))
+		if res, err = eval(ql); err != nil {
+			return nil, err
+		}
+		if err := draw(res, []string{"loss"}, "runs-loss.png", "training loss across runs (mean over 10 steps)",
+			"training loss across runs (NGV tracks convergence speed better than variance)", "log", ql); err != nil {
 			return nil, err
 		}
 	}
 	return figs, writeIndex(out, d.Dir(), figs)
+}
+
+// reportRun draws one run's figures: the four estimators' variance and
+// normalized variance over training, NGV beside the loss, and the
+// distortion-vs-K curve, each captioned with the population it uses.
+func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFlags,
+	eval func(string) (*query.Result, error),
+	draw func(*query.Result, []string, string, string, string, string, ...string) error, figs *[]figure) error {
+	infos, err := d.SnapshotInfos(r, db.AllSteps)
+	if err != nil {
+		return err
+	}
+	var full, sample, anchored, minSample int
+	var lastFull, lastSample int64 = -1, -1
+	for _, in := range infos {
+		if in.HasAnchor {
+			anchored++
+		}
+		if in.Population == db.Full {
+			full++
+			lastFull = in.Step
+			continue
+		}
+		sample++
+		lastSample = in.Step
+		if minSample == 0 || in.N < minSample {
+			minSample = in.N
+		}
+	}
+	b := max(r.BatchSize, 1)
+	q := quoteName(r.Name)
+	safe := strings.NewReplacer("/", "_", " ", "_", "*", "_").Replace(r.Name)
+
+	// SG-B, SG-2B and SVRG on every snapshot: moments of a sample
+	// estimate those of the training set without bias.
+	sgCols := []string{"variance(" + fmt.Sprint(b) + ")", "variance(" + fmt.Sprint(2*b) + ")"}
+	items := fmt.Sprintf("variance(%d), variance(%d), nvar(%d), nvar(%d)", b, 2*b, b, 2*b)
+	nvCols := []string{"nvar(" + fmt.Sprint(b) + ")", "nvar(" + fmt.Sprint(2*b) + ")"}
+	if anchored > 0 {
+		items += fmt.Sprintf(", svrg_variance(%d), svrg_nvar(%d)", b, b)
+		sgCols = append(sgCols, fmt.Sprintf("svrg_variance(%d)", b))
+		nvCols = append(nvCols, fmt.Sprintf("svrg_nvar(%d)", b))
+	}
+	qSG := fmt.Sprintf("SELECT %s FROM %s", items, q)
+	sg, err := eval(qSG)
+	if err != nil {
+		return err
+	}
+	// GC on the full training set where the run has full snapshots
+	// (in-sample: the paper's quantity), else held out on its samples.
+	k := min(kMax, b)
+	var qGC, gcPop string
+	if full > 0 {
+		qGC = fmt.Sprintf("SELECT gc_variance(%d, %d), gc_nvar(%d, %d) FROM %s WHERE population = 'full'", k, b, k, b, q)
+		gcPop = "GC on the whole training set at the full snapshots (fitted and scored in-sample: the paper's population)"
+	} else {
+		k = min(k, minSample/2)
+		qGC = fmt.Sprintf("SELECT gc_variance(%d, %d), gc_nvar(%d, %d) FROM %s", k, b, k, b, q)
+		gcPop = fmt.Sprintf("GC held out on each sample (fitted on one half, scored on the other: the run has no full snapshots; train with --full-snapshot-every for the paper's population)")
+	}
+	var gc *query.Result
+	if k >= 1 {
+		if gc, err = eval(qGC); err != nil {
+			return err
+		}
+		if gc, err = query.Join(sg, gc); err != nil {
+			return err
+		}
+		sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d)", k, b))
+		nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d)", k, b))
+	} else {
+		gc, qGC = sg, ""
+	}
+	estimators := "SG-B, SG-2B"
+	if anchored > 0 {
+		estimators += ", SVRG"
+	}
+	estimators += ", GC"
+	pop := fmt.Sprintf("SG-B (B = %d), SG-2B", b)
+	if anchored > 0 {
+		pop += fmt.Sprintf(" and SVRG (anchor refreshed every %d steps)", r.SVRGEvery)
+	}
+	pop += fmt.Sprintf(" on each snapshot's examples (%d sampled, %d full); %s, K = %d", sample, full, gcPop, k)
+	queries := []string{qSG}
+	if qGC != "" {
+		queries = append(queries, qGC)
+	}
+	if err := draw(gc, sgCols, safe+"-variance.png", fmt.Sprintf("%s: gradient variance of %s", r.Name, estimators),
+		fmt.Sprintf("%s: gradient variance per coordinate over training. %s.", r.Name, pop), "log", queries...); err != nil {
+		return err
+	}
+	if err := draw(gc, nvCols, safe+"-nvar.png", fmt.Sprintf("%s: normalized gradient variance of %s", r.Name, estimators),
+		fmt.Sprintf("%s: normalized gradient variance over training. %s.", r.Name, pop), "linear", queries...); err != nil {
+		return err
+	}
+	window := ""
+	if r.SnapshotEvery > 0 {
+		window = fmt.Sprintf(" GROUP BY window(%d)", r.SnapshotEvery)
+	}
+	ql := fmt.Sprintf("SELECT nvar(%d), loss FROM %s%s", b, q, window)
+	res, err := eval(ql)
+	if err != nil {
+		return err
+	}
+	if err := draw(res, []string{fmt.Sprintf("nvar(%d)", b), "loss"}, safe+"-nvar-loss.png", fmt.Sprintf("%s: normalized variance and training loss", r.Name),
+		fmt.Sprintf("%s: normalized variance (on each snapshot's examples) beside the training loss; each point is the mean over a window of steps", r.Name), "linear", ql); err != nil {
+		return err
+	}
+	last := lastFull
+	if last < 0 {
+		last = lastSample
+	}
+	file := safe + "-distortion.png"
+	curve, err := drawDistortion(d, r, last, nil, kMax, filepath.Join(out, file), ff)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	fmt.Fprintf(m.Stderr, "  %s\n", file)
+	*figs = append(*figs, figure{file, fmt.Sprintf("%s: GC weighted distortion vs K at step %d (%s, %s); below D0/K GC beats SG-B, below D0/(2K) it beats SG-2B",
+		r.Name, last, curvePopulation(curve), curve.Path),
+		fmt.Sprintf("gvdb plot --kind distortion --run %s --step %d --kmax %d", r.Name, last, kMax)})
+	return nil
 }
 
 func quoteName(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

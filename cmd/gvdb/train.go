@@ -11,6 +11,7 @@ import (
 	"gvdb/db"
 	"gvdb/ingest"
 	"gvdb/ingest/codec"
+	"gvdb/query/stats"
 	"gvdb/trainer"
 )
 
@@ -21,7 +22,7 @@ func init() {
 // trainFlags are gvdb train's settings, shared with the demo.
 type trainFlags struct {
 	dir, run, model, hidden, data, encoding string
-	steps, snapEvery                        int64
+	steps, snapEvery, fullEvery, svrgEvery  int64
 	batch, snapExamples, evalExamples       int
 	dataSize                                int
 	lr, momentum, wd                        float64
@@ -33,7 +34,12 @@ func (m *Main) train(ctx context.Context, args []string) error {
 	fs := m.newFlags("train --run NAME [flags]", `Train a model with SGD (momentum, weight decay) and stream snapshots of its
 per-example gradients into the store: every --snapshot-every steps,
 --snapshot-examples training examples drawn at random (seeded, apart from
-the training stream) at the current parameters. Step scalars (loss,
+the training stream) at the current parameters, and every
+--full-snapshot-every steps all training examples (the population the
+paper's estimators sample; Gradient Clustering is measured on it exactly).
+With --svrg-every S, an SVRG anchor θ̃ is refreshed every S steps and each
+snapshot also stores its examples' gradients at θ̃ (svrg_variance,
+svrg_nvar). Step scalars (loss,
 accuracy, lr, step time) are recorded every step, test accuracy at
 snapshot steps and at the end. Ctrl-C stops cleanly: what was captured is
 flushed and the run is marked interrupted.
@@ -48,14 +54,15 @@ than the paper's 64,128,1000 so that it trains at a useful pace on 2
 cores).`, `  gvdb train --run mlp --steps 2000
   gvdb train --run lr-0.1 --model mlp --hidden 128 --lr 0.1 --steps 1000 --snapshot-every 100
   gvdb train --run cnn --model cnn --steps 500 --snapshot-examples 256
-  gvdb train --run lin --data linreg --model logreg --lr 0.001 --batch 10`)
+  gvdb train --run lin --data linreg --model logreg --lr 0.001 --batch 10
+  gvdb train --run paper --hidden 256,256 --steps 4000 --full-snapshot-every 2000 --svrg-every 2000 --data-size 10000`)
 	var f trainFlags
 	fs.StringVar(&f.dir, "db", db.DefaultDir, "store directory")
 	fs.StringVar(&f.run, "run", "", "run name (required)")
 	fs.StringVar(&f.model, "model", "mlp", "model: logreg, mlp or cnn")
 	fs.StringVar(&f.hidden, "hidden", "", "hidden widths, comma-separated (default: per model)")
 	fs.StringVar(&f.data, "data", "mnist", "data set: mnist, linreg or rf")
-	fs.IntVar(&f.dataSize, "data-size", 0, "training examples of a synthetic data set (default linreg 10000, rf 1000)")
+	fs.IntVar(&f.dataSize, "data-size", 0, "training examples: MNIST's first N (default all 60000), linreg (default 10000), rf (default 1000)")
 	fs.Int64Var(&f.steps, "steps", 1000, "optimizer steps")
 	fs.IntVar(&f.batch, "batch", 128, "batch size")
 	fs.Float64Var(&f.lr, "lr", 0.02, "learning rate")
@@ -63,6 +70,8 @@ cores).`, `  gvdb train --run mlp --steps 2000
 	fs.Float64Var(&f.wd, "wd", 5e-4, "weight decay (not part of the measured gradient)")
 	fs.Int64Var(&f.snapEvery, "snapshot-every", 500, "steps between snapshots (0: none)")
 	fs.IntVar(&f.snapExamples, "snapshot-examples", 1024, "examples per snapshot")
+	fs.Int64Var(&f.fullEvery, "full-snapshot-every", 0, "steps between full snapshots of every training example (0: none; the paper re-clusters every 2000)")
+	fs.Int64Var(&f.svrgEvery, "svrg-every", 0, "refresh period of the SVRG anchor; each snapshot also stores its examples' gradients at the anchor (0: none; the paper: 2000)")
 	fs.IntVar(&f.evalExamples, "eval-examples", 0, "test examples for test accuracy (0: all)")
 	fs.StringVar(&f.encoding, "encoding", "float32", "block encoding: float32 (lossless), float16, bfloat16 or int8")
 	fs.Uint64Var(&f.seed, "seed", 1, "random seed (initialization, data order, snapshot examples)")
@@ -106,15 +115,34 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 		return nil, 0, usagef("train: --model cnn needs image data (--data mnist)")
 	}
 	// Values that do not depend on the data are checked before loading it.
+	if math.IsNaN(f.lr) || math.IsNaN(f.momentum) || math.IsNaN(f.wd) || math.IsInf(f.wd, 0) {
+		return nil, 0, usagef("train: --lr, --momentum and --wd must be numbers, got %g, %g, %g", f.lr, f.momentum, f.wd)
+	}
+	if f.dataSize < 0 {
+		return nil, 0, usagef("train: --data-size must be >= 0 (0: the data set's default), got %d", f.dataSize)
+	}
 	probe := trainer.Config{Train: &trainer.Dataset{Dim: 1, X: make([]float32, max(f.batch, f.snapExamples, 1))},
 		Steps: f.steps, Batch: f.batch, LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd,
-		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples}
+		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery,
+		EvalExamples: f.evalExamples}
 	if err := probe.Validate(); err != nil {
 		return nil, 0, usageError{fmt.Errorf("train: %w", err)}
 	}
 	cfg := &trainer.Config{Spec: trainer.Spec{Kind: f.model, Hidden: hidden}, Steps: f.steps, Batch: f.batch,
 		LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, SnapshotEvery: f.snapEvery,
-		SnapshotExamples: f.snapExamples, EvalExamples: f.evalExamples, Seed: f.seed}
+		SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery,
+		EvalExamples: f.evalExamples, Seed: f.seed}
+	// A synthetic data set is generated in memory: bound it first.
+	synthetic := func(def, dim int) (int, error) {
+		n := f.dataSize
+		if n == 0 {
+			n = def
+		}
+		if need, budget := int64(n)*int64(dim)*4*6/5, stats.DefaultMemoryBudget(); need > budget {
+			return 0, usagef("train: --data-size %d needs %s for the data alone, over the memory budget of %s", n, humanBytes(need), humanBytes(budget))
+		}
+		return n, nil
+	}
 	switch f.data {
 	case "mnist":
 		dir, err := trainer.MNISTDir()
@@ -124,16 +152,22 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 		if cfg.Train, cfg.Test, err = trainer.LoadMNIST(dir); err != nil {
 			return nil, 0, err
 		}
+		if f.dataSize > cfg.Train.Len() {
+			return nil, 0, usagef("train: --data-size %d is more than MNIST's %d training examples", f.dataSize, cfg.Train.Len())
+		}
+		if f.dataSize > 0 {
+			cfg.Train = cfg.Train.Head(f.dataSize)
+		}
 	case "linreg":
-		n := f.dataSize
-		if n == 0 {
-			n = 10000
+		n, err := synthetic(10000, 1000)
+		if err != nil {
+			return nil, 0, err
 		}
 		cfg.Train, cfg.Test = trainer.LinReg(f.seed, n, 1000)
 	case "rf":
-		n := f.dataSize
-		if n == 0 {
-			n = 1000
+		n, err := synthetic(1000, 1000)
+		if err != nil {
+			return nil, 0, err
 		}
 		cfg.Train, cfg.Test = trainer.RandomFeatures(f.seed, n, 100, 100, 1000)
 	}
@@ -208,10 +242,18 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	schema, params := probe.Schema(), probe.Params()
+	snapBytes := probe.SnapshotBytes(cfg.Train.Len())
 	probe.Close()
+	if f.svrgEvery > 0 {
+		snapBytes *= 2
+	}
+	if budget := stats.DefaultMemoryBudget(); f.fullEvery > 0 && snapBytes > budget/2 {
+		return usagef("train: a full snapshot of %d examples holds %s of gradient factors (anchors included), over half the memory budget (%s); use --data-size",
+			cfg.Train.Len(), humanBytes(snapBytes), humanBytes(budget))
+	}
 	run := &db.Run{Name: f.run, Model: f.model, Dataset: f.data, Layers: schema,
 		Optimizer: "sgd", LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, BatchSize: f.batch, Steps: f.steps, Seed: f.seed,
-		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, Encoding: enc.String(),
+		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery, Encoding: enc.String(),
 		Status: db.StatusRunning, Version: Version, Params: map[string]string{
 			"hidden":         strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Spec.Hidden)), ","), "[]"),
 			"train_examples": fmt.Sprint(cfg.Train.Len()), "test_examples": fmt.Sprint(cfg.Test.Len()),

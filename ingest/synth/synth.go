@@ -117,3 +117,34 @@ func Schema(layers []Layer) []db.Layer {
 	}
 	return out
 }
+
+// Perturbed returns blocks for the same examples as s, every value
+// multiplied by 1 + eps·z (z standard normal): the gradients of the same
+// examples at nearby parameters (an SVRG anchor, say). A bias block stays
+// equal to the Delta of the weight block before it.
+func Perturbed(rng *rand.Rand, s map[string]*codec.Block, layers []Layer, eps float64) map[string]*codec.Block {
+	jitter := func(v []float32) []float32 {
+		out := make([]float32, len(v))
+		for i, x := range v {
+			out[i] = x * float32(1+eps*rng.NormFloat64())
+		}
+		return out
+	}
+	out := make(map[string]*codec.Block, len(s))
+	var lastDelta []float32
+	for _, l := range layers {
+		b := s[l.Name]
+		if l.Bias {
+			rows := lastDelta
+			if len(rows) != len(b.Rows) {
+				rows = jitter(b.Rows)
+			}
+			out[l.Name] = &codec.Block{Kind: codec.Dense, IDs: b.IDs, Dim: b.Dim, Rows: rows}
+			continue
+		}
+		p := &codec.Block{Kind: codec.Factored, IDs: b.IDs, T: b.T, In: b.In, Out: b.Out, A: jitter(b.A), Delta: jitter(b.Delta)}
+		lastDelta = p.Delta
+		out[l.Name] = p
+	}
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 )
 
@@ -217,13 +218,20 @@ func Cluster(g *Gram, ids []uint64, k int, opts GCOptions) (*Clustering, error) 
 	}
 	best := st.objective()
 	hist := []float64{best}
-	for range opts.Rounds {
+	for r := 0; r < opts.Rounds; r++ {
 		if k == 1 {
 			hist = append(hist, best)
 			continue
 		}
 		prev := append([]int(nil), st.assign...)
 		next := paperAssign(st, order)
+		if slices.Equal(next, prev) && minSize(st) >= opts.MinSize {
+			// A fixed point: later rounds would repeat this one.
+			for ; r < opts.Rounds; r++ {
+				hist = append(hist, best)
+			}
+			break
+		}
 		st = newState(g, k, next)
 		split(st, order, opts.MinSize, rng)
 		if j := st.objective(); j > best {
@@ -236,6 +244,11 @@ func Cluster(g *Gram, ids []uint64, k int, opts GCOptions) (*Clustering, error) 
 		hist = append(hist, st.objective())
 	}
 	return &Clustering{K: k, Assign: st.assign, Sizes: st.size, Objective: st.objective(), History: hist}, nil
+}
+
+// minSize returns the size of the smallest cluster.
+func minSize(st *state) int {
+	return slices.Min(st.size)
 }
 
 // seedPlusPlus picks k centres by k-means++ (in example-id order, seeded)
@@ -357,4 +370,3 @@ func split(st *state, order []int, minSize int, rng *rand.Rand) {
 		st.move(i, small)
 	}
 }
-

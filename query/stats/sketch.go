@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -342,26 +343,120 @@ func (sp *sketchSpace) split(assign []int, minSize int, rng *rand.Rand) {
 	}
 }
 
-// fit runs the paper's batch algorithm in sketch space (see Cluster for
-// the steps; a round that would raise the sketch objective is undone) and
-// returns the assignment of sp.idx and the sketch objective's history.
+// fit runs the paper's batch algorithm in sketch space, as Cluster does
+// on the Gram matrix (k-means++ seeding, then rounds of the weighted
+// A-step, split and mean update; a round that would raise the sketch
+// objective is undone; unless PaperOnly, single-example moves that lower
+// it follow), and returns the assignment of sp.idx and the sketch
+// objective's history.
 func (sp *sketchSpace) fit(opts GCOptions, rng *rand.Rand) ([]int, []float64) {
 	assign := sp.seed(rng)
+	if sp.k > 1 && !opts.PaperOnly {
+		sp.refine(assign, 50)
+	}
 	best, _ := sp.objective(assign)
 	hist := []float64{best}
-	if sp.k == 1 {
-		return assign, hist
-	}
-	for range opts.Rounds {
+	for r := 0; r < opts.Rounds && sp.k > 1; r++ {
 		c, size := sp.centroids(assign)
 		next := sp.assign(sp.idx, c, size)
 		sp.split(next, opts.MinSize, rng)
+		if slices.Equal(next, assign) {
+			// A fixed point: later rounds would repeat this one.
+			for ; r < opts.Rounds; r++ {
+				hist = append(hist, best)
+			}
+			break
+		}
 		if j, _ := sp.objective(next); j <= best {
 			assign, best = next, j
+		}
+		if !opts.PaperOnly {
+			sp.refine(assign, 50)
+			best, _ = sp.objective(assign)
 		}
 		hist = append(hist, best)
 	}
 	return assign, hist
+}
+
+// refine moves single examples to the cluster that lowers the weighted
+// sketch objective Σ_c (N_c s_c − |S_c|²) most (s_c: the members' summed
+// squared norms, S_c their summed sketch), until no move lowers it by more
+// than rounding or maxPasses passes are done.
+func (sp *sketchSpace) refine(assign []int, maxPasses int) {
+	dim, k := sp.sk.dim, sp.k
+	size := make([]float64, k)
+	s := make([]float64, k)
+	sum := make([]float64, k*dim)
+	for r, i := range sp.idx {
+		c := assign[r]
+		size[c]++
+		s[c] += float64(sp.sk.norms[i])
+		row := sum[c*dim : (c+1)*dim]
+		for j, v := range sp.sk.row(i) {
+			row[j] += float64(v)
+		}
+	}
+	sq := make([]float64, k)
+	for c := range k {
+		sq[c] = sumSquares(sum[c*dim : (c+1)*dim])
+	}
+	x := make([]float64, dim)
+	dots := make([]float64, k)
+	for range maxPasses {
+		moved := 0
+		total := 0.0
+		for c := range k {
+			total += size[c]*s[c] - sq[c]
+		}
+		for r, i := range sp.idx {
+			a := assign[r]
+			if size[a] <= 1 {
+				continue
+			}
+			for j, v := range sp.sk.row(i) {
+				x[j] = float64(v)
+			}
+			ni := float64(sp.sk.norms[i])
+			// dots[c] = x_i·S_c for every cluster.
+			blas64.Gemv(blas.NoTrans, 1, general(k, dim, sum), blas64.Vector{N: dim, Inc: 1, Data: x}, 0, blas64.Vector{N: k, Inc: 1, Data: dots})
+			loss := (size[a]-1)*(s[a]-ni) - (sq[a] - 2*dots[a] + ni) - (size[a]*s[a] - sq[a])
+			best, bestDelta := -1, 0.0
+			for c := range k {
+				if c == a {
+					continue
+				}
+				gain := (size[c]+1)*(s[c]+ni) - (sq[c] + 2*dots[c] + ni) - (size[c]*s[c] - sq[c])
+				if d := loss + gain; d < bestDelta {
+					best, bestDelta = c, d
+				}
+			}
+			if best < 0 || -bestDelta <= 1e-9*total {
+				continue
+			}
+			b := best
+			sq[a] += -2*dots[a] + ni
+			sq[b] += 2*dots[b] + ni
+			s[a] -= ni
+			s[b] += ni
+			size[a]--
+			size[b]++
+			ra, rb := sum[a*dim:(a+1)*dim], sum[b*dim:(b+1)*dim]
+			for j, v := range x {
+				ra[j] -= v
+				rb[j] += v
+			}
+			assign[r] = b
+			moved++
+		}
+		if moved == 0 {
+			return
+		}
+		// Recompute the squared sums exactly now and then.
+		for c := range k {
+			sq[c] = sumSquares(sum[c*dim : (c+1)*dim])
+		}
+	}
 }
 
 // check reports a sketch whose values are not finite.

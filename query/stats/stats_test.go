@@ -550,6 +550,7 @@ func TestSVRGMatchesBruteForce(t *testing.T) {
 		}
 		br.g = append(br.g, h)
 	}
+	mc, _ := Compute(cur, 0, Need{Mean: true})
 	for _, need := range []Need{{}, {Coords: true}} {
 		m, err := Compute(diff, 0, need)
 		if err != nil {
@@ -557,8 +558,20 @@ func TestSVRGMatchesBruteForce(t *testing.T) {
 		}
 		near(t, "svrg_variance", m.Variance(16), br.variance(16), tol)
 		if need.Coords {
-			nv, _ := m.NVar(16)
-			near(t, "svrg_nvar", nv, br.nvar(16), tol)
+			// The estimator's mean is the gradient's μ, not the
+			// differences' mean.
+			want := 0.0
+			for j := range br.d {
+				v := br.coordVar(j) / 16
+				if den := bc.mu[j]*bc.mu[j] + v; den > 0 {
+					want += v / den
+				}
+			}
+			nv, err := SVRGNVar(m, mc, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			near(t, "svrg_nvar", nv, want/float64(br.d), tol)
 		}
 	}
 	// At the refresh step the anchor is the current point.
@@ -568,7 +581,7 @@ func TestSVRGMatchesBruteForce(t *testing.T) {
 		zero = append(zero, Layer{l.Name, d})
 	}
 	m, _ := Compute(zero, 0, Need{Coords: true})
-	nv, _ := m.NVar(16)
+	nv, _ := SVRGNVar(m, mc, 16)
 	if m.Variance(16) != 0 || nv != 0 {
 		t.Errorf("svrg at the anchor: variance %g, nvar %g, want 0", m.Variance(16), nv)
 	}

@@ -86,3 +86,31 @@ func same(x, y []float32) bool {
 	}
 	return true
 }
+
+// SVRGNVar returns the normalized variance of the SVRG estimator with
+// batch size B, per coordinate: (1/D) Σ_j v_j / (μ_j² + v_j), where
+// v_j = Var_i[h_ij] / B is the variance of the differences (diff, with
+// Need.Coords) and μ_j the mean gradient at θ (cur, with its summed
+// gradient): the estimator's mean is μ, not the differences' mean.
+func SVRGNVar(diff, cur *Moments, b float64) (float64, error) {
+	if diff.SumSq == nil {
+		return nan(), ErrNoCoords
+	}
+	if cur.Sum == nil || cur.D != diff.D || cur.N != diff.N {
+		return nan(), fmt.Errorf("svrg_nvar: moments of the gradient (%d x %d, mean kept %v) do not match the differences' (%d x %d)", cur.N, cur.D, cur.Sum != nil, diff.N, diff.D)
+	}
+	if diff.NonFinite || cur.NonFinite || diff.N == 0 {
+		return nan(), nil
+	}
+	n := float64(diff.N)
+	sum := 0.0
+	for j, s := range diff.Sum {
+		hm := s / n
+		v := max(diff.SumSq[j]/n-hm*hm, 0) / b
+		mu := cur.Sum[j] / n
+		if den := mu*mu + v; den > 0 {
+			sum += v / den
+		}
+	}
+	return sum / float64(diff.D), nil
+}
