@@ -29,8 +29,10 @@ type Options struct {
 	DPI           int
 	Title         string
 	// Scale is "log", "linear", or "" for the figure's default (log for
-	// variances, distortions and noise scales).
+	// variances, distortions and noise scales; for histograms, the x axis).
 	Scale string
+	// YLabel names the y axis (default: from the statistics plotted).
+	YLabel string
 }
 
 func (o Options) size() (vg.Length, vg.Length, int) {
@@ -64,7 +66,7 @@ func Save(p *plot.Plot, path string, o Options) error {
 	default:
 		return fmt.Errorf("save figure %s: unknown extension %q (want .png, .svg or .pdf)", path, filepath.Ext(path))
 	}
-	p.Draw(draw.New(c))
+	Render(p, draw.New(c))
 	if dir := filepath.Dir(path); dir != "." {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("save figure: %w", err)
@@ -79,6 +81,72 @@ func Save(p *plot.Plot, path string, o Options) error {
 		return fmt.Errorf("save figure %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// Layout splits canvas c into the plot's area and, when the plot's legend
+// has entries, a strip at the right for the legend, outside the data and
+// aligned with the top of the data area. It returns the legend's box.
+func Layout(p *plot.Plot, c draw.Canvas) (plotArea draw.Canvas, legend vg.Rectangle, ok bool) {
+	r := p.Legend.Rectangle(c)
+	w := r.Size().X
+	if w <= 0 {
+		return c, vg.Rectangle{}, false
+	}
+	pad := vg.Points(6)
+	w = min(w+pad, (c.Max.X-c.Min.X)*2/5)
+	plotArea = draw.Crop(c, 0, -w, 0, 0)
+	top := p.DataCanvas(plotArea).Max.Y
+	legend = vg.Rectangle{Min: vg.Point{X: plotArea.Max.X + pad, Y: top - r.Size().Y}, Max: vg.Point{X: c.Max.X, Y: top}}
+	return plotArea, legend, true
+}
+
+// Render draws p on c with its legend outside the data area (Layout).
+func Render(p *plot.Plot, c draw.Canvas) {
+	area, box, ok := Layout(p, c)
+	if !ok {
+		p.Draw(c)
+		return
+	}
+	leg := p.Legend
+	p.Legend = plot.NewLegend()
+	p.Draw(area)
+	p.Legend = leg
+	leg.Left, leg.Top, leg.XOffs, leg.YOffs = true, true, 0, 0
+	leg.Draw(draw.Canvas{Canvas: c.Canvas, Rectangle: box})
+}
+
+// grid adds light grid lines behind the data.
+func grid(p *plot.Plot) {
+	g := plotter.NewGrid()
+	g.Vertical.Color = color.Gray{Y: 225}
+	g.Horizontal.Color = color.Gray{Y: 225}
+	g.Vertical.Width, g.Horizontal.Width = vg.Points(0.5), vg.Points(0.5)
+	p.Add(g)
+}
+
+// yLabel names a y axis after the statistics kinds plotted on it.
+func yLabel(kinds []string) string {
+	names := map[string]string{
+		"variance": "variance per coordinate", "svrg_variance": "variance per coordinate",
+		"gc_variance": "variance per coordinate", "gc_variance_insample": "variance per coordinate",
+		"nvar": "normalized variance", "svrg_nvar": "normalized variance", "gc_nvar": "normalized variance",
+		"gc_nvar_insample": "normalized variance", "gns": "gradient noise scale B_simple", "snr": "signal-to-noise ratio (nats)",
+		"norm": "mean gradient norm |μ|", "example_norm": "mean per-example gradient norm", "gc_distortion": "weighted distortion",
+		"gc_distortion_insample": "weighted distortion", "examples": "examples", "params": "parameters",
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, k := range kinds {
+		l := names[k]
+		if l == "" {
+			l = strings.ReplaceAll(k, "_", " ")
+		}
+		if l != "" && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // logByDefault reports whether a statistic reads best on a log axis.
@@ -144,16 +212,24 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	}
 
 	p := newPlot(o)
+	grid(p)
 	p.X.Label.Text = "step"
-	p.Y.Label.Text = "value (see legend)"
-	if len(values) == 1 {
-		p.Y.Label.Text = labels[values[0]]
+	var kinds []string
+	for _, v := range values {
+		if v < len(res.Kinds) && res.Kinds[v] != "" {
+			kinds = append(kinds, res.Kinds[v])
+		} else {
+			kinds = append(kinds, labels[v])
+		}
+	}
+	p.Y.Label.Text = yLabel(kinds)
+	if o.YLabel != "" {
+		p.Y.Label.Text = o.YLabel
 	}
 	if logY {
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = logTicks{}
 	}
-	p.Legend.Top = true
 	var warnings []string
 	dropped, points, idx := 0, 0, 0
 	for _, k := range order {
@@ -244,8 +320,14 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 func newPlot(o Options) *plot.Plot {
 	p := plot.New()
 	p.Title.Text = wrap(o.Title, 90)
-	p.Title.TextStyle.Font.Size = vg.Points(9)
+	p.Title.TextStyle.Font.Size = vg.Points(10)
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
+	// Axis labels name statistics in words; at 10 points they fit the
+	// height of a 4-inch figure.
+	p.X.Label.TextStyle.Font.Size = vg.Points(10)
+	p.Y.Label.TextStyle.Font.Size = vg.Points(10)
+	p.X.Tick.Label.Font.Size = vg.Points(9)
+	p.Y.Tick.Label.Font.Size = vg.Points(9)
 	return p
 }
 
@@ -304,6 +386,7 @@ func Distortion(c *stats.Curve, o Options) (*plot.Plot, error) {
 		return nil, fmt.Errorf("%w: no distortion curve (D0 = 0: all gradients equal?)", ErrNothingToPlot)
 	}
 	p := newPlot(o)
+	grid(p)
 	p.X.Label.Text = "clusters K"
 	p.Y.Label.Text = "weighted distortion"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
@@ -342,7 +425,6 @@ func Distortion(c *stats.Curve, o Options) (*plot.Plot, error) {
 	if err := add("D0/(2K) (GC = SG-2B)", sg2b, plotutil.Color(2), true); err != nil {
 		return nil, err
 	}
-	p.Legend.Top = true
 	return p, nil
 }
 
@@ -367,9 +449,26 @@ func Histogram(samples []Sample, o Options) (*plot.Plot, error) {
 		return nil, fmt.Errorf("%w: no finite gradient norms", ErrNothingToPlot)
 	}
 	p := newPlot(o)
+	grid(p)
 	p.X.Label.Text = "per-example gradient norm |g_i|"
 	p.Y.Label.Text = "examples"
 	const bins = 30
+	// Norms span decades: log-spaced bins on a log axis unless the scale
+	// is linear (or some norm is 0).
+	logX := o.Scale != "linear" && lo > 0 && hi > lo
+	edge := func(b int) float64 { return lo + float64(b)*(hi-lo)/bins }
+	bin := func(x float64) int { return min(int((x-lo)/(hi-lo)*bins), bins-1) }
+	if logX {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = logTicks{}
+		ll, lh := math.Log(lo), math.Log(hi)
+		edge = func(b int) float64 { return math.Exp(ll + float64(b)*(lh-ll)/bins) }
+		bin = func(x float64) int { return min(int((math.Log(x)-ll)/(lh-ll)*bins), bins-1) }
+	}
+	if hi == lo {
+		edge = func(b int) float64 { return lo + float64(b) - bins/2 }
+		bin = func(float64) int { return bins / 2 }
+	}
 	for i, smp := range samples {
 		var vals plotter.Values
 		for _, x := range smp.Values {
@@ -382,25 +481,18 @@ func Histogram(samples []Sample, o Options) (*plot.Plot, error) {
 			return nil, err
 		}
 		// Shared bins across histograms, so that they overlay.
-		width := (hi - lo) / bins
-		if width == 0 {
-			width = 1
-		}
 		for b := range h.Bins {
-			h.Bins[b].Min, h.Bins[b].Max, h.Bins[b].Weight = lo+float64(b)*width, lo+float64(b+1)*width, 0
+			h.Bins[b].Min, h.Bins[b].Max, h.Bins[b].Weight = edge(b), edge(b+1), 0
 		}
 		for _, x := range vals {
-			b := min(int((x-lo)/width), bins-1)
-			h.Bins[b].Weight++
+			h.Bins[bin(x)].Weight++
 		}
-		h.Width = width
 		h.FillColor = nil
 		h.LineStyle.Color = plotutil.Color(i)
 		h.LineStyle.Width = vg.Points(1.5)
 		p.Add(h)
 		p.Legend.Add(smp.Label, h)
 	}
-	p.Legend.Top = true
 	return p, nil
 }
 
@@ -412,6 +504,7 @@ func ClusterSizes(steps []int64, sizes [][]int, o Options) (*plot.Plot, error) {
 		return nil, fmt.Errorf("%w: no clusterings", ErrNothingToPlot)
 	}
 	p := newPlot(o)
+	grid(p)
 	p.X.Label.Text = "step"
 	p.Y.Label.Text = "cluster size (examples)"
 	p.Y.Scale = plot.LogScale{}
@@ -441,6 +534,5 @@ func ClusterSizes(steps []int64, sizes [][]int, o Options) (*plot.Plot, error) {
 		p.Add(l, pts)
 		p.Legend.Add(q.name, l, pts)
 	}
-	p.Legend.Top = true
 	return p, nil
 }

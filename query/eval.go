@@ -26,7 +26,11 @@ type Result struct {
 	// Labels describe the columns for figures: each statistic with its
 	// default arguments filled in (nvar -> nvar(128)) when every run
 	// agrees on them.
-	Labels   []string
+	Labels []string
+	// Kinds name, per column, what its values are for axis labels: the
+	// first statistic or scalar of the column's expression (nvar for
+	// nvar(128) / 2), or the key's name.
+	Kinds    []string
 	Rows     [][]any // string, int64 or float64 (NaN: no value)
 	Warnings []string
 	Plot     *PlotSpec
@@ -619,6 +623,7 @@ func buildRows(res *Result, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
 	}
 	res.Columns = append(res.Columns, "step")
 	res.Labels = append([]string(nil), res.Columns...)
+	res.Kinds = append([]string(nil), res.Columns...)
 	batch := runs[0].BatchSize
 	for _, r := range runs {
 		if r.BatchSize != batch {
@@ -632,6 +637,7 @@ func buildRows(res *Result, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
 		}
 		res.Columns = append(res.Columns, name)
 		res.Labels = append(res.Labels, lbl)
+		res.Kinds = append(res.Kinds, kindOf(it.Expr))
 	}
 	for _, k := range g.sorted() {
 		rp := plans[k.run]
@@ -649,6 +655,23 @@ func buildRows(res *Result, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
 		}
 		res.Rows = append(res.Rows, row)
 	}
+}
+
+// kindOf returns the first statistic or scalar an expression uses ("" for
+// none).
+func kindOf(e *Expr) string {
+	kind := ""
+	e.walk(func(o Operand) {
+		if kind != "" {
+			return
+		}
+		if ref, ok, _ := statRefOf(o); ok {
+			kind = ref.name
+		} else if n, ok := o.(*Name); ok && n.Name != "step" {
+			kind = string(n.Name)
+		}
+	})
+	return kind
 }
 
 // leafValue is the value of a name or call in one row.

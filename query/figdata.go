@@ -164,9 +164,8 @@ func (r *Result) Project(names ...string) (*Result, error) {
 	out := &Result{Warnings: r.Warnings, Plot: r.Plot, Stats: r.Stats}
 	for _, i := range cols {
 		out.Columns = append(out.Columns, r.Columns[i])
-		if i < len(r.Labels) {
-			out.Labels = append(out.Labels, r.Labels[i])
-		}
+		out.Labels = append(out.Labels, at(r.Labels, i, r.Columns[i]))
+		out.Kinds = append(out.Kinds, at(r.Kinds, i, r.Columns[i]))
 	}
 	for _, row := range r.Rows {
 		nr := make([]any, len(cols))
@@ -201,6 +200,7 @@ func Join(results ...*Result) (*Result, error) {
 	for _, i := range first {
 		out.Columns = append(out.Columns, results[0].Columns[i])
 		out.Labels = append(out.Labels, results[0].Columns[i])
+		out.Kinds = append(out.Kinds, results[0].Columns[i])
 	}
 	type entry struct {
 		key  []any
@@ -225,11 +225,8 @@ func Join(results ...*Result) (*Result, error) {
 		for i, c := range r.Columns {
 			if !isKey[i] {
 				out.Columns = append(out.Columns, c)
-				lbl := c
-				if i < len(r.Labels) {
-					lbl = r.Labels[i]
-				}
-				out.Labels = append(out.Labels, lbl)
+				out.Labels = append(out.Labels, at(r.Labels, i, c))
+				out.Kinds = append(out.Kinds, at(r.Kinds, i, c))
 			}
 		}
 		out.Warnings = append(out.Warnings, r.Warnings...)
@@ -287,4 +284,25 @@ func Join(results ...*Result) (*Result, error) {
 		return false
 	})
 	return out, nil
+}
+
+// at returns ss[i], or def when ss is too short.
+func at(ss []string, i int, def string) string {
+	if i < len(ss) {
+		return ss[i]
+	}
+	return def
+}
+
+// Rename renames the value columns of a result (keys stay) and returns it.
+func (r *Result) Rename(names map[string]string) *Result {
+	for i, c := range r.Columns {
+		if n, ok := names[c]; ok && !keys[c] {
+			r.Columns[i] = n
+			if i < len(r.Labels) {
+				r.Labels[i] = n
+			}
+		}
+	}
+	return r
 }

@@ -104,12 +104,23 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		}
 		return res, nil
 	}
-	// draw draws the given columns of res to file with a clean title.
+	// draw draws the given columns of res to file with a clean title;
+	// cols are "column=legend name" or "column".
 	draw := func(res *query.Result, cols []string, file, title, caption, scale string, queries ...string) error {
-		sub, err := res.Project(cols...)
+		var names []string
+		rename := map[string]string{}
+		for _, c := range cols {
+			col, name, ok := strings.Cut(c, "=")
+			names = append(names, col)
+			if ok {
+				rename[col] = name
+			}
+		}
+		sub, err := res.Project(names...)
 		if err != nil {
 			return err
 		}
+		sub.Rename(rename)
 		o, err := ff.options(title)
 		if err != nil {
 			return err
@@ -156,7 +167,7 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		if res, err = eval(ql); err != nil {
 			return nil, err
 		}
-		if err := draw(res, []string{"loss"}, "runs-loss.png", "training loss across runs (mean over 10 steps)",
+		if err := draw(res, []string{"loss=training loss"}, "runs-loss.png", "training loss across runs (mean over 10 steps)",
 			"training loss across runs (NGV tracks convergence speed better than variance)", "log", ql); err != nil {
 			return nil, err
 		}
@@ -197,13 +208,13 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 
 	// SG-B, SG-2B and SVRG on every snapshot: moments of a sample
 	// estimate those of the training set without bias.
-	sgCols := []string{"variance(" + fmt.Sprint(b) + ")", "variance(" + fmt.Sprint(2*b) + ")"}
+	sgCols := []string{fmt.Sprintf("variance(%d)=SG-B", b), fmt.Sprintf("variance(%d)=SG-2B", 2*b)}
 	items := fmt.Sprintf("variance(%d), variance(%d), nvar(%d), nvar(%d)", b, 2*b, b, 2*b)
-	nvCols := []string{"nvar(" + fmt.Sprint(b) + ")", "nvar(" + fmt.Sprint(2*b) + ")"}
+	nvCols := []string{fmt.Sprintf("nvar(%d)=SG-B", b), fmt.Sprintf("nvar(%d)=SG-2B", 2*b)}
 	if anchored > 0 {
 		items += fmt.Sprintf(", svrg_variance(%d), svrg_nvar(%d)", b, b)
-		sgCols = append(sgCols, fmt.Sprintf("svrg_variance(%d)", b))
-		nvCols = append(nvCols, fmt.Sprintf("svrg_nvar(%d)", b))
+		sgCols = append(sgCols, fmt.Sprintf("svrg_variance(%d)=SVRG", b))
+		nvCols = append(nvCols, fmt.Sprintf("svrg_nvar(%d)=SVRG", b))
 	}
 	qSG := fmt.Sprintf("SELECT %s FROM %s", items, q)
 	sg, err := eval(qSG)
@@ -230,8 +241,8 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 		if gc, err = query.Join(sg, gc); err != nil {
 			return err
 		}
-		sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d)", k, b))
-		nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d)", k, b))
+		sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d)=GC", k, b))
+		nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d)=GC", k, b))
 	} else {
 		gc, qGC = sg, ""
 	}
@@ -245,6 +256,9 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 		pop += fmt.Sprintf(" and SVRG (anchor refreshed every %d steps)", r.SVRGEvery)
 	}
 	pop += fmt.Sprintf(" on each snapshot's examples (%d sampled, %d full); %s, K = %d", sample, full, gcPop, k)
+	if anchored > 0 {
+		pop += ". SVRG is 0 at its anchor's own steps, which a log axis cannot show"
+	}
 	queries := []string{qSG}
 	if qGC != "" {
 		queries = append(queries, qGC)
@@ -266,7 +280,7 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 	if err != nil {
 		return err
 	}
-	if err := draw(res, []string{fmt.Sprintf("nvar(%d)", b), "loss"}, safe+"-nvar-loss.png", fmt.Sprintf("%s: normalized variance and training loss", r.Name),
+	if err := draw(res, []string{fmt.Sprintf("nvar(%d)=NGV", b), "loss=training loss"}, safe+"-nvar-loss.png", fmt.Sprintf("%s: normalized variance and training loss", r.Name),
 		fmt.Sprintf("%s: normalized variance (on each snapshot's examples) beside the training loss; each point is the mean over a window of steps", r.Name), "linear", ql); err != nil {
 		return err
 	}

@@ -113,15 +113,12 @@ func NewGC(layers []Layer, opts GCOptions) (*GC, error) {
 		return nil, fmt.Errorf("gradient clustering: no layers in scope")
 	}
 	opts = opts.withDefaults()
-	m, err := Compute(layers, 0, Need{})
+	sqNorms, err := exampleSqNorms(layers)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gradient clustering: %w", err)
 	}
-	if m.NonFinite {
-		return nil, fmt.Errorf("gradient clustering: %s", strings.Join(m.Warnings, "; "))
-	}
-	n := m.N
-	g := &GC{layers: layers, ids: layers[0].Block.IDs, opts: opts, sqNorms: m.SqNorms, cache: map[gcKey]*Partition{}}
+	n := len(sqNorms)
+	g := &GC{layers: layers, ids: layers[0].Block.IDs, opts: opts, sqNorms: sqNorms, cache: map[gcKey]*Partition{}}
 	gramNeed, sketchNeed := GramBytes(n), sketchBytes(layers, opts.SketchDim)
 	g.path = opts.Path
 	if g.path == PathAuto {
@@ -149,6 +146,40 @@ func NewGC(layers []Layer, opts GCOptions) (*GC, error) {
 		}
 	}
 	return g, nil
+}
+
+// exampleSqNorms returns |g_i|² over the layers, exactly from the factors;
+// NaN or Inf gradients are an error.
+func exampleSqNorms(layers []Layer) ([]float64, error) {
+	n := layers[0].Block.N()
+	out := make([]float64, n)
+	for _, l := range layers {
+		b := l.Block
+		if b.N() != n {
+			return nil, fmt.Errorf("layer %s has %d examples, %s has %d", l.Name, b.N(), layers[0].Name, n)
+		}
+		if row, bad := b.NonFinite(); bad {
+			return nil, fmt.Errorf("layer %s: NaN or Inf gradient (example row %d)", l.Name, row)
+		}
+		switch {
+		case b.Kind == codec.Dense:
+			for i, v := range rowSqNorms(f64(b.Rows), n, b.Dim) {
+				out[i] += v
+			}
+		case b.T == 1:
+			an, dn := rowSqNorms(f64(b.A), n, b.In), rowSqNorms(f64(b.Delta), n, b.Out)
+			for i := range n {
+				out[i] += an[i] * dn[i]
+			}
+		default:
+			g := make([]float64, b.Params())
+			for i := range n {
+				materialize(b, i, g)
+				out[i] += sumSquares(g)
+			}
+		}
+	}
+	return out, nil
 }
 
 // GramBytes returns the memory the Gram path takes for n examples: the

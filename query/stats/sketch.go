@@ -352,7 +352,7 @@ func (sp *sketchSpace) split(assign []int, minSize int, rng *rand.Rand) {
 func (sp *sketchSpace) fit(opts GCOptions, rng *rand.Rand) ([]int, []float64) {
 	assign := sp.seed(rng)
 	if sp.k > 1 && !opts.PaperOnly {
-		sp.refine(assign, 50)
+		sp.refine(assign, refinePassesSeed)
 	}
 	best, _ := sp.objective(assign)
 	hist := []float64{best}
@@ -370,21 +370,28 @@ func (sp *sketchSpace) fit(opts GCOptions, rng *rand.Rand) ([]int, []float64) {
 		if j, _ := sp.objective(next); j <= best {
 			assign, best = next, j
 		}
-		if !opts.PaperOnly {
-			sp.refine(assign, 50)
-			best, _ = sp.objective(assign)
-		}
 		hist = append(hist, best)
+	}
+	if sp.k > 1 && !opts.PaperOnly {
+		sp.refine(assign, refinePassesEnd)
+		best, _ = sp.objective(assign)
+		hist[len(hist)-1] = min(hist[len(hist)-1], best)
 	}
 	return assign, hist
 }
 
+// Passes of single-example moves after seeding and after the rounds:
+// each costs about one round.
+var refinePassesSeed, refinePassesEnd = 2, 6
+
 // refine moves single examples to the cluster that lowers the weighted
 // sketch objective Σ_c (N_c s_c − |S_c|²) most (s_c: the members' summed
-// squared norms, S_c their summed sketch), until no move lowers it by more
-// than rounding or maxPasses passes are done.
+// squared norms, S_c their summed sketch), until a pass moves (almost)
+// nothing or maxPasses passes are done. Examples are visited in blocks:
+// one product gives a block's x_i·S_c, and a move corrects the rest of
+// the block with the block's own inner products.
 func (sp *sketchSpace) refine(assign []int, maxPasses int) {
-	dim, k := sp.sk.dim, sp.k
+	dim, k, n := sp.sk.dim, sp.k, len(sp.idx)
 	size := make([]float64, k)
 	s := make([]float64, k)
 	sum := make([]float64, k*dim)
@@ -398,63 +405,72 @@ func (sp *sketchSpace) refine(assign []int, maxPasses int) {
 		}
 	}
 	sq := make([]float64, k)
-	for c := range k {
-		sq[c] = sumSquares(sum[c*dim : (c+1)*dim])
-	}
-	x := make([]float64, dim)
-	dots := make([]float64, k)
+	const blk = 64
+	x := make([]float64, blk*dim)
+	dots := make([]float64, blk*k)
+	gram := make([]float64, blk*blk)
 	for range maxPasses {
-		moved := 0
 		total := 0.0
 		for c := range k {
+			sq[c] = sumSquares(sum[c*dim : (c+1)*dim])
 			total += size[c]*s[c] - sq[c]
 		}
-		for r, i := range sp.idx {
-			a := assign[r]
-			if size[a] <= 1 {
-				continue
+		moved := 0
+		for lo := 0; lo < n; lo += blk {
+			hi := min(lo+blk, n)
+			m := hi - lo
+			for r := lo; r < hi; r++ {
+				for j, v := range sp.sk.row(sp.idx[r]) {
+					x[(r-lo)*dim+j] = float64(v)
+				}
 			}
-			for j, v := range sp.sk.row(i) {
-				x[j] = float64(v)
-			}
-			ni := float64(sp.sk.norms[i])
-			// dots[c] = x_i·S_c for every cluster.
-			blas64.Gemv(blas.NoTrans, 1, general(k, dim, sum), blas64.Vector{N: dim, Inc: 1, Data: x}, 0, blas64.Vector{N: k, Inc: 1, Data: dots})
-			loss := (size[a]-1)*(s[a]-ni) - (sq[a] - 2*dots[a] + ni) - (size[a]*s[a] - sq[a])
-			best, bestDelta := -1, 0.0
-			for c := range k {
-				if c == a {
+			xb := general(m, dim, x[:m*dim])
+			blas64.Gemm(blas.NoTrans, blas.Trans, 1, xb, general(k, dim, sum), 0, general(m, k, dots[:m*k]))
+			blas64.Gemm(blas.NoTrans, blas.Trans, 1, xb, xb, 0, general(m, m, gram[:m*m]))
+			for r := lo; r < hi; r++ {
+				a, q := assign[r], r-lo
+				if size[a] <= 1 {
 					continue
 				}
-				gain := (size[c]+1)*(s[c]+ni) - (sq[c] + 2*dots[c] + ni) - (size[c]*s[c] - sq[c])
-				if d := loss + gain; d < bestDelta {
-					best, bestDelta = c, d
+				d := dots[q*k : (q+1)*k]
+				ni := gram[q*m+q]
+				loss := (size[a]-1)*(s[a]-ni) - (sq[a] - 2*d[a] + ni) - (size[a]*s[a] - sq[a])
+				best, bestDelta := -1, 0.0
+				for c := range k {
+					if c == a {
+						continue
+					}
+					gain := (size[c]+1)*(s[c]+ni) - (sq[c] + 2*d[c] + ni) - (size[c]*s[c] - sq[c])
+					if delta := loss + gain; delta < bestDelta {
+						best, bestDelta = c, delta
+					}
 				}
+				if best < 0 || -bestDelta <= 1e-9*total {
+					continue
+				}
+				b := best
+				sq[a] += -2*d[a] + ni
+				sq[b] += 2*d[b] + ni
+				s[a] -= ni
+				s[b] += ni
+				size[a]--
+				size[b]++
+				ra, rb := sum[a*dim:(a+1)*dim], sum[b*dim:(b+1)*dim]
+				for j, v := range x[q*dim : (q+1)*dim] {
+					ra[j] -= v
+					rb[j] += v
+				}
+				for q2 := q + 1; q2 < m; q2++ {
+					g := gram[q2*m+q]
+					dots[q2*k+a] -= g
+					dots[q2*k+b] += g
+				}
+				assign[r] = b
+				moved++
 			}
-			if best < 0 || -bestDelta <= 1e-9*total {
-				continue
-			}
-			b := best
-			sq[a] += -2*dots[a] + ni
-			sq[b] += 2*dots[b] + ni
-			s[a] -= ni
-			s[b] += ni
-			size[a]--
-			size[b]++
-			ra, rb := sum[a*dim:(a+1)*dim], sum[b*dim:(b+1)*dim]
-			for j, v := range x {
-				ra[j] -= v
-				rb[j] += v
-			}
-			assign[r] = b
-			moved++
 		}
-		if moved == 0 {
+		if moved <= n/2000 {
 			return
-		}
-		// Recompute the squared sums exactly now and then.
-		for c := range k {
-			sq[c] = sumSquares(sum[c*dim : (c+1)*dim])
 		}
 	}
 }
