@@ -4,8 +4,11 @@ import (
 	"flag"
 	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -262,4 +265,20 @@ func materializedKMeans(layers []Layer, k, rounds int) float64 {
 		}
 	}
 	return obj
+}
+
+// peakRSS returns the process's peak resident memory in bytes, from
+// /proc/self/status (0 where it cannot be read).
+func peakRSS() int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
 }

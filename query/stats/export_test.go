@@ -1,0 +1,7 @@
+package stats
+
+// PeakHeap is peakHeap for the external benchmarks.
+var PeakHeap = peakHeap
+
+// RSS is the process's peak resident memory in bytes (Linux; 0 elsewhere).
+func RSS() int64 { return peakRSS() }
