@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -126,6 +127,58 @@ func TestWriter(t *testing.T) {
 	}
 	for step := int64(0); step < 50; step += 5 {
 		checkStored(t, d, "r", step, 8)
+	}
+}
+
+// TestWriterAnchorPopulation writes a full snapshot with SVRG anchor
+// blocks: both come back bit-exact, with the population and anchor step;
+// malformed anchors are refused.
+func TestWriterAnchorPopulation(t *testing.T) {
+	d := openStore(t, t.TempDir())
+	defer d.Close()
+	if err := d.CreateRun(testRun("r")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(d, "r", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testSnapshot(10, 6)
+	anchor := testSnapshot(10, 6) // the same blocks: a fresh anchor
+	s.Population, s.Anchor, s.AnchorStep = db.Full, anchor.Blocks, 10
+	if err := w.Write(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	bad := testSnapshot(20, 6)
+	bad.Anchor, bad.AnchorStep = bad.Blocks[:1], 20
+	if err := w.Write(context.Background(), bad); err == nil {
+		t.Error("anchor blocks for fewer layers accepted")
+	}
+	late := testSnapshot(30, 6)
+	late.Anchor, late.AnchorStep = testSnapshot(30, 6).Blocks, 31
+	if err := w.Write(context.Background(), late); err == nil {
+		t.Error("anchor after the snapshot's step accepted")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Snapshot(runOf(t, d, "r"), 10, db.Select{Anchor: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Population != db.Full || !got.HasAnchor || got.AnchorStep != 10 || len(got.Anchor) != len(testLayers) {
+		t.Fatalf("read back %+v", got)
+	}
+	want := testSnapshot(10, 6)
+	for i, lb := range got.Anchor {
+		b, err := codec.Decode(lb.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wb := want.Blocks[i].Block
+		if lb.Layer != want.Blocks[i].Layer || !slices.Equal(b.A, wb.A) || !slices.Equal(b.Delta, wb.Delta) || !slices.Equal(b.Rows, wb.Rows) {
+			t.Fatalf("anchor block %s differs", lb.Layer)
+		}
 	}
 }
 

@@ -178,16 +178,28 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 				res.TestAccuracy, res.TestLoss = acc, loss
 			}
 		}
-		if final {
-			return res, nil
-		}
-
 		if pos+cfg.Batch > len(perm) {
 			perm = dataRng.Perm(cfg.Train.Len()) // a new epoch; the partial batch is dropped
 			pos = 0
 		}
 		idx := perm[pos : pos+cfg.Batch]
 		pos += cfg.Batch
+		if final {
+			// No update at the last step, but its scalars exist: the
+			// loss and accuracy of the batch the next step would take.
+			loss, acc, err := net.Loss(cfg.Train, idx)
+			if err != nil {
+				return fail(fmt.Errorf("step %d: %w", step, err))
+			}
+			vals := map[string]float64{"loss": loss, "lr": cfg.LR, "wall_time": time.Since(start).Seconds()}
+			if !math.IsNaN(acc) {
+				vals["accuracy"] = acc
+			}
+			if err := sink.Scalars(step, vals); err != nil {
+				return fail(err)
+			}
+			return res, nil
+		}
 		t0 := time.Now()
 		loss, acc, err := net.Step(cfg.Train, idx, cfg.LR, cfg.Momentum, cfg.WeightDecay)
 		if err != nil {
@@ -255,6 +267,16 @@ func (n *Net) Step(d *Dataset, idx []int, lr, momentum, wd float64) (loss, acc f
 		return 0, 0, err
 	}
 	return n.update(d, idx, lr, momentum, wd)
+}
+
+// Loss returns the mean loss and accuracy (NaN for regression) of the
+// examples idx at the current parameters, without an update.
+func (n *Net) Loss(d *Dataset, idx []int) (loss, acc float64, err error) {
+	if err := n.run(d, idx); err != nil {
+		return 0, 0, err
+	}
+	loss = float64(n.costVal.Data().(float32)) / float64(len(idx))
+	return loss, n.accuracy(d, idx), n.zeroGrads()
 }
 
 // update applies the gradients of the last pass over idx.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
+	"gvdb/db"
 	"gvdb/ingest"
 )
 
@@ -192,13 +194,61 @@ func TestTrainReproducible(t *testing.T) {
 			}
 		}
 	}
-	for step := int64(0); step < 20; step++ {
-		if a.scalars[step]["loss"] != b.scalars[step]["loss"] || a.scalars[step]["lr"] != 0.05 {
+	for step := int64(0); step <= 20; step++ {
+		if a.scalars[step]["loss"] != b.scalars[step]["loss"] || a.scalars[step]["lr"] != 0.05 || math.IsNaN(a.scalars[step]["loss"]) {
 			t.Fatalf("step %d scalars differ: %v vs %v", step, a.scalars[step], b.scalars[step])
 		}
 	}
 	if _, ok := a.scalars[20]["test_accuracy"]; !ok {
 		t.Fatalf("no final test accuracy: %v", a.scalars[20])
+	}
+}
+
+// TestFullSnapshotsAndSVRG trains with full snapshots and an SVRG anchor:
+// full snapshots hold every training example in order and replace the
+// sample at a shared step; each snapshot holds its examples' gradients at
+// the last anchor, equal to the current ones at the anchor's own step;
+// and the samples are those of a run without either.
+func TestFullSnapshotsAndSVRG(t *testing.T) {
+	data := fakeImages(96, 4)
+	base := Config{Spec: Spec{Kind: "mlp", Hidden: []int{6}}, Train: data, Steps: 12, Batch: 8,
+		LR: 0.05, SnapshotEvery: 4, SnapshotExamples: 16, Seed: 2}
+	cfg := base
+	cfg.FullSnapshotEvery, cfg.SVRGEvery = 8, 6
+	var plain, both memSink
+	if _, err := Train(context.Background(), base, &plain, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Train(context.Background(), cfg, &both, nil); err != nil {
+		t.Fatal(err)
+	}
+	steps := []int64{0, 4, 8, 12}
+	anchors := []int64{0, 0, 6, 12}
+	if len(both.snaps) != len(steps) {
+		t.Fatalf("%d snapshots, want %d", len(both.snaps), len(steps))
+	}
+	for i, s := range both.snaps {
+		full := s.Step%8 == 0
+		if s.Step != steps[i] || (s.Population == db.Full) != full || s.AnchorStep != anchors[i] || len(s.Anchor) != len(s.Blocks) {
+			t.Fatalf("snapshot %d: step %d population %v anchor %d (%d blocks)", i, s.Step, s.Population, s.AnchorStep, len(s.Anchor))
+		}
+		ids := s.Blocks[0].Block.IDs
+		if full && (len(ids) != 96 || ids[95] != 95) {
+			t.Fatalf("full snapshot at %d has %d examples", s.Step, len(ids))
+		}
+		if !full && !slices.Equal(ids, plain.snaps[i].Blocks[0].Block.IDs) {
+			t.Fatalf("sample at %d differs from the run without full snapshots", s.Step)
+		}
+		same := true
+		for k, nb := range s.Blocks {
+			a := s.Anchor[k].Block
+			if !slices.Equal(nb.Block.A, a.A) || !slices.Equal(nb.Block.Delta, a.Delta) || !slices.Equal(nb.Block.Rows, a.Rows) {
+				same = false
+			}
+		}
+		if same != (s.Step == s.AnchorStep) {
+			t.Fatalf("step %d, anchor %d: anchor gradients equal to current ones: %v", s.Step, s.AnchorStep, same)
+		}
 	}
 }
 

@@ -311,3 +311,38 @@ func TestStatementInterrupt(t *testing.T) {
 		t.Fatalf("Eval with a cancelled context: %v", err)
 	}
 }
+
+// TestPopulationsAndSVRG runs the GC issue's query on a run trained with
+// full snapshots and SVRG anchors: GC on a full snapshot is in-sample, and
+// SVRG vanishes at its anchor's own steps only.
+func TestPopulationsAndSVRG(t *testing.T) {
+	dir := trainedStore(t)
+	q := "SELECT variance(128), variance(256), svrg_variance(128), gc_variance(128, 128), gc_variance_insample(128, 128) FROM 'lr-0.1' WHERE population = 'full'"
+	out, errs, code := gvdb(t, "query", "--db", dir, "--format", "csv", q)
+	if code != exitOK {
+		t.Fatalf("query: %s", errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[1], "0,") || !strings.HasPrefix(lines[3], "40,") {
+		t.Fatalf("want the full snapshots at 0, 20, 40:\n%s", out)
+	}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if f[3] != "0" || f[4] != f[5] || f[4] == "0" {
+			t.Errorf("full snapshot row %s: want svrg 0 (anchor refreshed here) and gc_variance = gc_variance_insample > 0", l)
+		}
+	}
+	out, errs, code = gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT svrg_variance, variance FROM 'lr-0.1' WHERE population = 'sample'")
+	if code != exitOK {
+		t.Fatalf("query: %s", errs)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		if f := strings.Split(l, ","); f[1] == "0" || f[1] == "" {
+			t.Errorf("sampled snapshot %s: SVRG with a stale anchor is 0", l)
+		}
+	}
+	out, _, _ = gvdb(t, "query", "--db", dir, "--format", "csv", "SHOW STEPS FROM 'lr-0.1'")
+	if !strings.Contains(out, "20,full,2000,") || !strings.Contains(out, "10,sample,64,") {
+		t.Errorf("SHOW STEPS:\n%s", out)
+	}
+}
