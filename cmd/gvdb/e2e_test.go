@@ -74,7 +74,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestDesignQueries runs every example of DESIGN.md section 4 through the
+// TestDesignQueries runs every example of docs/DESIGN.md section 4 through the
 // CLI on a trained store.
 func TestDesignQueries(t *testing.T) {
 	dir := trainedStore(t)
