@@ -22,9 +22,9 @@ var demoRuns = []struct{ name, lr string }{{"demo-lr-0.1", "0.1"}, {"demo-lr-0.0
 func (m *Main) demo(ctx context.Context, args []string) error {
 	fs := m.newFlags("demo [flags]", `Run gvdb's main job end to end on real MNIST (shipped in a Go module;
 nothing is downloaded): train a small MLP (784-128-10) on MNIST's first
-10,000 training examples at two learning rates, with snapshots of 512
+--data-size training examples at two learning rates, with snapshots of 512
 sampled examples' gradients every --steps/5 steps, full snapshots of all
-10,000 every --steps/2 steps (the population the paper's Gradient
+of them every --steps/2 steps (the population the paper's Gradient
 Clustering is measured on) and an SVRG anchor refreshed every 0.35·--steps
 steps; run example queries and print their tables, and write the
 report. It replaces its own runs (demo-lr-0.1 and demo-lr-0.01) and never
@@ -33,11 +33,15 @@ touches other runs in the store.`, `  gvdb demo
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	out := fs.String("out", "gvdb-report", "report directory")
 	steps := fs.Int64("steps", 1000, "training steps per run")
+	dataSize := fs.Int("data-size", 10000, "MNIST training examples (the first N): the full snapshots' population")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if *steps < 100 {
 		return usagef("demo: --steps must be at least 100")
+	}
+	if *dataSize < 1024 || *dataSize > 60000 {
+		return usagef("demo: --data-size must be from 1024 to 60000")
 	}
 	start := time.Now()
 	fmt.Fprintf(m.Stderr, "gvdb demo: store %s, report %s\n\n", *dir, *out)
@@ -47,7 +51,7 @@ touches other runs in the store.`, `  gvdb demo
 	for _, r := range demoRuns {
 		f := trainFlags{dir: *dir, run: r.name, model: "mlp", hidden: "128", data: "mnist", encoding: "float32",
 			steps: *steps, snapEvery: every, batch: 128, snapExamples: 512, evalExamples: 2000,
-			fullEvery: fullEvery, svrgEvery: svrgEvery, dataSize: 10000,
+			fullEvery: fullEvery, svrgEvery: svrgEvery, dataSize: *dataSize,
 			momentum: 0.5, wd: 5e-4, seed: 1, overwrite: true}
 		fmt.Sscan(r.lr, &f.lr)
 		if err := m.runTraining(ctx, f); err != nil {

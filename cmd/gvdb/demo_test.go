@@ -50,7 +50,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("train: %s", errs)
 	}
 	for i := range 2 {
-		stdout, errs, code := gvdb(t, "demo", "--db", dir, "--out", out, "--steps", "100")
+		stdout, errs, code := gvdb(t, "demo", "--db", dir, "--out", out, "--steps", "100", "--data-size", "2000")
 		if code != exitOK {
 			t.Fatalf("demo %d: exit %d: %s", i, code, errs)
 		}
