@@ -9,6 +9,9 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/cmpimg"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 
 	"gvdb/query"
 	"gvdb/query/stats"
@@ -157,5 +160,33 @@ func TestLogTicks(t *testing.T) {
 	}
 	if got := (logTicks{}).Ticks(-1, 5); got != nil {
 		t.Errorf("non-positive range: %v", got)
+	}
+}
+
+// TestLegendOutsideData draws a line plot the way Save does and checks
+// that the legend's box lies right of the data area (so no entry can
+// cover a point), that the y axis names the statistics, and that the
+// title is the one given.
+func TestLegendOutsideData(t *testing.T) {
+	res := result()
+	res.Kinds = []string{"run", "step", "nvar", "nvar"}
+	p, _, err := Lines(res, Options{Title: "nvar: lr-0.1, lr-0.01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := draw.New(vgimg.New(6*vg.Inch, 4*vg.Inch))
+	area, legend, ok := Layout(p, c)
+	if !ok {
+		t.Fatal("no legend")
+	}
+	data := p.DataCanvas(area)
+	if legend.Min.X < data.Max.X || legend.Max.Y > c.Max.Y || legend.Size().X <= 0 || legend.Size().Y <= 0 {
+		t.Errorf("legend box %v overlaps the data area %v", legend, data.Rectangle)
+	}
+	if p.Y.Label.Text != "normalized variance" || p.Title.Text != "nvar: lr-0.1, lr-0.01" {
+		t.Errorf("y label %q, title %q", p.Y.Label.Text, p.Title.Text)
+	}
+	if got := yLabel([]string{"variance", "gc_variance", "svrg_variance"}); got != "variance per coordinate" {
+		t.Errorf("yLabel = %q", got)
 	}
 }

@@ -45,6 +45,7 @@ type Plot struct {
 	Where *Cond       `parser:"('WHERE' @@)?"`
 	Group []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
 	Scale Keyword     `parser:"('SCALE' @('LOG' | 'LINEAR'))?"`
+	Title *string     `parser:"('TITLE' @String)?"`
 	To    string      `parser:"'TO' @String"`
 }
 
@@ -120,7 +121,7 @@ type Number struct {
 // pooled(nvar(128)).
 type Call struct {
 	Pos  lexer.Position
-	Name Ident   `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident '('"`
+	Name Ident   `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'TITLE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident '('"`
 	Args []*Expr `parser:"(@@ (',' @@)*)? ')'"`
 }
 
@@ -128,7 +129,7 @@ type Call struct {
 // scalar (loss, accuracy, ...) or a key (step, run, layer).
 type Name struct {
 	Pos  lexer.Position
-	Name Ident `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
+	Name Ident `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'TITLE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
 }
 
 // Paren is a parenthesized expression.
@@ -284,6 +285,9 @@ func (p *Plot) String() string {
 	}
 	if p.Scale != "" {
 		b.WriteString(" SCALE " + string(p.Scale))
+	}
+	if p.Title != nil {
+		b.WriteString(" TITLE " + quote(*p.Title))
 	}
 	b.WriteString(" TO " + quote(p.To))
 	return b.String()

@@ -7,6 +7,7 @@ import (
 	"math"
 	"path"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -42,6 +43,8 @@ type PlotSpec struct {
 	File  string
 	Scale string // "log", "linear" or "" (the figure's default)
 	Query string
+	// Title is the PLOT's TITLE, or a default naming what is plotted.
+	Title string
 }
 
 // EvalStats measure an evaluation.
@@ -87,7 +90,7 @@ func Eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, e
 		if err != nil {
 			return nil, err
 		}
-		res.Plot = &PlotSpec{File: s.To, Scale: strings.ToLower(string(s.Scale)), Query: s.String()}
+		res.Plot = &PlotSpec{File: s.To, Scale: strings.ToLower(string(s.Scale)), Query: s.String(), Title: Title(s)}
 		return res, nil
 	}
 	return nil, fmt.Errorf("unknown statement %T", st)
@@ -336,6 +339,8 @@ type evaluator struct {
 	gcSeen map[string]bool
 	done   int
 	total  int
+	// last is the last step with data of each run (index as runs).
+	last []int64
 }
 
 func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result, error) {
@@ -356,7 +361,9 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		return nil, err
 	}
 	var plans []runPlan
+	e.last = make([]int64, len(runs))
 	for ri, r := range runs {
+		e.last[ri] = -1
 		rp, err := planRun(r, p)
 		if err != nil {
 			return nil, err
@@ -376,12 +383,34 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 	if err := e.g.finishPooled(plans); err != nil {
 		return nil, err
 	}
-	buildRows(e.res, p, runs, plans, e.g)
+	e.partialWindows(runs)
+	buildRows(e.res, s, p, runs, plans, e.g)
 	if err := orderAndLimit(e.res, s); err != nil {
 		return nil, err
 	}
 	return e.res, nil
 }
+
+// partialWindows warns about windows that extend past a run's data (or
+// the WHERE clause's last step): their values cover only part of them.
+func (e *evaluator) partialWindows(runs []*db.Run) {
+	if e.g.window == 0 {
+		return
+	}
+	done := map[int]bool{}
+	for _, k := range e.g.order {
+		end := min(e.last[k.run], e.p.stepHi-1)
+		if done[k.run] || k.t+e.g.window-1 <= end || end < k.t {
+			continue
+		}
+		done[k.run] = true
+		e.warn(fmt.Sprintf("run %s: the window of steps %d to %d has data only up to step %d: its values cover part of it",
+			runs[k.run].Name, k.t, k.t+e.g.window-1, end))
+	}
+}
+
+// seen records a step with data of run ri.
+func (e *evaluator) seen(ri int, step int64) { e.last[ri] = max(e.last[ri], step) }
 
 // warn adds a warning once.
 func (e *evaluator) warn(w string) {
@@ -464,6 +493,7 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		}
 		st.Read += time.Since(readStart)
 		st.Snapshots++
+		e.seen(ri, s.Step)
 		t0 := time.Now()
 		blocks, err := decodeAll(s.Blocks)
 		if err != nil {
@@ -613,8 +643,10 @@ func (e *evaluator) gcOptions() stats.GCOptions { return gcOptions(e.opts) }
 
 // buildRows lays out the columns (keys, then items) and one row per grid
 // row.
-func buildRows(res *Result, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
-	showRun := p.byRun || len(runs) > 1
+func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
+	// A run column whenever the query could cover several runs: a glob
+	// that matches one run today still yields one.
+	showRun := p.byRun || len(runs) > 1 || len(s.Runs) > 1 || slices.ContainsFunc(s.Runs, isGlob)
 	if showRun {
 		res.Columns = append(res.Columns, "run")
 	}
@@ -696,6 +728,9 @@ func leafValue(o Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
 	return math.NaN()
 }
 
+// isGlob reports whether a FROM name is a pattern.
+func isGlob(pat string) bool { return strings.ContainsAny(pat, "*?[") }
+
 // resolveRuns expands FROM (names and globs) and the WHERE run filter.
 func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 	names, err := d.RunNames()
@@ -706,7 +741,7 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 	seen := map[string]bool{}
 	for _, pat := range s.Runs {
 		var matched []string
-		if strings.ContainsAny(pat, "*?[") {
+		if isGlob(pat) {
 			if _, err := path.Match(pat, ""); err != nil {
 				return nil, errorf(s.Pos, "bad run pattern %q: %v", pat, err)
 			}
@@ -821,6 +856,7 @@ func (e *evaluator) scanScalars(rp runPlan, ri int) error {
 		if !p.stepPred(r.Step) {
 			return nil
 		}
+		e.seen(ri, r.Step)
 		for _, n := range p.scalars {
 			if v, ok := r.Values[n]; ok {
 				found[n] = true

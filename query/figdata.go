@@ -306,3 +306,43 @@ func (r *Result) Rename(names map[string]string) *Result {
 	}
 	return r
 }
+
+// Title returns a figure title for a SELECT or PLOT: a PLOT's TITLE if it
+// has one, else the items (their aliases, or the statistics with their
+// arguments), the runs, and the population when the WHERE clause picks
+// one; never the query text.
+func Title(st Statement) string {
+	var items []*Item
+	var runs []string
+	var where *Cond
+	switch s := st.(type) {
+	case *Plot:
+		if s.Title != nil {
+			return *s.Title
+		}
+		items, runs, where = s.Items, s.Runs, s.Where
+	case *Select:
+		items, runs, where = s.Items, s.Runs, s.Where
+	default:
+		return ""
+	}
+	var names []string
+	for _, it := range items {
+		if it.Alias != nil {
+			names = append(names, *it.Alias)
+		} else if n := bareName(it.Expr); !keys[n] || n == "" {
+			names = append(names, it.Expr.String())
+		}
+	}
+	title := strings.Join(names, ", ") + ": " + strings.Join(runs, ", ")
+	if where != nil {
+		w := where.String()
+		switch {
+		case strings.Contains(w, "population = 'full'"):
+			title += " (full snapshots)"
+		case strings.Contains(w, "population = 'sample'"):
+			title += " (sampled snapshots)"
+		}
+	}
+	return title
+}

@@ -94,8 +94,9 @@ func syntaxError(err error) error {
 	var ut *participle.UnexpectedTokenError
 	if errors.As(err, &ut) {
 		found := fmt.Sprintf("%q", ut.Unexpected.Value)
+		var cause error
 		if ut.Unexpected.EOF() {
-			found = "end of query"
+			found, cause = "end of query", ErrIncomplete
 		}
 		msg = "unexpected " + found
 		// participle says what it expected as a grammar fragment; its first
@@ -111,6 +112,12 @@ func syntaxError(err error) error {
 				}
 			}
 		}
+		return &Error{Pos: perr.Position(), Msg: msg, Err: cause}
+	}
+	var lerr *lexer.Error
+	if errors.As(err, &lerr) {
+		// An unterminated string or comment.
+		return &Error{Pos: perr.Position(), Msg: msg, Err: ErrIncomplete}
 	}
 	return &Error{Pos: perr.Position(), Msg: msg}
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"encoding/csv"
 	"encoding/json"
-	"flag"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"io"
 	"math"
 	"sort"
@@ -55,7 +55,7 @@ func (t *table) write(w io.Writer, format string) error {
 		}
 		cw.Flush()
 		return cw.Error()
-	case "json":
+	case "json", "ndjson":
 		out := make([]map[string]any, len(t.Rows))
 		for i, r := range t.Rows {
 			obj := make(map[string]any, len(r))
@@ -65,7 +65,9 @@ func (t *table) write(w io.Writer, format string) error {
 			out[i] = obj
 		}
 		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
+		if format == "json" {
+			enc.SetIndent("", "  ")
+		}
 		return enc.Encode(orderedRows{t.Columns, out})
 	default:
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -5,8 +5,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"io"
 	"os"
 	"os/signal"
@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/term"
 
 	"gvdb/db"
 	"gvdb/query/stats"
@@ -218,9 +220,11 @@ func (m *Main) newFlags(name, synopsis, examples string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args into fs; mistakes are usage errors (exit 2), -h is
-// flag.ErrHelp (exit 0). Positional arguments are returned.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+// parseArgs parses args into fs, flags anywhere among the positional
+// arguments (after "--" everything is positional); mistakes are usage
+// errors (exit 2), -h is flag.ErrHelp (exit 0). Positional arguments are
+// returned.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -230,7 +234,17 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	return fs.Args(), nil
 }
 
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+// parse is parseArgs for a command that takes no positional arguments: a
+// stray one is a usage error.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	rest, err := parseArgs(fs, args)
+	if err == nil && len(rest) > 0 {
+		name, _, _ := strings.Cut(fs.Name(), " ")
+		return nil, usagef("%s: unexpected argument %q (this command takes only flags; see -h)", name, rest[0])
+	}
+	return rest, err
 }
+
+// isTerminal reports whether f is a terminal (not a pipe, a file or
+// /dev/null).
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 
@@ -37,7 +38,9 @@ func gvdbStdin(t *testing.T, mp **Main, stdin string, args ...string) (string, s
 		}
 		rest = append(rest, a)
 	}
-	*mp = m
+	if mp != nil {
+		*mp = m
+	}
 	code := m.Exit(m.Run(context.Background(), rest))
 	return out.String(), errb.String(), code
 }
@@ -149,5 +152,45 @@ func TestErrors(t *testing.T) {
 	}
 	if out, _, _ := gvdb(t, "runs", "--db", dir, "--format", "csv"); strings.Contains(out, "syn") {
 		t.Fatalf("deleted run still listed: %q", out)
+	}
+}
+
+// TestCLIBehaves covers the command line as people use it: flags after
+// the query, scripts on standard input that go on past a failed statement
+// (or stop with --bail), an exit line, NDJSON for several statements,
+// stray arguments, and /dev/null not taken for a terminal.
+func TestCLIBehaves(t *testing.T) {
+	dir := trainedStore(t)
+	out, errs, code := gvdb(t, "query", "--db", dir, "SHOW RUNS", "--format", "csv")
+	if code != exitOK || !strings.HasPrefix(out, "run,model,") {
+		t.Errorf("flags after the query: exit %d, %q, %s", code, out, errs)
+	}
+	script := "SHOW RUNS;\nSELECT nvr FROM 'mlp';\nSELECT examples FROM 'mlp' WHERE step = 0;\nexit\nSHOW LAYERS FROM 'mlp'\n"
+	out, errs, code = gvdbStdin(t, nil, script, "query", "--db", dir, "--format", "csv")
+	if code != exitError || !strings.Contains(errs, "2:8: unknown statistic or scalar \"nvr\"") || !strings.Contains(errs, "1 of 3 statements failed") ||
+		!strings.Contains(out, "step,examples\n0,64") || strings.Contains(out, "fc1.weight") {
+		t.Errorf("script: exit %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	out, _, code = gvdbStdin(t, nil, script, "query", "--db", dir, "--format", "csv", "--bail")
+	if code != exitError || strings.Contains(out, "step,examples") {
+		t.Errorf("--bail ran on: exit %d, %s", code, out)
+	}
+	out, _, code = gvdbStdin(t, nil, "SHOW LAYERS FROM 'mlp'; SELECT examples FROM 'mlp' WHERE step = 0", "query", "--db", dir, "--format", "json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != exitOK || len(lines) != 2 || !strings.HasPrefix(lines[0], "[{") || !strings.HasPrefix(lines[1], `[{"step":0`) {
+		t.Errorf("NDJSON: exit %d\n%s", code, out)
+	}
+	for _, args := range [][]string{{"runs", "--db", dir, "extra"}, {"inspect", "--db", dir, "--run", "mlp", "x"}, {"train", "--run", "x", "y"}} {
+		if _, errs, code := gvdb(t, args...); code != exitUsage || !strings.Contains(errs, "unexpected argument") {
+			t.Errorf("%v: exit %d, %s", args, code, errs)
+		}
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if isTerminal(null) {
+		t.Error("/dev/null counts as a terminal")
 	}
 }

@@ -2,9 +2,8 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"path/filepath"
+	flag "github.com/spf13/pflag"
 	"strconv"
 	"strings"
 
@@ -24,7 +23,7 @@ func init() {
 type figureFlags struct {
 	width, height float64
 	dpi           int
-	scale         string
+	scale, title  string
 }
 
 func addFigureFlags(fs *flag.FlagSet) *figureFlags {
@@ -32,7 +31,8 @@ func addFigureFlags(fs *flag.FlagSet) *figureFlags {
 	fs.Float64Var(&f.width, "width", 6, "figure width in inches")
 	fs.Float64Var(&f.height, "height", 4, "figure height in inches")
 	fs.IntVar(&f.dpi, "dpi", 150, "PNG resolution in dots per inch")
-	fs.StringVar(&f.scale, "scale", "", "y axis: log or linear (default: log for variances)")
+	fs.StringVar(&f.scale, "scale", "", "y axis: log or linear (default: log for variances; norms: the x axis)")
+	fs.StringVar(&f.title, "title", "", "figure title (default: what is plotted, its runs and population)")
 	return f
 }
 
@@ -46,19 +46,17 @@ func (f *figureFlags) options(title string) (plots.Options, error) {
 	if f.scale != "" && f.scale != "log" && f.scale != "linear" {
 		return plots.Options{}, usagef("plot: --scale must be log or linear")
 	}
+	if f.title != "" {
+		title = f.title
+	}
 	return plots.Options{Width: vg.Length(f.width) * vg.Inch, Height: vg.Length(f.height) * vg.Inch, DPI: f.dpi, Title: title, Scale: f.scale}, nil
 }
 
-// figureTitle names the store and what the figure shows (its query).
-func figureTitle(d *db.DB, what string) string {
-	return fmt.Sprintf("[%s] %s", filepath.Clean(d.Dir()), what)
-}
-
-// statementOptions sizes the figure of a SELECT or PLOT: titled with the
-// store and the statement, and with a PLOT's SCALE unless --scale says
-// otherwise.
-func (f *figureFlags) statementOptions(d *db.DB, st query.Statement) (plots.Options, error) {
-	o, err := f.options(figureTitle(d, st.String()))
+// statementOptions sizes the figure of a SELECT or PLOT: titled by
+// --title, else the PLOT's TITLE, else what it plots (query.Title), and
+// with a PLOT's SCALE unless --scale says otherwise.
+func (f *figureFlags) statementOptions(st query.Statement) (plots.Options, error) {
+	o, err := f.options(query.Title(st))
 	if p, ok := st.(*query.Plot); ok && f.scale == "" && p.Scale != "" {
 		o.Scale = strings.ToLower(string(p.Scale))
 	}
@@ -158,7 +156,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 	kmax := fs.Int("kmax", 256, "largest K of the distortion curve (distortion; a sample stops at N/4)")
 	layer := fs.String("layer", "", "layers, comma-separated (default all)")
 	ff := addFigureFlags(fs)
-	rest, err := parse(fs, args)
+	rest, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -187,7 +185,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if file == "" {
 			return usagef("plot: --out is required for a SELECT")
 		}
-		o, err := ff.statementOptions(d, st)
+		o, err := ff.statementOptions(st)
 		if err != nil {
 			return err
 		}
@@ -247,7 +245,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 			}
 			norms = append(norms, plots.Sample{Label: fmt.Sprintf("step %d", s), Values: v})
 		}
-		if o, err = ff.options(figureTitle(d, fmt.Sprintf("per-example gradient norms: %s", *run))); err != nil {
+		if o, err = ff.options(fmt.Sprintf("%s: per-example gradient norms", *run)); err != nil {
 			return err
 		}
 		p, err := plots.Histogram(norms, o)
@@ -256,7 +254,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		}
 		return m.saveFigure(p, *out, o)
 	case "clusters":
-		if o, err = ff.options(figureTitle(d, fmt.Sprintf("GC cluster sizes (K = %d): %s", *k, *run))); err != nil {
+		if o, err = ff.options(fmt.Sprintf("%s: Gradient Clustering cluster sizes (K = %d, in-sample)", *run, *k)); err != nil {
 			return err
 		}
 		st, sizes, err := query.ClusterSizes(d, r, *k, layers, query.Options{})

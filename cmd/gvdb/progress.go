@@ -1,57 +1,48 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"strings"
 	"time"
+
+	"github.com/schollz/progressbar/v3"
 )
 
-// progress draws a one-line progress bar on a terminal and nothing
-// elsewhere (pipes, tests).
+// progress draws a progress bar (schollz/progressbar) on a terminal and
+// nothing elsewhere (pipes, files, tests).
 type progress struct {
-	w     io.Writer
-	on    bool
+	bar   *progressbar.ProgressBar
 	label string
-	total int64
-	start time.Time
-	last  time.Time
-	drawn bool
 }
 
 func (m *Main) newProgress(label string, total int64) *progress {
-	return &progress{w: m.Stderr, on: m.Interactive, label: label, total: total, start: time.Now()}
+	p := &progress{label: label}
+	if m.Interactive {
+		p.bar = progressbar.NewOptions64(total,
+			progressbar.OptionSetWriter(m.Stderr),
+			progressbar.OptionSetDescription(label),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	return p
 }
 
-// update redraws at most ten times a second; extra is appended (e.g. the
-// loss).
+// update sets the work done; extra (the loss, say) follows the label.
 func (p *progress) update(done int64, extra string) {
-	if !p.on {
+	if p.bar == nil {
 		return
 	}
-	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && done < p.total {
-		return
+	if extra != "" {
+		p.bar.Describe(p.label + " " + extra)
 	}
-	p.last = now
-	const width = 30
-	frac := float64(done) / float64(max(p.total, 1))
-	fill := int(frac * width)
-	bar := strings.Repeat("=", fill) + strings.Repeat(" ", width-fill)
-	el := now.Sub(p.start).Seconds()
-	rate := float64(done) / max(el, 1e-9)
-	eta := "?"
-	if rate > 0 {
-		eta = (time.Duration(float64(p.total-done)/rate) * time.Second).Round(time.Second).String()
-	}
-	fmt.Fprintf(p.w, "\r%s [%s] %d/%d %.1f/s ETA %s %s\033[K", p.label, bar, done, p.total, rate, eta, extra)
-	p.drawn = true
+	_ = p.bar.Set64(done)
 }
 
-// finish ends the bar's line.
+// finish removes the bar.
 func (p *progress) finish() {
-	if p.drawn {
-		fmt.Fprintln(p.w)
-		p.drawn = false
+	if p.bar != nil {
+		_ = p.bar.Finish()
 	}
 }

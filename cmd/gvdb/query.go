@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"io"
 	"math"
 	"os"
@@ -26,9 +26,13 @@ func init() {
 	register("query", "run queries: statistics over runs, steps and layers", (*Main).query)
 }
 
-const queryHelp = `Run one query (given as an argument), the queries read from standard input
-(separated by ';'), or, on a terminal with no query, an interactive prompt
-(multi-line input ends at ';' or a blank line; 'help', 'exit').
+const queryHelp = `Run one query (given as an argument), the statements read from standard
+input (separated by ';'; each runs on its own: one that fails is reported
+with its line:column and the others still run, unless --bail; the exit
+status is 1 if any failed; 'exit' ends the input), or, on a terminal with
+no query, an interactive prompt (multi-line input ends at ';' or a blank
+line; 'help', 'exit'). Flags may come before or after the query; with
+--format json, several statements print one JSON array per line (NDJSON).
 
 Statements:
   SHOW RUNS | SHOW LAYERS FROM 'r' | SHOW STEPS FROM 'r' | SHOW SCALARS FROM 'r'
@@ -52,12 +56,14 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
   gvdb query "SELECT nvar FROM 'mlp' GROUP BY layer"
   gvdb query "SELECT gc_variance(128, 128) / variance(128) AS gain FROM 'mlp'"
   gvdb query --format csv "SELECT nvar FROM 'lr-*' GROUP BY run, window(1000)" > nvar.csv
-  echo "SHOW RUNS; SHOW LAYERS FROM 'mlp'" | gvdb query`)
+  echo "SHOW RUNS; SHOW LAYERS FROM 'mlp'" | gvdb query
+  gvdb query --bail --format json < script.sql     # NDJSON: one line per statement`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	format := formatFlag(fs)
 	timing := fs.Bool("timing", false, "print read, decode and compute times, and the Gradient Clustering path, to standard error")
 	ef := addEvalFlags(fs)
-	rest, d, err := m.openWithFormat(fs, args, dir, format)
+	bail := fs.Bool("bail", false, "stop at the first statement that fails (default: report it and go on)")
+	rest, d, err := m.openWithFormat(fs, args, dir, format, true)
 	if err != nil {
 		return err
 	}
@@ -68,20 +74,41 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	}
 	out := output{format: *format, timing: *timing, opts: opts}
 	defer d.Close()
+	// run runs a script's statements one by one: a statement that fails
+	// is reported with its position and the rest still run (unless
+	// --bail); the exit status is 1 if any failed. "exit" ends the script.
 	run := func(src string) error {
-		script, err := query.Parse(src)
-		if err != nil {
-			return err
+		chunks := query.Split(query.Until(src))
+		if len(chunks) > 1 && out.format == "json" {
+			out.format = "ndjson" // one JSON document per statement, one per line
 		}
-		for i, st := range script.Statements {
-			if i > 0 && out.format == "table" {
+		failed, ran := 0, 0
+		for _, c := range chunks {
+			if ran > 0 && out.format == "table" {
 				fmt.Fprintln(m.Stdout)
 			}
-			if err := m.runStatement(ctx, d, st, out); err != nil {
-				return err
+			ran++
+			st, err := query.ParseChunk(c)
+			if err == nil {
+				err = m.runStatement(ctx, d, st, out)
+			}
+			if err != nil {
+				if len(chunks) == 1 || errors.Is(err, context.Canceled) {
+					return err
+				}
+				failed++
+				var qe *query.Error
+				if errors.As(err, &qe) && qe.Pos.Line > 0 {
+					fmt.Fprintf(m.Stderr, "gvdb: %v\n", err)
+				} else {
+					fmt.Fprintf(m.Stderr, "gvdb: statement at %d:%d: %v\n", c.Pos.Line, c.Pos.Column, err)
+				}
+				if *bail {
+					return scriptErr(failed, ran)
+				}
 			}
 		}
-		return nil
+		return scriptErr(failed, ran)
 	}
 	switch {
 	case len(rest) > 0:
@@ -123,7 +150,7 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, o
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
 	if res.Plot != nil {
-		o := plots.Options{Scale: res.Plot.Scale, Title: figureTitle(d, res.Plot.Query)}
+		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Title}
 		if err := m.saveLines(res, res.Plot.File, o); err != nil {
 			return err
 		}
@@ -144,6 +171,15 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, o
 
 func resultTable(res *query.Result) *table {
 	return &table{Columns: res.Columns, Rows: res.Rows}
+}
+
+// scriptErr summarizes a script's failed statements (nil: none failed);
+// each was reported as it failed.
+func scriptErr(failed, ran int) error {
+	if failed == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d statements failed", failed, ran)
 }
 
 // output says how runStatement evaluates and prints.
@@ -303,8 +339,7 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
 		complete := strings.HasSuffix(trimmed, ";") || trimmed == ""
 		if !complete && first {
 			_, err := query.Parse(src)
-			var qe *query.Error
-			complete = err == nil || !(errors.As(err, &qe) && strings.Contains(qe.Msg, "end of query"))
+			complete = !errors.Is(err, query.ErrIncomplete)
 		}
 		if !complete {
 			continue

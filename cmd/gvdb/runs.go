@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"os"
 	"path/filepath"
 
@@ -15,10 +15,15 @@ func init() {
 	register("runs", "list the runs in a store", (*Main).runs)
 }
 
-// openWithFormat parses a reading command's flags, checks --format and
-// opens the store; it returns the positional arguments.
-func (m *Main) openWithFormat(fs *flag.FlagSet, args []string, dir, format *string) ([]string, *db.DB, error) {
-	rest, err := parse(fs, args)
+// openWithFormat parses a reading command's flags (positional arguments
+// only when positional says so), checks --format and opens the store; it
+// returns the positional arguments.
+func (m *Main) openWithFormat(fs *flag.FlagSet, args []string, dir, format *string, positional bool) ([]string, *db.DB, error) {
+	parser := parse
+	if positional {
+		parser = parseArgs
+	}
+	rest, err := parser(fs, args)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -47,7 +52,7 @@ func (m *Main) runs(ctx context.Context, args []string) error {
   gvdb runs --db ./lr-sweep --format csv`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	format := formatFlag(fs)
-	_, d, err := m.openWithFormat(fs, args, dir, format)
+	_, d, err := m.openWithFormat(fs, args, dir, format, false)
 	if err != nil {
 		return err
 	}
