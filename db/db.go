@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -26,7 +27,13 @@ type Options struct {
 	Log io.Writer
 	// SyncWrites makes every commit fsync (slower; Flush does it anyway).
 	SyncWrites bool
+	// MustExist refuses to create a store: a directory without one is
+	// ErrNoStore (a mistyped --db is an error, not a new empty store).
+	MustExist bool
 }
+
+// ErrNoStore says a directory holds no gvdb store.
+var ErrNoStore = errors.New("no gvdb store")
 
 // DB is an open store. Its methods are safe for concurrent use.
 type DB struct {
@@ -35,21 +42,70 @@ type DB struct {
 	opts Options
 }
 
-// Open opens (or creates) the store in dir.
-func Open(dir string, opts Options) (*DB, error) {
-	if opts.ReadOnly {
-		if _, err := os.Stat(dir); err != nil {
-			return nil, fmt.Errorf("open store %s: %w", dir, err)
+// Open opens (or creates) the store in dir. A read-only open never
+// changes a file of the store: several readers share it, a store whose
+// writer was killed is ErrUnclean (gvdb recover replays its log), and
+// damage is an error naming what is wrong, not a repair. A panic inside
+// Badger (a truncated table, say) is returned as an error.
+func Open(dir string, opts Options) (d *DB, err error) {
+	if opts.ReadOnly || opts.MustExist {
+		if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
+			return nil, fmt.Errorf("open store %s: %w (give --db, or create one with 'gvdb demo' or 'gvdb train')", dir, ErrNoStore)
 		}
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			d, err = nil, fmt.Errorf("open store %s: %w: badger: %v", dir, ErrCorruptStore, r)
+		}
+	}()
 	bdb, err := badger.Open(BadgerOptions(dir, opts))
 	if err != nil {
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {
-			return nil, fmt.Errorf("open store %s: %w (close the other gvdb process, e.g. a running 'gvdb train', and try again)", dir, ErrLocked)
-		}
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
+		return nil, openError(dir, opts, err)
 	}
 	return &DB{bdb: bdb, dir: dir, opts: opts}, nil
+}
+
+// openError explains why Badger would not open a store.
+func openError(dir string, opts Options, err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "Cannot acquire directory lock") || strings.Contains(msg, "resource temporarily unavailable"):
+		who := "another gvdb process"
+		if w := lockHolder(dir); w != "" {
+			who = w
+		}
+		if opts.ReadOnly {
+			return fmt.Errorf("open store %s: %w: %s is writing to it (wait for it to finish, or stop it, and try again)", dir, ErrLocked, who)
+		}
+		return fmt.Errorf("open store %s: %w: %s has it open (close it and try again)", dir, ErrLocked, who)
+	case errors.Is(err, badger.ErrTruncateNeeded) || strings.Contains(msg, "Log truncate required"):
+		return fmt.Errorf("open store %s: %w: its last writer stopped without closing it (killed?); run 'gvdb recover --db %s' to replay its log and keep everything it had flushed", dir, ErrUnclean, dir)
+	case opts.ReadOnly && (strings.Contains(msg, "permission denied") || strings.Contains(msg, "read-only")):
+		return fmt.Errorf("open store %s: %w", dir, err)
+	}
+	return fmt.Errorf("open store %s: %w: %v", dir, ErrCorruptStore, err)
+}
+
+// lockHolder names the process in the store's LOCK file ("pid 123
+// (gvdb train ...)"), or "" when it cannot tell.
+func lockHolder(dir string) string {
+	raw, err := os.ReadFile(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		return ""
+	}
+	pid := strings.TrimSpace(string(raw))
+	if pid == "" {
+		return ""
+	}
+	cmd, err := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+	if err != nil || len(cmd) == 0 {
+		return "pid " + pid
+	}
+	args := strings.Fields(strings.ReplaceAll(string(cmd), "\x00", " "))
+	if len(args) > 6 {
+		args = append(args[:6], "...")
+	}
+	return fmt.Sprintf("pid %s (%s)", pid, strings.Join(args, " "))
 }
 
 // BadgerOptions returns the Badger options a store in dir is opened with:

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -388,4 +391,69 @@ func TestPopulationAndAnchor(t *testing.T) {
 			t.Fatal("ParsePopulation accepted 'all'")
 		}
 	})
+}
+
+// TestReaders checks that readers share a store, are refused (naming the
+// writer) while a writer holds it, never create a store, and leave every
+// file as it was.
+func TestReaders(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(dir, Options{Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CreateRun(testRun("a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{ReadOnly: true, Log: io.Discard}); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "pid") {
+		t.Fatalf("reader beside a writer: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := listing(t, dir)
+	r1, err := Open(dir, Options{ReadOnly: true, Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(dir, Options{ReadOnly: true, Log: io.Discard})
+	if err != nil {
+		t.Fatalf("second reader: %v", err)
+	}
+	if _, err := r2.Run("a"); err != nil {
+		t.Fatal(err)
+	}
+	r1.Close()
+	r2.Close()
+	if after := listing(t, dir); after != before {
+		t.Fatalf("readers changed the store:\n%s\n%s", before, after)
+	}
+	empty := t.TempDir()
+	if _, err := Open(empty, Options{ReadOnly: true}); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("reader on an empty directory: %v", err)
+	}
+	if _, err := Open(filepath.Join(empty, "x"), Options{MustExist: true}); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("MustExist on a new path: %v", err)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Fatalf("a refused open left %d files", len(entries))
+	}
+}
+
+// listing describes dir's files: name, size and contents' checksum.
+func listing(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s:%d:%x ", e.Name(), len(raw), crc32.ChecksumIEEE(raw))
+	}
+	return b.String()
 }

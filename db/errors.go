@@ -19,6 +19,11 @@ var (
 	ErrCorruptMetadata = errors.New("corrupt metadata")
 	ErrInvalidSnapshot = errors.New("invalid snapshot")
 	ErrNegativeStep    = errors.New("negative step")
+	// ErrUnclean: a store's writer stopped without closing it; a reader
+	// cannot replay its log (gvdb recover does).
+	ErrUnclean = errors.New("store was not closed cleanly")
+	// ErrCorruptStore: Badger's own files are damaged.
+	ErrCorruptStore = errors.New("store files are damaged")
 )
 
 // NotFoundError says that a run, layer or snapshot does not exist, and what

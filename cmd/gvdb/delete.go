@@ -21,7 +21,7 @@ func (m *Main) deleteRun(ctx context.Context, args []string) error {
 	if *run == "" {
 		return usagef("delete: --run is required")
 	}
-	d, err := openStore(*dir, false)
+	d, err := openWriter(*dir, false)
 	if err != nil {
 		return err
 	}

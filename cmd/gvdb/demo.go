@@ -58,7 +58,7 @@ touches other runs in the store.`, `  gvdb demo
 			return err
 		}
 	}
-	d, err := openStore(*dir, true)
+	d, err := openStore(*dir)
 	if err != nil {
 		return err
 	}

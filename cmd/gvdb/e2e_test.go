@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"codeberg.org/sbinet/npyio"
 
@@ -67,6 +70,12 @@ func runOf(t *testing.T, d *db.DB, name string) *db.Run {
 }
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("GVDB_TRAIN_CHILD_DIR"); dir != "" {
+		// The child of TestKilledTrainer: train until killed.
+		mm := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard}
+		os.Exit(mm.Exit(mm.Run(context.Background(), []string{"train", "--db", dir, "--run", "k", "--hidden", "16",
+			"--steps", "100000", "--snapshot-every", "5", "--snapshot-examples", "64", "--eval-examples", "100"})))
+	}
 	code := m.Run()
 	if trainedDir != "" {
 		os.RemoveAll(trainedDir)
@@ -345,4 +354,70 @@ func TestPopulationsAndSVRG(t *testing.T) {
 	if !strings.Contains(out, "20,full,2000,") || !strings.Contains(out, "10,sample,64,") {
 		t.Errorf("SHOW STEPS:\n%s", out)
 	}
+}
+
+// TestKilledTrainer kills a training child process after its first
+// snapshots: reads refuse the unclean store, without changing it, and
+// name gvdb recover; recover keeps the flushed snapshots and marks the
+// run killed with the steps it recorded.
+func TestKilledTrainer(t *testing.T) {
+	if os.Getenv("GVDB_TRAIN_CHILD_DIR") != "" {
+		return // the child's work is in TestMain
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "GVDB_TRAIN_CHILD_DIR="+dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for a few snapshots: SHOW STEPS is not possible while the
+	// writer holds the store, so watch the value log grow.
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, err := os.Stat(filepath.Join(dir, "000001.vlog")); err == nil && st.Size() > 0 {
+			if _, errs, _ := gvdb(t, "runs", "--db", dir); strings.Contains(errs, "is writing to it") {
+				time.Sleep(3 * time.Second)
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	before := dirSnapshot(t, dir)
+	if _, errs, code := gvdb(t, "runs", "--db", dir); code != exitError || !strings.Contains(errs, "gvdb recover") {
+		t.Fatalf("runs on an unclean store: exit %d, %s", code, errs)
+	}
+	if after := dirSnapshot(t, dir); after != before {
+		t.Fatalf("a read changed the store:\nbefore %s\nafter  %s", before, after)
+	}
+	out, errs, code := gvdb(t, "recover", "--db", dir)
+	if code != exitOK || !strings.Contains(out, "killed") {
+		t.Fatalf("recover: exit %d\n%s\n%s", code, out, errs)
+	}
+	out, _, code = gvdb(t, "runs", "--db", dir, "--format", "csv")
+	if code != exitOK || !strings.Contains(out, "k,mlp,mnist,killed,") || strings.Contains(out, ",100000,") {
+		t.Fatalf("runs after recover: exit %d\n%s", code, out)
+	}
+	if out, _, code := gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT examples FROM 'k'"); code != exitOK || strings.Count(out, "\n") < 2 {
+		t.Fatalf("snapshots after recover: %s", out)
+	}
+}
+
+// dirSnapshot describes every file of dir (name, size, modification time).
+func dirSnapshot(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s:%d:%d ", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String()
 }

@@ -70,7 +70,7 @@ In numpy: G = np.einsum('nti,nto->nio', A, Delta).`, `  gvdb export --run mlp --
 	case *format != "npy":
 		return usagef("export: unknown --format %q (only npy)", *format)
 	}
-	d, err := openStore(*dir, true)
+	d, err := openStore(*dir)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 	if *run == "" {
 		return usagef("inspect: --run is required")
 	}
-	d, err := openStore(*dir, true)
+	d, err := openStore(*dir)
 	if err != nil {
 		return err
 	}

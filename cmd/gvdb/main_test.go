@@ -137,7 +137,8 @@ func TestErrors(t *testing.T) {
 		{[]string{"inspect", "--db", dir, "--run", "syn", "--step", "150"}, exitError, "unknown snapshot"},
 		{[]string{"inspect", "--db", dir}, exitUsage, "--run is required"},
 		{[]string{"inspect", "--db", dir, "--run", "syn", "--format", "xml"}, exitUsage, "unknown --format"},
-		{[]string{"runs", "--db", dir, "--bogus"}, exitUsage, "flag provided but not defined"},
+		{[]string{"runs", "--db", dir, "--bogus"}, exitUsage, "unknown flag: --bogus"},
+		{[]string{"delete", "--db", dir + "/nope", "--run", "x"}, exitError, "no gvdb store"},
 		{[]string{"runs", "--db", dir + "/nope"}, exitError, "no gvdb store"},
 		{[]string{"delete", "--db", dir, "--run", "nope"}, exitError, "unknown run"},
 	}

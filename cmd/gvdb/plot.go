@@ -164,7 +164,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 	if *layer != "" {
 		layers = strings.Split(*layer, ",")
 	}
-	d, err := openStore(*dir, true)
+	d, err := openStore(*dir)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ index.html) listing each figure with the exact query that made it:
 	if _, err := path.Match(*glob, ""); err != nil {
 		return usagef("report: bad --runs pattern %q", *glob)
 	}
-	d, err := openStore(*dir, true)
+	d, err := openStore(*dir)
 	if err != nil {
 		return err
 	}

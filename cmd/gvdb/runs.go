@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
 	"fmt"
 	flag "github.com/spf13/pflag"
-	"os"
-	"path/filepath"
 
 	"gvdb/db"
 	"gvdb/query"
@@ -30,21 +29,21 @@ func (m *Main) openWithFormat(fs *flag.FlagSet, args []string, dir, format *stri
 	if err := checkFormat(*format); err != nil {
 		return nil, nil, err
 	}
-	d, err := openStore(*dir, true)
+	d, err := openStore(*dir)
 	return rest, d, err
 }
 
-// openStore opens the store at dir. A command that only reads requires the
-// store to exist (a mistyped --db is an error, not a new empty store); it
-// still opens read-write so that Badger can recover a store whose writer
-// was killed.
-func openStore(dir string, mustExist bool) (*db.DB, error) {
-	if mustExist {
-		if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
-			return nil, fmt.Errorf("no gvdb store at %s (give --db, or create one with 'gvdb demo' or 'gvdb train')", dir)
-		}
-	}
-	return db.Open(dir, db.Options{})
+// openStore opens the store at dir for reading: read-only, so that a read
+// never changes a store and several readers can share one; the store must
+// exist (a mistyped --db is an error, not a new empty store).
+func openStore(dir string) (*db.DB, error) {
+	return db.Open(dir, db.Options{ReadOnly: true, Log: io.Discard})
+}
+
+// openWriter opens the store at dir for writing (train, delete, recover):
+// it takes the exclusive lock, and creates the store if create says so.
+func openWriter(dir string, create bool) (*db.DB, error) {
+	return db.Open(dir, db.Options{MustExist: !create})
 }
 
 func (m *Main) runs(ctx context.Context, args []string) error {

@@ -222,7 +222,7 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 	if err != nil {
 		return err
 	}
-	d, err := openStore(f.dir, false)
+	d, err := openWriter(f.dir, true)
 	if err != nil {
 		return err
 	}
