@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"io"
 	"fmt"
 	flag "github.com/spf13/pflag"
+	"io"
 
 	"gvdb/db"
 	"gvdb/query"
