@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"io"
 	"os"
 	"os/signal"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 
+	flag "github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"gvdb/db"

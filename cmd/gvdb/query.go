@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"io"
 	"math"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/chzyer/readline"
 	"github.com/dustin/go-humanize"
+	flag "github.com/spf13/pflag"
 
 	"gvdb/db"
 	"gvdb/plots"

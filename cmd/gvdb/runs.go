@@ -3,8 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"io"
+
+	flag "github.com/spf13/pflag"
 
 	"gvdb/db"
 	"gvdb/query"
