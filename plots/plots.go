@@ -52,7 +52,16 @@ func (o Options) size() (vg.Length, vg.Length, int) {
 // ErrNothingToPlot says a figure would have no data.
 var ErrNothingToPlot = errors.New("nothing to plot")
 
+// ErrUnsafeWrite is returned when writing a figure would replace
+// something that is not a figure, follow a symbolic link or create a
+// directory.
+var ErrUnsafeWrite = errors.New("refusing to write the figure")
+
 // Save writes p to path; the extension (.png, .svg, .pdf) picks the format.
+// The figure goes to a temporary file in path's directory, renamed into
+// place: never written through a symbolic link, never left partial. Save
+// never creates directories and never replaces a file that is not a
+// figure.
 func Save(p *plot.Plot, path string, o Options) error {
 	w, h, dpi := o.size()
 	var c vg.CanvasWriterTo
@@ -66,21 +75,66 @@ func Save(p *plot.Plot, path string, o Options) error {
 	default:
 		return fmt.Errorf("save figure %s: unknown extension %q (want .png, .svg or .pdf)", path, filepath.Ext(path))
 	}
+	if err := checkTarget(path); err != nil {
+		return err
+	}
 	Render(p, draw.New(c))
-	if dir := filepath.Dir(path); dir != "." {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("save figure: %w", err)
-		}
-	}
-	f, err := os.Create(path)
+	f, err := os.CreateTemp(filepath.Dir(path), ".gvdb-figure-*")
 	if err != nil {
-		return fmt.Errorf("save figure: %w", err)
-	}
-	if _, err := c.WriteTo(f); err != nil {
-		f.Close()
 		return fmt.Errorf("save figure %s: %w", path, err)
 	}
-	return f.Close()
+	_, err = c.WriteTo(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("save figure %s: %w", path, err)
+	}
+	return nil
+}
+
+// checkTarget refuses a figure path whose directory does not exist, that
+// is a symbolic link, or that holds something other than a figure.
+func checkTarget(path string) error {
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w %s: directory %s does not exist (gvdb does not create directories for figures)", ErrUnsafeWrite, path, dir)
+	}
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w %s: %v", ErrUnsafeWrite, path, err)
+	}
+	if st.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("%w %s: it is a symbolic link", ErrUnsafeWrite, path)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%w %s: it is not a regular file", ErrUnsafeWrite, path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%w %s: %v", ErrUnsafeWrite, path, err)
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := f.Read(head)
+	if st.Size() > 0 && !isFigure(head[:n]) {
+		return fmt.Errorf("%w %s: it exists and is not a PNG, SVG or PDF figure", ErrUnsafeWrite, path)
+	}
+	return nil
+}
+
+// isFigure reports whether a file starts like a PNG, SVG or PDF.
+func isFigure(head []byte) bool {
+	s := string(head)
+	return strings.HasPrefix(s, "\x89PNG") || strings.HasPrefix(s, "%PDF") ||
+		strings.HasPrefix(strings.TrimSpace(s), "<?xml") || strings.HasPrefix(strings.TrimSpace(s), "<svg")
 }
 
 // Layout splits canvas c into the plot's area and, when the plot's legend

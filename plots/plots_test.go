@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"gonum.org/v1/plot"
@@ -188,5 +189,52 @@ func TestLegendOutsideData(t *testing.T) {
 	}
 	if got := yLabel([]string{"variance", "gc_variance", "svrg_variance"}); got != "variance per coordinate" {
 		t.Errorf("yLabel = %q", got)
+	}
+}
+
+// TestSaveGuards checks that a figure never replaces a non-figure, never
+// writes through a symbolic link, never creates a directory, and does
+// replace an earlier figure.
+func TestSaveGuards(t *testing.T) {
+	p, _, err := Lines(result(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	fig := filepath.Join(dir, "f.png")
+	if err := Save(p, fig, Options{DPI: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Save(p, fig, Options{DPI: 30}); err != nil {
+		t.Fatalf("replacing a figure: %v", err)
+	}
+	victim := filepath.Join(dir, "victim.txt")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.png")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	notFig := filepath.Join(dir, "notes.png")
+	if err := os.WriteFile(notFig, []byte("my notes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{link, notFig, filepath.Join(dir, "new", "f.png")} {
+		if err := Save(p, path, Options{DPI: 30}); !errors.Is(err, ErrUnsafeWrite) {
+			t.Errorf("%s: %v, want ErrUnsafeWrite", path, err)
+		}
+	}
+	if raw, _ := os.ReadFile(victim); string(raw) != "keep me" {
+		t.Error("the symlink's target was overwritten")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); err == nil {
+		t.Error("a directory was created")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".gvdb-") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
 	}
 }

@@ -73,6 +73,9 @@ type Options struct {
 	// MemoryBudget bounds the memory of large computations (default
 	// stats.DefaultMemoryBudget, half the machine's memory).
 	MemoryBudget int64
+	// NoFileWrites refuses PLOT statements (the only ones that write a
+	// file), for programs that run queries from elsewhere.
+	NoFileWrites bool
 	// Progress, if set, is told after each snapshot how many of the
 	// query's snapshots are done.
 	Progress func(done, total int)
@@ -86,6 +89,9 @@ func Eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, e
 	case *Select:
 		return evalSelect(ctx, d, s, opts)
 	case *Plot:
+		if opts.NoFileWrites {
+			return nil, errorf(s.Pos, "PLOT writes the file %s, and file writes are off (--no-file-writes); use SELECT", quote(s.To))
+		}
 		res, err := evalSelect(ctx, d, s.AsSelect(), opts)
 		if err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -193,5 +194,26 @@ func TestCLIBehaves(t *testing.T) {
 	defer null.Close()
 	if isTerminal(null) {
 		t.Error("/dev/null counts as a terminal")
+	}
+}
+
+// TestQueryWrites: PLOT writes its figure only where it may, and not at
+// all with --no-file-writes.
+func TestQueryWrites(t *testing.T) {
+	dir := synthStore(t)
+	out := t.TempDir()
+	fig := filepath.Join(out, "v.png")
+	q := "PLOT variance FROM 'syn' TO '" + fig + "'"
+	if _, errs, code := gvdb(t, "query", "--db", dir, "--no-file-writes", q); code != exitError || !strings.Contains(errs, "file writes are off") {
+		t.Errorf("--no-file-writes: exit %d, %s", code, errs)
+	}
+	if _, err := os.Stat(fig); err == nil {
+		t.Error("the figure was written with --no-file-writes")
+	}
+	if _, errs, code := gvdb(t, "query", "--db", dir, q); code != exitOK {
+		t.Errorf("PLOT: exit %d, %s", code, errs)
+	}
+	if _, errs, code := gvdb(t, "query", "--db", dir, "PLOT variance FROM 'syn' TO '"+filepath.Join(out, "sub", "v.png")+"'"); code != exitError || !strings.Contains(errs, "does not create directories") {
+		t.Errorf("PLOT into a missing directory: exit %d, %s", code, errs)
 	}
 }

@@ -192,12 +192,14 @@ type output struct {
 // evalFlags are the evaluation settings of commands that run queries.
 type evalFlags struct {
 	gcPath, memory string
+	noWrites       bool
 }
 
 func addEvalFlags(fs *flag.FlagSet) *evalFlags {
 	f := &evalFlags{}
 	fs.StringVar(&f.gcPath, "gc-path", "auto", "where Gradient Clustering searches: auto (Gram matrix up to 8192 examples, else a sketch), gram or sketch")
 	fs.StringVar(&f.memory, "memory", "", "memory budget for large computations, e.g. 4GiB (default: half the machine's memory)")
+	fs.BoolVar(&f.noWrites, "no-file-writes", false, "refuse statements that write files (PLOT ... TO), for queries from elsewhere")
 	return f
 }
 
@@ -209,6 +211,7 @@ func (f *evalFlags) options() (query.Options, error) {
 		return o, usageError{err}
 	}
 	o.GCPath = p
+	o.NoFileWrites = f.noWrites
 	if f.memory != "" {
 		n, err := humanize.ParseBytes(f.memory)
 		if err != nil || n == 0 || n > math.MaxInt64 {
