@@ -96,7 +96,7 @@ func TestRuns(t *testing.T) {
 		if _, err := r.Layer("fc1.wieght"); !errors.Is(err, ErrLayerNotFound) || !strings.Contains(err.Error(), `did you mean "fc1.weight"`) {
 			t.Fatalf("unknown layer: %v", err)
 		}
-		for _, bad := range []string{"", "a'b", "tab\tname", strings.Repeat("x", 201)} {
+		for _, bad := range []string{"", "a'b", "tab\tname", strings.Repeat("x", 201), "../escaped", "a/b", ".."} {
 			if err := d.CreateRun(testRun(bad)); !errors.Is(err, ErrInvalidName) {
 				t.Errorf("name %q: got %v, want ErrInvalidName", bad, err)
 			}

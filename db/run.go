@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 	"unicode"
 
@@ -107,15 +108,19 @@ func (r *Run) TotalParams() int {
 }
 
 // ValidateName checks a run or layer name: 1 to 200 printable characters,
-// no quotes or control characters.
+// no quotes, slashes, backslashes or control characters, and no "..":
+// names become file names in exports and reports.
 func ValidateName(what, name string) error {
 	if name == "" || len(name) > 200 {
 		return fmt.Errorf("%w: %s name must have 1 to 200 characters", ErrInvalidName, what)
 	}
 	for _, c := range name {
-		if !unicode.IsPrint(c) || c == '\'' || c == '"' || c == '\\' {
-			return fmt.Errorf("%w: %s name %q has character %q (quotes, backslashes and control characters are not allowed)", ErrInvalidName, what, name, c)
+		if !unicode.IsPrint(c) || c == '\'' || c == '"' || c == '\\' || c == '/' {
+			return fmt.Errorf("%w: %s name %q has character %q (quotes, slashes, backslashes and control characters are not allowed)", ErrInvalidName, what, name, c)
 		}
+	}
+	if strings.Contains(name, "..") {
+		return fmt.Errorf("%w: %s name %q contains \"..\"", ErrInvalidName, what, name)
 	}
 	return nil
 }
