@@ -34,7 +34,7 @@ type Select struct {
 	Where *Cond       `parser:"('WHERE' @@)?"`
 	Group []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
 	Order []*OrderKey `parser:"('ORDER' 'BY' @@ (',' @@)*)?"`
-	Limit *int        `parser:"('LIMIT' @Number)?"`
+	Limit *float64    `parser:"('LIMIT' @Number)?"`
 }
 
 // Plot is a SELECT whose result is drawn to a file.
@@ -180,7 +180,7 @@ type Literal struct {
 // GroupKey is window(n), step, run or layer.
 type GroupKey struct {
 	Pos    lexer.Position
-	Window *int    `parser:"  'WINDOW' '(' @Number ')'"`
+	Window *float64 `parser:"  'WINDOW' '(' @Number ')'"`
 	Key    Keyword `parser:"| @('STEP' | 'RUN' | 'LAYER')"`
 }
 
@@ -268,7 +268,7 @@ func (s *Select) String() string {
 		b.WriteString(" ORDER BY " + strings.Join(parts, ", "))
 	}
 	if s.Limit != nil {
-		b.WriteString(" LIMIT " + strconv.Itoa(*s.Limit))
+		b.WriteString(" LIMIT " + strconv.FormatFloat(*s.Limit, 'g', -1, 64))
 	}
 	return b.String()
 }
@@ -433,7 +433,7 @@ func (l Literal) String() string {
 // String prints the GroupKey as query text.
 func (g *GroupKey) String() string {
 	if g.Window != nil {
-		return "window(" + strconv.Itoa(*g.Window) + ")"
+		return "window(" + strconv.FormatFloat(*g.Window, 'g', -1, 64) + ")"
 	}
 	return strings.ToLower(string(g.Key))
 }

@@ -955,13 +955,8 @@ func orderAndLimit(res *Result, s *Select) error {
 			return false
 		})
 	}
-	if s.Limit != nil {
-		if *s.Limit < 0 {
-			return errorf(s.Pos, "LIMIT must be >= 0")
-		}
-		if *s.Limit < len(res.Rows) {
-			res.Rows = res.Rows[:*s.Limit]
-		}
+	if s.Limit != nil && *s.Limit < float64(len(res.Rows)) {
+		res.Rows = res.Rows[:int(*s.Limit)]
 	}
 	return nil
 }

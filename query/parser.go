@@ -59,10 +59,51 @@ func errorf(pos lexer.Position, format string, args ...any) *Error {
 	return &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)}
 }
 
+// Limits on what Parse accepts: deeper nesting would exhaust the stack,
+// longer text is not a query.
+const (
+	MaxQueryBytes = 1 << 20
+	MaxDepth      = 200
+)
+
+// checkLimits refuses a query over MaxQueryBytes or nested deeper than
+// MaxDepth parentheses (outside strings), with the position of the excess.
+func checkLimits(src string) error {
+	if len(src) > MaxQueryBytes {
+		return &Error{Pos: lexer.Position{Line: 1, Column: 1}, Msg: fmt.Sprintf("query of %d bytes is over the limit of %d", len(src), MaxQueryBytes)}
+	}
+	depth, line, col := 0, 1, 0
+	var quote byte
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		col++
+		switch {
+		case c == '\n':
+			line, col = line+1, 0
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '(':
+			if depth++; depth > MaxDepth {
+				return &Error{Pos: lexer.Position{Line: line, Column: col}, Msg: fmt.Sprintf("parentheses nested deeper than %d", MaxDepth)}
+			}
+		case c == ')':
+			depth--
+		}
+	}
+	return nil
+}
+
 // Parse parses one or more statements separated by semicolons. A syntax
 // error is an *Error naming the line and column, what was found and what
 // was expected.
 func Parse(src string) (*Script, error) {
+	if err := checkLimits(src); err != nil {
+		return nil, err
+	}
 	s, err := parser.ParseString("", src)
 	if err != nil {
 		return nil, syntaxError(err)

@@ -164,3 +164,18 @@ func TestTitle(t *testing.T) {
 		}
 	}
 }
+
+// TestLimits: deep nesting and huge queries are positioned errors, not a
+// stack overflow.
+func TestLimits(t *testing.T) {
+	deep := "SELECT " + strings.Repeat("(", 150000) + "1" + strings.Repeat(")", 150000) + " FROM 'a'"
+	if _, err := Parse(deep); err == nil || !strings.Contains(err.Error(), "1:208: parentheses nested deeper than 200") {
+		t.Errorf("deep nesting: %v", err)
+	}
+	if _, err := Parse(strings.Repeat(" ", MaxQueryBytes+1)); err == nil || !strings.Contains(err.Error(), "over the limit") {
+		t.Errorf("huge query: %v", err)
+	}
+	if _, err := Parse("SELECT variance FROM '(((('"); err != nil {
+		t.Errorf("parentheses in a string: %v", err)
+	}
+}

@@ -42,8 +42,8 @@ func planSelect(s *Select) (*plan, error) {
 	for _, g := range s.Group {
 		switch {
 		case g.Window != nil:
-			if *g.Window < 1 {
-				return nil, errorf(g.Pos, "window size must be at least 1 step, got %d", *g.Window)
+			if w := *g.Window; w < 1 || w != math.Trunc(w) || w > math.MaxInt64/2 {
+				return nil, errorf(g.Pos, "window size must be a whole number of steps from 1 to %d, got %g", int64(math.MaxInt64/2), w)
 			}
 			if p.window != 0 {
 				return nil, errorf(g.Pos, "GROUP BY has two windows")
@@ -72,6 +72,23 @@ func planSelect(s *Select) (*plan, error) {
 	}
 	if len(p.items) == 0 {
 		return nil, errorf(s.Pos, "SELECT lists only keys; add a statistic (variance, nvar, gns, ...) or a scalar (loss, accuracy, ...)")
+	}
+	if s.Limit != nil {
+		if l := *s.Limit; l < 0 || l != math.Trunc(l) {
+			return nil, errorf(s.Pos, "LIMIT must be a whole number >= 0, got %g", l)
+		}
+	}
+	// Output column names must be unique (JSON objects key rows by them).
+	names := map[string]bool{"step": true, "run": true, "layer": true}
+	for _, it := range p.items {
+		name := it.Expr.String()
+		if it.Alias != nil {
+			name = *it.Alias
+		}
+		if names[name] {
+			return nil, errorf(it.Pos, "duplicate column name %q (rename it with AS)", name)
+		}
+		names[name] = true
 	}
 	if s.Where != nil {
 		if err := p.where(s.Where); err != nil {

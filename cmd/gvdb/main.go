@@ -168,6 +168,9 @@ func (m *Main) Exit(err error) int {
 	case errors.As(err, new(usageError)):
 		fmt.Fprintln(m.Stderr, "gvdb:", err)
 		return exitUsage
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(m.Stderr, "gvdb: interrupted")
+		return exitError
 	default:
 		fmt.Fprintln(m.Stderr, "gvdb:", err)
 		return exitError
