@@ -181,7 +181,7 @@ type Literal struct {
 type GroupKey struct {
 	Pos    lexer.Position
 	Window *float64 `parser:"  'WINDOW' '(' @Number ')'"`
-	Key    Keyword `parser:"| @('STEP' | 'RUN' | 'LAYER')"`
+	Key    Keyword  `parser:"| @('STEP' | 'RUN' | 'LAYER')"`
 }
 
 // OrderKey is an output column (by name or expression) and a direction.
