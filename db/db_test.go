@@ -258,6 +258,22 @@ func TestScalars(t *testing.T) {
 		if _, err := decodeScalars([]byte{5, 1}); !errors.Is(err, ErrCorruptMetadata) {
 			t.Fatalf("corrupt scalars: %v", err)
 		}
+		// Every single-bit flip of a version 2 value is caught; version 1
+		// (no checksum) stays readable.
+		good := encodeScalars(map[string]float64{"loss": 2.387, "lr": 0.02})
+		for i := range good {
+			for bit := range 8 {
+				b := bytes.Clone(good)
+				b[i] ^= 1 << bit
+				if got, err := decodeScalars(b); err == nil && reflect.DeepEqual(got, map[string]float64{"loss": 2.387, "lr": 0.02}) == false {
+					t.Fatalf("flipped bit %d of byte %d read as %v", bit, i, got)
+				}
+			}
+		}
+		v1 := []byte{1, 4, 'l', 'o', 's', 's', 0, 0, 0, 0, 0, 0, 0xf0, 0x3f}
+		if got, err := decodeScalars(v1); err != nil || got["loss"] != 1 {
+			t.Fatalf("version 1 scalars: %v, %v", got, err)
+		}
 	})
 }
 

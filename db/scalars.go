@@ -1,9 +1,11 @@
 package db
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"sort"
 
@@ -16,38 +18,57 @@ type ScalarRow struct {
 	Values map[string]float64
 }
 
+// scalarsV2 marks version 2 step scalars (a checksum at the end); a
+// version 1 value starts with its uvarint name count, never this byte
+// pair for fewer than 69 names.
+var scalarsV2 = []byte{0xC5, 0x02}
+
 func encodeScalars(vals map[string]float64) []byte {
 	names := make([]string, 0, len(vals))
 	for k := range vals {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	v := binary.AppendUvarint(nil, uint64(len(names)))
+	v := append([]byte(nil), scalarsV2...)
+	v = binary.AppendUvarint(v, uint64(len(names)))
 	for _, k := range names {
 		v = binary.AppendUvarint(v, uint64(len(k)))
 		v = append(v, k...)
 		v = binary.LittleEndian.AppendUint64(v, math.Float64bits(vals[k]))
 	}
-	return v
+	return binary.LittleEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
 }
 
 func decodeScalars(v []byte) (map[string]float64, error) {
-	bad := fmt.Errorf("%w: step scalars", ErrCorruptMetadata)
+	bad := func(what string) error { return fmt.Errorf("%w: step scalars: %s", ErrCorruptMetadata, what) }
+	if bytes.HasPrefix(v, scalarsV2) {
+		if len(v) < len(scalarsV2)+4 {
+			return nil, bad("truncated")
+		}
+		body := v[:len(v)-4]
+		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(v[len(v)-4:]) {
+			return nil, bad("checksum mismatch")
+		}
+		v = body[len(scalarsV2):]
+	}
 	n, k := binary.Uvarint(v)
 	if k <= 0 || n > uint64(len(v)) {
-		return nil, bad
+		return nil, bad("name count")
 	}
 	v = v[k:]
 	out := make(map[string]float64, n)
 	for range n {
 		l, k := binary.Uvarint(v)
 		if k <= 0 || l > uint64(len(v)-k) || len(v)-k-int(l) < 8 {
-			return nil, bad
+			return nil, bad("truncated")
 		}
 		name := string(v[k : k+int(l)])
 		v = v[k+int(l):]
 		out[name] = math.Float64frombits(binary.LittleEndian.Uint64(v))
 		v = v[8:]
+	}
+	if len(v) != 0 {
+		return nil, bad("trailing bytes")
 	}
 	return out, nil
 }

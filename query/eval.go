@@ -509,6 +509,14 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		if err != nil {
 			return fmt.Errorf("run %q step %d: anchor: %w", rp.run.Name, s.Step, err)
 		}
+		if err := checkBlocks(rp.run, s, blocks, all, false); err != nil {
+			return err
+		}
+		if len(anchors) > 0 {
+			if err := checkBlocks(rp.run, s, anchors, all, true); err != nil {
+				return err
+			}
+		}
 		for _, b := range append(s.Blocks, s.Anchor...) {
 			st.BytesRead += int64(len(b.Data))
 		}
@@ -530,6 +538,41 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 			return &Error{Pos: e.p.sel.Pos, Msg: err.Error(), Err: err}
 		}
 		return err
+	}
+	return nil
+}
+
+// checkBlocks checks decoded blocks against the run's schema and the
+// snapshot's manifest before any statistic uses them: every layer asked
+// for is there, with the schema's parameter count, the manifest's number
+// of examples and the same example ids in the same order as the others.
+func checkBlocks(r *db.Run, s *db.Snapshot, blocks map[string]*codec.Block, want []string, anchor bool) error {
+	what := "block"
+	if anchor {
+		what = "anchor block"
+	}
+	var ids []uint64
+	first := ""
+	for _, name := range want {
+		b := blocks[name]
+		if b == nil {
+			return fmt.Errorf("run %q step %d: %w: no %s for layer %s (the snapshot lists %d of the run's %d layers)",
+				r.Name, s.Step, db.ErrCorruptMetadata, what, name, len(blocks), len(r.Layers))
+		}
+		l, err := r.Layer(name)
+		if err != nil {
+			return err
+		}
+		switch {
+		case b.Params() != l.Params:
+			return fmt.Errorf("run %q step %d layer %s: %w: %s has %d parameters, the schema %d", r.Name, s.Step, name, db.ErrCorruptMetadata, what, b.Params(), l.Params)
+		case b.N() != s.N:
+			return fmt.Errorf("run %q step %d layer %s: %w: %s has %d examples, the manifest %d", r.Name, s.Step, name, db.ErrCorruptMetadata, what, b.N(), s.N)
+		case ids == nil:
+			ids, first = b.IDs, name
+		case !slices.Equal(b.IDs, ids):
+			return fmt.Errorf("run %q step %d layer %s: %w: its examples differ from layer %s's (ids or order)", r.Name, s.Step, name, db.ErrCorruptMetadata, first)
+		}
 	}
 	return nil
 }

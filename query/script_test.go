@@ -249,3 +249,58 @@ func TestCorruptBlock(t *testing.T) {
 		t.Fatalf("fc1 query failed on fc2's damage: %s", got)
 	}
 }
+
+// TestBlocksAgainstSchema stores snapshots (past the Writer's checks) whose
+// blocks contradict the schema or each other: queries fail naming the run,
+// step and layer instead of computing on them.
+func TestBlocksAgainstSchema(t *testing.T) {
+	d := testStore(t)
+	r, _ := d.Run("a")
+	s, err := d.Snapshot(r, 100, db.Select{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(step int64, edit func(map[string]*codec.Block)) {
+		blocks := map[string]*codec.Block{}
+		for _, lb := range s.Blocks {
+			b, err := codec.Decode(lb.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blocks[lb.Layer] = b
+		}
+		edit(blocks)
+		snap := &db.Snapshot{Step: step, N: s.N}
+		for _, lb := range s.Blocks {
+			data, err := codec.Encode(blocks[lb.Layer], codec.Float32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap.Blocks = append(snap.Blocks, db.LayerBlock{Layer: lb.Layer, Data: data})
+		}
+		if err := d.PutSnapshot("a", snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(150, func(b map[string]*codec.Block) { // fc1.bias with other ids
+		ids := append([]uint64(nil), b["fc1.bias"].IDs...)
+		ids[0], ids[1] = ids[1], ids[0]
+		b["fc1.bias"].IDs = ids
+	})
+	put(160, func(b map[string]*codec.Block) { // fc2.bias with 2 values per example, not 3
+		o := b["fc2.bias"]
+		rows := make([]float32, 0, o.N()*2)
+		for i := range o.N() {
+			rows = append(rows, o.Rows[i*3:i*3+2]...)
+		}
+		b["fc2.bias"] = &codec.Block{Kind: codec.Dense, IDs: o.IDs, Dim: 2, Rows: rows}
+	})
+	for _, c := range []struct{ q, want string }{
+		{"SELECT variance FROM 'a' WHERE step = 150", "layer fc1.bias: corrupt metadata: its examples differ"},
+		{"SELECT variance FROM 'a' WHERE step = 160", "layer fc2.bias: corrupt metadata: block has 2 parameters, the schema 3"},
+	} {
+		if got := run(d, c.q); !strings.Contains(got, c.want) {
+			t.Errorf("%s: %s", c.q, got)
+		}
+	}
+}
