@@ -501,6 +501,9 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		st.Snapshots++
 		e.seen(ri, s.Step)
 		t0 := time.Now()
+		if err := checkHeaders(rp.run, s); err != nil {
+			return err
+		}
 		blocks, err := decodeAll(s.Blocks)
 		if err != nil {
 			return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
@@ -538,6 +541,27 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 			return &Error{Pos: e.p.sel.Pos, Msg: err.Error(), Err: err}
 		}
 		return err
+	}
+	return nil
+}
+
+// checkHeaders checks every block's header against the run's schema and
+// the snapshot's manifest before anything is decoded, so that a block
+// cannot make a reader allocate more than its layer's shape needs.
+func checkHeaders(r *db.Run, s *db.Snapshot) error {
+	for _, lb := range append(s.Blocks, s.Anchor...) {
+		h, err := codec.ReadHeader(lb.Data)
+		if err != nil {
+			return fmt.Errorf("run %q step %d layer %s: %w", r.Name, s.Step, lb.Layer, err)
+		}
+		l, err := r.Layer(lb.Layer)
+		if err != nil {
+			return err
+		}
+		if h.Params() != l.Params || h.N != s.N {
+			return fmt.Errorf("run %q step %d layer %s: %w: block header says %d examples x %d parameters, the manifest and schema %d x %d",
+				r.Name, s.Step, lb.Layer, db.ErrCorruptMetadata, h.N, h.Params(), s.N, l.Params)
+		}
 	}
 	return nil
 }

@@ -297,7 +297,7 @@ func TestBlocksAgainstSchema(t *testing.T) {
 	})
 	for _, c := range []struct{ q, want string }{
 		{"SELECT variance FROM 'a' WHERE step = 150", "layer fc1.bias: corrupt metadata: its examples differ"},
-		{"SELECT variance FROM 'a' WHERE step = 160", "layer fc2.bias: corrupt metadata: block has 2 parameters, the schema 3"},
+		{"SELECT variance FROM 'a' WHERE step = 160", "layer fc2.bias: corrupt metadata: block header says 24 examples x 2 parameters, the manifest and schema 24 x 3"},
 	} {
 		if got := run(d, c.q); !strings.Contains(got, c.want) {
 			t.Errorf("%s: %s", c.q, got)
