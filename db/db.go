@@ -62,7 +62,12 @@ func Open(dir string, opts Options) (d *DB, err error) {
 	if err != nil {
 		return nil, openError(dir, opts, err)
 	}
-	return &DB{bdb: bdb, dir: dir, opts: opts}, nil
+	d = &DB{bdb: bdb, dir: dir, opts: opts}
+	if err := d.checkMarker(); err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	return d, nil
 }
 
 // openError explains why Badger would not open a store.

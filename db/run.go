@@ -307,6 +307,10 @@ func (d *DB) DeleteRun(name string) error {
 	if err := d.bdb.DropPrefix(runPrefix(prefixSnapshot, r.ID), runPrefix(prefixScalars, r.ID)); err != nil {
 		return fmt.Errorf("delete run %q data: %w", name, err)
 	}
+	// Give back what the value log can (gvdb compact gives back the rest).
+	if err := d.reclaim(); err != nil {
+		return fmt.Errorf("delete run %q: reclaim space: %w", name, err)
+	}
 	return nil
 }
 

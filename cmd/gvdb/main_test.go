@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"gvdb/db"
 	"gvdb/ingest"
 	"gvdb/ingest/synth"
@@ -215,5 +217,48 @@ func TestQueryWrites(t *testing.T) {
 	}
 	if _, errs, code := gvdb(t, "query", "--db", dir, "PLOT variance FROM 'syn' TO '"+filepath.Join(out, "sub", "v.png")+"'"); code != exitError || !strings.Contains(errs, "does not create directories") {
 		t.Errorf("PLOT into a missing directory: exit %d, %s", code, errs)
+	}
+}
+
+// TestCompactAndForeignStores: deleting a run and compacting gives its
+// space back and keeps the other run's answers; a Badger directory gvdb
+// did not write is refused.
+func TestCompactAndForeignStores(t *testing.T) {
+	dir := t.TempDir()
+	for _, run := range []string{"keep", "drop"} {
+		if _, errs, code := gvdb(t, "train", "--db", dir, "--run", run, "--hidden", "32", "--steps", "20", "--batch", "16",
+			"--snapshot-every", "5", "--snapshot-examples", "512", "--eval-examples", "100"); code != exitOK {
+			t.Fatalf("train: %s", errs)
+		}
+	}
+	q := "SELECT variance, nvar FROM 'keep'"
+	want, _, _ := gvdb(t, "query", "--db", dir, "--format", "csv", q)
+	full, _ := db.DiskSize(dir)
+	if _, errs, code := gvdb(t, "delete", "--db", dir, "--run", "drop"); code != exitOK {
+		t.Fatal(errs)
+	}
+	if _, errs, code := gvdb(t, "compact", "--db", dir); code != exitOK || !strings.Contains(errs, "compacted") {
+		t.Fatalf("compact: exit %d, %s", code, errs)
+	}
+	after, _ := db.DiskSize(dir)
+	if after > full*3/5 {
+		t.Errorf("after deleting one of two equal runs and compacting: %d of %d bytes", after, full)
+	}
+	if got, _, _ := gvdb(t, "query", "--db", dir, "--format", "csv", q); got != want {
+		t.Errorf("answers changed by compaction:\n%s\n%s", want, got)
+	}
+	foreign := t.TempDir()
+	bdb, err := badger.Open(badger.DefaultOptions(foreign).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Update(func(txn *badger.Txn) error { return txn.Set([]byte("hello"), []byte("world")) }); err != nil {
+		t.Fatal(err)
+	}
+	bdb.Close()
+	for _, args := range [][]string{{"train", "--db", foreign, "--run", "x", "--steps", "1"}, {"runs", "--db", foreign}} {
+		if _, errs, code := gvdb(t, args...); code != exitError || !strings.Contains(errs, "not a gvdb store") {
+			t.Errorf("%v on a foreign Badger store: exit %d, %s", args, code, errs)
+		}
 	}
 }
