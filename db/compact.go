@@ -139,3 +139,57 @@ func Compact(dir string) (before, after int64, err error) {
 	after, err = DiskSize(dir)
 	return before, after, err
 }
+
+// KeyFaults scans every key of the store and describes those that no part
+// of gvdb writes (foreign prefixes, malformed lengths, unknown layer
+// indexes) and snapshot blocks without a manifest, which a killed writer
+// leaves behind (invisible to readers; listed as notes, not faults).
+func (d *DB) KeyFaults() (faults, notes []string, err error) {
+	runs, err := d.Runs()
+	if err != nil {
+		return nil, nil, err
+	}
+	byID := map[uint32]*Run{}
+	for _, r := range runs {
+		byID[r.ID] = r
+	}
+	err = d.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		manifests := map[string]bool{}
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			switch {
+			case string(k) == string(markerKey), k[0] == prefixRun, len(k) == 1 && k[0] == prefixNextID:
+			case k[0] == prefixScalars && len(k) == 13:
+				if byID[binaryID(k)] == nil {
+					faults = append(faults, fmt.Sprintf("step scalars of unknown run id %d", binaryID(k)))
+				}
+			case k[0] == prefixSnapshot && len(k) == 15:
+				step, layer, _ := parseBlockKey(k)
+				r := byID[binaryID(k)]
+				if r == nil {
+					faults = append(faults, fmt.Sprintf("snapshot key of unknown run id %d at step %d", binaryID(k), step))
+					continue
+				}
+				if layer == 0 {
+					manifests[fmt.Sprint(r.ID, step)] = true
+					continue
+				}
+				if li := int(layer &^ anchorBit); li < 1 || li > len(r.Layers) {
+					faults = append(faults, fmt.Sprintf("%s@%d: block key with layer index %d (the schema has %d layers)", r.Name, step, li, len(r.Layers)))
+				} else if !manifests[fmt.Sprint(r.ID, step)] {
+					notes = append(notes, fmt.Sprintf("%s@%d: block of %s without a manifest (left by a killed writer; invisible)", r.Name, step, r.Layers[li-1].Name))
+				}
+			default:
+				faults = append(faults, fmt.Sprintf("unknown key %q", k))
+			}
+		}
+		return nil
+	})
+	return faults, notes, err
+}
+
+func binaryID(k []byte) uint32 {
+	return uint32(k[1])<<24 | uint32(k[2])<<16 | uint32(k[3])<<8 | uint32(k[4])
+}

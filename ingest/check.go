@@ -1,0 +1,95 @@
+package ingest
+
+import (
+	"fmt"
+	"slices"
+
+	"gvdb/db"
+	"gvdb/ingest/codec"
+)
+
+// CheckReport is what Check found.
+type CheckReport struct {
+	Runs, Snapshots, Blocks, ScalarRows int
+	Bytes                               int64
+	// Faults describe damage; Notes what is expected but worth saying
+	// (a killed writer's invisible leftovers).
+	Faults, Notes []string
+}
+
+// Check reads every key, run, step-scalar row, snapshot manifest and block
+// of a store, verifying checksums and decoding every block, and checks
+// each block's shape and examples against its run's schema, its
+// snapshot's manifest and the snapshot's other blocks. It reports every
+// fault it finds rather than stopping at the first; progress, if set, is
+// told after each run.
+func Check(d *db.DB, progress func(done, total int)) (*CheckReport, error) {
+	rep := &CheckReport{}
+	faults, notes, err := d.KeyFaults()
+	if err != nil {
+		return nil, err
+	}
+	rep.Faults, rep.Notes = faults, notes
+	runs, err := d.Runs()
+	if err != nil {
+		rep.Faults = append(rep.Faults, err.Error())
+		return rep, nil
+	}
+	for ri, r := range runs {
+		rep.Runs++
+		if err := d.Scalars(r, db.AllSteps, func(db.ScalarRow) error { rep.ScalarRows++; return nil }); err != nil {
+			rep.Faults = append(rep.Faults, fmt.Sprintf("run %s: %v", r.Name, err))
+		}
+		err := d.Snapshots(r, db.AllSteps, db.Select{Anchor: true}, func(s *db.Snapshot) error {
+			rep.Snapshots++
+			checkSnapshot(rep, r, s)
+			return nil
+		})
+		if err != nil {
+			rep.Faults = append(rep.Faults, fmt.Sprintf("run %s: %v", r.Name, err))
+		}
+		if progress != nil {
+			progress(ri+1, len(runs))
+		}
+	}
+	return rep, nil
+}
+
+func checkSnapshot(rep *CheckReport, r *db.Run, s *db.Snapshot) {
+	fault := func(format string, args ...any) {
+		rep.Faults = append(rep.Faults, fmt.Sprintf("%s@%d: ", r.Name, s.Step)+fmt.Sprintf(format, args...))
+	}
+	if len(s.Blocks) != len(r.Layers) {
+		fault("%d blocks for the schema's %d layers", len(s.Blocks), len(r.Layers))
+	}
+	if s.HasAnchor && len(s.Anchor) != len(s.Blocks) {
+		fault("%d anchor blocks for %d blocks", len(s.Anchor), len(s.Blocks))
+	}
+	var ids []uint64
+	for i, lb := range append(s.Blocks, s.Anchor...) {
+		rep.Blocks++
+		rep.Bytes += int64(len(lb.Data))
+		what := lb.Layer
+		if i >= len(s.Blocks) {
+			what += " (anchor)"
+		}
+		b, err := codec.Decode(lb.Data)
+		if err != nil {
+			fault("%s: %v", what, err)
+			continue
+		}
+		l, err := r.Layer(lb.Layer)
+		switch {
+		case err != nil:
+			fault("%s: %v", what, err)
+		case b.Params() != l.Params:
+			fault("%s: %d parameters, the schema says %d", what, b.Params(), l.Params)
+		case b.N() != s.N:
+			fault("%s: %d examples, the manifest says %d", what, b.N(), s.N)
+		case ids == nil:
+			ids = b.IDs
+		case !slices.Equal(ids, b.IDs):
+			fault("%s: example ids differ from the snapshot's first block", what)
+		}
+	}
+}
