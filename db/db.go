@@ -58,6 +58,9 @@ func Open(dir string, opts Options) (d *DB, err error) {
 			d, err = nil, fmt.Errorf("open store %s: %w: badger: %v", dir, ErrCorruptStore, r)
 		}
 	}()
+	if err := checkTables(dir); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	bdb, err := badger.Open(BadgerOptions(dir, opts))
 	if err != nil {
 		return nil, openError(dir, opts, err)
@@ -124,6 +127,7 @@ func BadgerOptions(dir string, opts Options) badger.Options {
 		WithMemTableSize(32 << 20).
 		WithNumVersionsToKeep(1).
 		WithReadOnly(opts.ReadOnly).
+		WithChecksumVerificationMode(options.OnBlockRead).
 		WithSyncWrites(opts.SyncWrites).
 		WithLogger(newLogger(opts.Log))
 }
@@ -179,4 +183,15 @@ func (d *DB) update(fn func(txn *badger.Txn) error) error {
 		}
 		return err
 	}
+}
+
+// view runs fn in a read-only transaction. A panic inside Badger while
+// reading (a damaged table block) is returned as ErrCorruptStore.
+func (d *DB) view(fn func(txn *badger.Txn) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("read store %s: %w: badger: %v", d.dir, ErrCorruptStore, r)
+		}
+	}()
+	return d.bdb.View(fn)
 }

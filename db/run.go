@@ -222,7 +222,7 @@ func (d *DB) UpdateRun(r *Run) error {
 // ErrRunNotFound) that names the runs there are.
 func (d *DB) Run(name string) (*Run, error) {
 	var r *Run
-	err := d.bdb.View(func(txn *badger.Txn) error {
+	err := d.view(func(txn *badger.Txn) error {
 		var err error
 		r, err = d.getRun(txn, name)
 		return err
@@ -264,7 +264,7 @@ func runNames(txn *badger.Txn) ([]string, error) {
 // Runs returns every run, sorted by name.
 func (d *DB) Runs() ([]*Run, error) {
 	var runs []*Run
-	err := d.bdb.View(func(txn *badger.Txn) error {
+	err := d.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRun}, PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -286,7 +286,7 @@ func (d *DB) Runs() ([]*Run, error) {
 // RunNames returns the names of all runs, sorted.
 func (d *DB) RunNames() ([]string, error) {
 	var names []string
-	err := d.bdb.View(func(txn *badger.Txn) error {
+	err := d.view(func(txn *badger.Txn) error {
 		var err error
 		names, err = runNames(txn)
 		return err

@@ -305,7 +305,7 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 		s.Time = time.Now().UTC()
 	}
 	mkey := blockKey(r.ID, s.Step, 0)
-	err = d.bdb.View(func(txn *badger.Txn) error {
+	err = d.view(func(txn *badger.Txn) error {
 		if _, err := txn.Get(mkey); err == nil {
 			return fmt.Errorf("%w: %s@%d", ErrSnapshotExists, run, s.Step)
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
@@ -396,7 +396,7 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 	if err != nil {
 		return err
 	}
-	return d.bdb.View(func(txn *badger.Txn) error {
+	return d.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: runPrefix(prefixSnapshot, r.ID)})
 		defer it.Close()
 		var cur *Snapshot
