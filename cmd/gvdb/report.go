@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"encoding/base64"
 	"fmt"
 	"html"
@@ -11,7 +12,9 @@ import (
 	"strings"
 
 	"gvdb/db"
+	"gvdb/plots"
 	"gvdb/query"
+	"gvdb/query/stats"
 )
 
 func init() {
@@ -290,6 +293,10 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 	}
 	file := safe + "-distortion.png"
 	curve, err := drawDistortion(d, r, last, nil, kMax, filepath.Join(out, file), ff)
+	if errors.Is(err, stats.ErrNonFinite) || errors.Is(err, plots.ErrNothingToPlot) {
+		fmt.Fprintf(m.Stderr, "warning: %s left out: %v\n", file, err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
 	}

@@ -60,6 +60,10 @@ const (
 	DefaultSketchDim = 256
 )
 
+// ErrNonFinite is returned for gradients with NaN or Inf values where a
+// computation cannot give NaN for them.
+var ErrNonFinite = errors.New("NaN or Inf gradient")
+
 // ErrBudget is returned when no path of a computation fits the memory
 // budget.
 var ErrBudget = errors.New("over the memory budget")
@@ -159,7 +163,7 @@ func exampleSqNorms(layers []Layer) ([]float64, error) {
 			return nil, fmt.Errorf("layer %s has %d examples, %s has %d", l.Name, b.N(), layers[0].Name, n)
 		}
 		if row, bad := b.NonFinite(); bad {
-			return nil, fmt.Errorf("layer %s: NaN or Inf gradient (example row %d)", l.Name, row)
+			return nil, fmt.Errorf("%w: layer %s (example row %d)", ErrNonFinite, l.Name, row)
 		}
 		switch {
 		case b.Kind == codec.Dense:
