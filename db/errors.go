@@ -3,7 +3,6 @@ package db
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 )
 
@@ -102,11 +101,4 @@ func editDistance(a, b string) int {
 		}
 	}
 	return d[len(ra)][len(rb)]
-}
-
-// sortedCopy returns a sorted copy of names.
-func sortedCopy(names []string) []string {
-	out := append([]string(nil), names...)
-	sort.Strings(out)
-	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -291,7 +292,7 @@ func (d *DB) RunNames() ([]string, error) {
 		names, err = runNames(txn)
 		return err
 	})
-	return sortedCopy(names), err
+	return slices.Sorted(slices.Values(names)), err
 }
 
 // DeleteRun removes a run with all its snapshots and scalars. Its metadata

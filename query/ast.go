@@ -212,7 +212,10 @@ func (i *Ident) Capture(values []string) error {
 // String printing: every node prints as query text that parses back to an
 // equal tree (the round-trip test checks this).
 
-func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+func quote(s string) string { return Quote(s) }
+
+// Quote returns s as a quoted name of the language ('it”s').
+func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // String prints the Show as query text.
 func (s *Show) String() string {

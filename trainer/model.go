@@ -58,8 +58,6 @@ type layer struct {
 	name    string
 	conv    bool
 	in, out int // W is in x out; conv: in = C·k·k
-	k       int // conv kernel size
-	c, h, w int // conv input image shape
 	oh, ow  int // conv output spatial size (positions T = oh·ow)
 
 	wN, bN *G.Node
@@ -224,7 +222,7 @@ func (n *Net) param(l *layer, rng *rand.Rand) {
 // convLayer adds conv(k x k, stride 1, no padding) -> ReLU -> maxpool 2x2 on
 // a (B, c, h, w) input, as im2col rows times an (c·k·k) x ch weight.
 func (n *Net) convLayer(name string, x *G.Node, c, h, w, ch int, rng *rand.Rand) (*G.Node, error) {
-	l := &layer{name: name, conv: true, in: c * kernel * kernel, out: ch, k: kernel, c: c, h: h, w: w, oh: h - kernel + 1, ow: w - kernel + 1}
+	l := &layer{name: name, conv: true, in: c * kernel * kernel, out: ch, oh: h - kernel + 1, ow: w - kernel + 1}
 	n.param(l, rng)
 	col, err := G.Im2Col(x, tensor.Shape{kernel, kernel}, tensor.Shape{0, 0}, tensor.Shape{1, 1}, tensor.Shape{1, 1})
 	if err != nil {
@@ -286,7 +284,7 @@ func (n *Net) CopyParams(o *Net) {
 
 // run feeds rows idx of the data set (padding a short batch with zero
 // inputs and zero targets, which contribute no loss and no gradient) and
-// runs the forward and backward pass. It returns the number of real rows.
+// runs the forward and backward pass.
 func (n *Net) run(d *Dataset, idx []int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	flag "github.com/spf13/pflag"
 )
 
@@ -162,22 +162,5 @@ func cell(v any, short bool) string {
 	return fmt.Sprint(v)
 }
 
-// humanBytes formats a byte count with a binary unit.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func sortedStrings(s []string) []string {
-	out := append([]string(nil), s...)
-	sort.Strings(out)
-	return out
-}
+// humanBytes formats a byte count with a binary unit (go-humanize).
+func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"gvdb/db"
@@ -89,7 +90,7 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 		for k, v := range r.Params {
 			kv = append(kv, k+"="+v)
 		}
-		fmt.Fprintf(w, "params     %s\n", strings.Join(sortedStrings(kv), " "))
+		fmt.Fprintf(w, "params     %s\n", strings.Join(slices.Sorted(slices.Values(kv)), " "))
 	}
 	fmt.Fprintf(w, "created    %s by gvdb %s\n\n", r.Created.Format("2006-01-02 15:04:05 MST"), orDash(r.Version))
 	if err := layers.write(w, "table"); err != nil {

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"html"
 	"os"
@@ -151,7 +151,7 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		from := make([]string, len(runs))
 		names := make([]string, len(runs))
 		for i, r := range runs {
-			from[i], names[i] = quoteName(r.Name), r.Name
+			from[i], names[i] = query.Quote(r.Name), r.Name
 		}
 		q := fmt.Sprintf("SELECT variance, nvar FROM %s GROUP BY run", strings.Join(from, ", "))
 		res, err := eval(q)
@@ -206,7 +206,7 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 		}
 	}
 	b := max(r.BatchSize, 1)
-	q := quoteName(r.Name)
+	q := query.Quote(r.Name)
 	safe := strings.NewReplacer("/", "_", " ", "_", "*", "_").Replace(r.Name)
 
 	// SG-B, SG-2B and SVRG on every snapshot: moments of a sample
@@ -306,8 +306,6 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 		fmt.Sprintf("gvdb plot --kind distortion --run %s --step %d --kmax %d", r.Name, last, kMax)})
 	return nil
 }
-
-func quoteName(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // writeIndex writes index.md and a self-contained index.html.
 func writeIndex(out, store string, figs []figure) error {

@@ -162,17 +162,17 @@ func (h Header) Float32Bytes() int {
 
 // Encode encodes b with the given value encoding.
 func Encode(b *Block, enc Encoding) ([]byte, error) {
-	data, _, err := appendEncode(nil, b, enc)
+	data, _, err := encode(b, enc)
 	return data, err
 }
 
 // EncodeReport is Encode that also returns the largest absolute error the
 // encoding introduced (0 for Float32).
 func EncodeReport(b *Block, enc Encoding) ([]byte, float32, error) {
-	return appendEncode(nil, b, enc)
+	return encode(b, enc)
 }
 
-func appendEncode(dst []byte, b *Block, enc Encoding) ([]byte, float32, error) {
+func encode(b *Block, enc Encoding) ([]byte, float32, error) {
 	if err := b.Validate(); err != nil {
 		return nil, 0, err
 	}
@@ -206,8 +206,7 @@ func appendEncode(dst []byte, b *Block, enc Encoding) ([]byte, float32, error) {
 	}
 	payload, cold := sk.hot, sk.cold
 
-	start := len(dst)
-	dst = append(dst, magic[0], magic[1], Version, byte(b.Kind), byte(enc), 0)
+	dst := []byte{magic[0], magic[1], Version, byte(b.Kind), byte(enc), 0}
 	compAt := len(dst) - 1
 	dst = binary.AppendUvarint(dst, uint64(n))
 	if b.Kind == Factored {
@@ -230,11 +229,11 @@ func appendEncode(dst []byte, b *Block, enc Encoding) ([]byte, float32, error) {
 		dst[compAt] = compZstd
 	}
 	dst = append(dst, cold...)
-	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
+	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst, crcTable))
 	return dst, maxErr, nil
 }
 
-// encodeMatrix appends one rows x cols matrix and returns the largest
+// matrix appends one rows x cols matrix to the sink and returns the largest
 // absolute error the encoding introduced.
 func (sk *sink) matrix(vals []float32, rows, cols int, enc Encoding) (float32, error) {
 	dst := sk.hot
@@ -436,14 +435,14 @@ func readHeader(data []byte) (Header, int, error) {
 	}
 	h.MaxAbsErr = math.Float32frombits(binary.LittleEndian.Uint32(body[off:]))
 	off += 4
-	if h.RawLen, err = next("payload length"); err != nil {
+	if h.RawLen, err = next("hot length"); err != nil {
 		return h, 0, err
 	}
-	if h.ColdLen, err = next("raw payload length"); err != nil {
+	if h.ColdLen, err = next("cold length"); err != nil {
 		return h, 0, err
 	}
 	if h.ColdLen > len(body)-off {
-		return h, 0, corrupt("raw payload of %d bytes past the end", h.ColdLen)
+		return h, 0, corrupt("cold section of %d bytes past the end", h.ColdLen)
 	}
 	// Every value takes at least one bit (bitmap) in the payload: bound the
 	// shape by the payload so that no allocation exceeds 32x its length.
