@@ -368,3 +368,54 @@ func TestKilledWriterChild(t *testing.T) {
 		}
 	}
 }
+
+// TestRecorder records a run: it refuses to replace a run unless told,
+// makes each snapshot's predecessors and scalars durable before it, and
+// records the final status and steps.
+func TestRecorder(t *testing.T) {
+	d := openStore(t, t.TempDir())
+	defer d.Close()
+	rec, err := Record(d, testRun("r"), false, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := d.Run("r"); r.Status != db.StatusRunning {
+		t.Fatalf("status while recording: %q", r.Status)
+	}
+	if err := rec.Scalars(0, map[string]float64{"loss": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Snapshot(context.Background(), testSnapshot(0, 4)); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshot's scalars went to the store before the snapshot.
+	var rows int
+	_ = d.Scalars(runOf(t, d, "r"), db.AllSteps, func(db.ScalarRow) error { rows++; return nil })
+	if rows != 1 {
+		t.Fatalf("%d scalar rows stored before the snapshot", rows)
+	}
+	if err := rec.Scalars(1, map[string]float64{"loss": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Finish(db.StatusInterrupted, 2); err != nil {
+		t.Fatal(err)
+	}
+	r := runOf(t, d, "r")
+	steps, _ := d.Steps(r)
+	if r.Status != db.StatusInterrupted || r.Steps != 2 || len(steps) != 1 {
+		t.Fatalf("after Finish: %+v, steps %v", r, steps)
+	}
+	if _, err := Record(d, testRun("r"), false, Options{}); err == nil {
+		t.Fatal("replaced a run without being told to")
+	}
+	rec, err = Record(d, testRun("r"), true, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Finish(db.StatusComplete, 0); err != nil {
+		t.Fatal(err)
+	}
+	if steps, _ := d.Steps(runOf(t, d, "r")); len(steps) != 0 {
+		t.Fatalf("replaced run kept %d snapshots", len(steps))
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -177,46 +176,6 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 	return cfg, enc, nil
 }
 
-// storeSink sends snapshots to an ingest.Writer and batches step scalars.
-// What a killed process can lose is bounded: each snapshot first makes the
-// previous one (and all scalars so far) durable, and scalars are written at
-// least every 2 seconds.
-type storeSink struct {
-	d        *db.DB
-	w        *ingest.Writer
-	run      string
-	pending  []db.ScalarRow
-	lastSave time.Time
-}
-
-func (s *storeSink) Snapshot(ctx context.Context, snap *ingest.Snapshot) error {
-	if err := s.flushScalars(); err != nil {
-		return err
-	}
-	if err := s.w.Flush(); err != nil {
-		return err
-	}
-	return s.w.Write(ctx, snap)
-}
-
-func (s *storeSink) Scalars(step int64, vals map[string]float64) error {
-	s.pending = append(s.pending, db.ScalarRow{Step: step, Values: vals})
-	if len(s.pending) >= 256 || time.Since(s.lastSave) > 2*time.Second {
-		return s.flushScalars()
-	}
-	return nil
-}
-
-func (s *storeSink) flushScalars() error {
-	s.lastSave = time.Now()
-	if len(s.pending) == 0 {
-		return nil
-	}
-	err := s.d.PutScalars(s.run, s.pending)
-	s.pending = s.pending[:0]
-	return err
-}
-
 func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 	cfg, enc, err := f.prepare()
 	if err != nil {
@@ -227,15 +186,8 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		return err
 	}
 	defer d.Close()
-	if _, err := d.Run(f.run); err == nil {
-		if !f.overwrite {
-			return fmt.Errorf("train: run %q already exists in %s (use --overwrite to replace it)", f.run, f.dir)
-		}
-		if err := d.DeleteRun(f.run); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, db.ErrRunNotFound) {
-		return err
+	if _, err := d.Run(f.run); err == nil && !f.overwrite {
+		return fmt.Errorf("train: run %q already exists in %s (use --overwrite to replace it)", f.run, f.dir)
 	}
 	probe, err := trainer.NewNet(cfg.Spec, cfg.Train, 1, f.seed)
 	if err != nil {
@@ -254,19 +206,15 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 	run := &db.Run{Name: f.run, Model: f.model, Dataset: f.data, Layers: schema,
 		Optimizer: "sgd", LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, BatchSize: f.batch, Steps: f.steps, Seed: f.seed,
 		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery, Encoding: enc.String(),
-		Status: db.StatusRunning, Version: Version, Params: map[string]string{
+		Version: Version, Params: map[string]string{
 			"hidden":         strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Spec.Hidden)), ","), "[]"),
 			"train_examples": fmt.Sprint(cfg.Train.Len()), "test_examples": fmt.Sprint(cfg.Test.Len()),
 			"eval_examples": fmt.Sprint(f.evalExamples), "loss": "sum of per-example losses; update uses the mean",
 		}}
-	if err := d.CreateRun(run); err != nil {
-		return err
-	}
-	w, err := ingest.NewWriter(d, f.run, ingest.Options{Encoding: enc})
+	rec, err := ingest.Record(d, run, f.overwrite, ingest.Options{Encoding: enc})
 	if err != nil {
-		return err
+		return fmt.Errorf("train: %w", err)
 	}
-	sink := &storeSink{d: d, w: w, run: f.run, lastSave: time.Now()}
 	model := f.model
 	if len(cfg.Spec.Hidden) > 0 {
 		model += fmt.Sprint(cfg.Spec.Hidden)
@@ -275,30 +223,26 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		f.run, model, f.data, params, f.steps, f.batch, f.lr)
 	bar := m.newProgress(f.run, f.steps)
 	start := time.Now()
-	res, trainErr := trainer.Train(ctx, *cfg, sink, func(step, total int64, loss float64) {
+	res, trainErr := trainer.Train(ctx, *cfg, rec, func(step, total int64, loss float64) {
 		bar.update(step, fmt.Sprintf("loss %.4f", loss))
 	})
 	bar.finish()
 
 	// Whatever happened, keep what was captured.
-	flushErr := errors.Join(sink.flushScalars(), w.Close())
-	run.Status = db.StatusComplete
+	status, steps := db.StatusComplete, int64(0)
 	switch {
 	case res != nil && res.Interrupted:
-		run.Status = db.StatusInterrupted
-	case trainErr != nil || flushErr != nil:
-		run.Status = db.StatusFailed
+		status = db.StatusInterrupted
+	case trainErr != nil:
+		status = db.StatusFailed
 	}
 	if res != nil {
-		run.Steps = res.Steps
+		steps = res.Steps
 	}
-	if err := d.UpdateRun(run); err != nil {
-		flushErr = errors.Join(flushErr, err)
+	if err := rec.Finish(status, steps); err != nil {
+		return fmt.Errorf("train: %w", err)
 	}
-	if err := errors.Join(flushErr, d.Sync()); err != nil {
-		return fmt.Errorf("train: saving run %q: %w", f.run, err)
-	}
-	st := w.Stats()
+	st := rec.Stats()
 	if res != nil && res.Interrupted {
 		return fmt.Errorf("train: interrupted after %d steps; run %q kept with %d snapshots (status interrupted)", res.Steps, f.run, st.Snapshots)
 	}
