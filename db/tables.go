@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/pb"
+	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
 	"google.golang.org/protobuf/proto"
 )
@@ -31,11 +33,16 @@ func checkTables(dir string) error {
 	return nil
 }
 
-func checkTable(name string) error {
+func checkTable(name string) (err error) {
 	raw, err := os.ReadFile(name)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			err = parseTable(raw)
+		}
+	}()
 	pos := len(raw)
 	take := func(n int, what string) ([]byte, error) {
 		if n < 0 || n > pos {
@@ -67,4 +74,17 @@ func checkTable(name string) error {
 		return fmt.Errorf("index: %s", strings.TrimSpace(err.Error()))
 	}
 	return nil
+}
+
+// parseTable runs Badger's own table parsing on a copy of the file, in
+// this goroutine, where a panic can be caught: what passes here opens in
+// Badger without panicking.
+func parseTable(raw []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("unreadable index: %v", r)
+		}
+	}()
+	_, err = table.OpenInMemoryTable(raw, 0, &table.Options{ChkMode: options.NoVerification, BlockSize: 4 << 10})
+	return err
 }
