@@ -5,3 +5,6 @@ var PeakHeap = peakHeap
 
 // RSS is the process's peak resident memory in bytes (Linux; 0 elsewhere).
 func RSS() int64 { return peakRSS() }
+
+// Subset is subset for the external tests.
+var Subset = subset

@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"gvdb/ingest/codec"
 	"gvdb/query/stats"
 	"gvdb/trainer"
 )
@@ -46,18 +45,7 @@ func population(t *testing.T, n int) []stats.Layer {
 func sample(layers []stats.Layer, rows []int) []stats.Layer {
 	out := make([]stats.Layer, len(layers))
 	for li, l := range layers {
-		b := l.Block
-		s := &codec.Block{Kind: b.Kind, T: b.T, In: b.In, Out: b.Out, Dim: b.Dim}
-		for _, i := range rows {
-			s.IDs = append(s.IDs, b.IDs[i])
-			if b.Kind == codec.Dense {
-				s.Rows = append(s.Rows, b.Rows[i*b.Dim:(i+1)*b.Dim]...)
-			} else {
-				s.A = append(s.A, b.A[i*b.T*b.In:(i+1)*b.T*b.In]...)
-				s.Delta = append(s.Delta, b.Delta[i*b.T*b.Out:(i+1)*b.T*b.Out]...)
-			}
-		}
-		out[li] = stats.Layer{Name: l.Name, Block: s}
+		out[li] = stats.Layer{Name: l.Name, Block: stats.Subset(l.Block, rows)}
 	}
 	return out
 }

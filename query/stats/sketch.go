@@ -142,22 +142,15 @@ type sketchSpace struct {
 // (over sp.idx) and the cluster sizes.
 func (sp *sketchSpace) centroids(assign []int) ([]float32, []int) {
 	dim := sp.sk.dim
-	sum := make([]float64, sp.k*dim)
-	size := make([]int, sp.k)
-	for r, i := range sp.idx {
-		c := assign[r]
-		size[c]++
-		row := sum[c*dim : (c+1)*dim]
-		for j, v := range sp.sk.row(i) {
-			row[j] += float64(v)
-		}
-	}
+	sizes, _, sum := sp.clusterSums(assign)
 	out := make([]float32, sp.k*dim)
+	size := make([]int, sp.k)
 	for c := range sp.k {
+		size[c] = int(sizes[c])
 		if size[c] == 0 {
 			continue
 		}
-		inv := 1 / float64(size[c])
+		inv := 1 / sizes[c]
 		for j := range dim {
 			out[c*dim+j] = float32(sum[c*dim+j] * inv)
 		}
@@ -204,18 +197,7 @@ func (sp *sketchSpace) distances(examples []int, c []float32, size []int) []floa
 // in sketch space, and each cluster's share.
 func (sp *sketchSpace) objective(assign []int) (float64, []float64) {
 	dim := sp.sk.dim
-	sum := make([]float64, sp.k*dim)
-	sq := make([]float64, sp.k)
-	size := make([]float64, sp.k)
-	for r, i := range sp.idx {
-		c := assign[r]
-		size[c]++
-		sq[c] += float64(sp.sk.norms[i])
-		row := sum[c*dim : (c+1)*dim]
-		for j, v := range sp.sk.row(i) {
-			row[j] += float64(v)
-		}
-	}
+	size, sq, sum := sp.clusterSums(assign)
 	per := make([]float64, sp.k)
 	total := 0.0
 	for c := range sp.k {
@@ -226,6 +208,23 @@ func (sp *sketchSpace) objective(assign []int) (float64, []float64) {
 		total += per[c]
 	}
 	return total, per
+}
+
+// clusterSums returns each cluster's size, summed squared norms and summed
+// sketch (k x dim) for the assignment of sp.idx.
+func (sp *sketchSpace) clusterSums(assign []int) (size, sq, sum []float64) {
+	dim := sp.sk.dim
+	size, sq, sum = make([]float64, sp.k), make([]float64, sp.k), make([]float64, sp.k*dim)
+	for r, i := range sp.idx {
+		c := assign[r]
+		size[c]++
+		sq[c] += float64(sp.sk.norms[i])
+		row := sum[c*dim : (c+1)*dim]
+		for j, v := range sp.sk.row(i) {
+			row[j] += float64(v)
+		}
+	}
+	return size, sq, sum
 }
 
 // seed picks k centres by k-means++ (visiting sp.idx in order, seeded) and
@@ -392,18 +391,7 @@ var refinePassesSeed, refinePassesEnd = 2, 6
 // the block with the block's own inner products.
 func (sp *sketchSpace) refine(assign []int, maxPasses int) {
 	dim, k, n := sp.sk.dim, sp.k, len(sp.idx)
-	size := make([]float64, k)
-	s := make([]float64, k)
-	sum := make([]float64, k*dim)
-	for r, i := range sp.idx {
-		c := assign[r]
-		size[c]++
-		s[c] += float64(sp.sk.norms[i])
-		row := sum[c*dim : (c+1)*dim]
-		for j, v := range sp.sk.row(i) {
-			row[j] += float64(v)
-		}
-	}
+	size, s, sum := sp.clusterSums(assign)
 	sq := make([]float64, k)
 	const blk = 64
 	x := make([]float64, blk*dim)
