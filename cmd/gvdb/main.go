@@ -23,7 +23,7 @@ import (
 )
 
 // Version is gvdb's version, recorded in every run it creates.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
 // Exit codes.
 const (

@@ -37,11 +37,14 @@ line; 'help', 'exit'). Flags may come before or after the query; with
 Statements:
   SHOW RUNS | SHOW LAYERS FROM 'r' | SHOW STEPS FROM 'r' | SHOW SCALARS FROM 'r'
   SELECT item [AS name], ... FROM 'run' [, 'glob*' ...]
-      [WHERE step >= 1000 AND step < 5000 AND layer IN ('fc1.weight') AND run GLOB 'lr-*']
+      [WHERE step >= 1000 AND step < 5000 AND layer IN ('fc1.weight') AND run GLOB 'lr-*'
+             AND population = 'full']
       [GROUP BY window(500) | step, run, layer] [ORDER BY column [DESC]] [LIMIT n]
-  PLOT item, ... FROM ... [WHERE ...] [GROUP BY ...] [SCALE LOG|LINEAR] TO 'file.png|svg|pdf'
+  PLOT item, ... FROM ... [WHERE ...] [GROUP BY ...] [SCALE LOG|LINEAR] [TITLE 'text'] TO 'file.png|svg|pdf'
 
-An item is arithmetic (+ - * /) over statistics, step scalars (loss,
+A snapshot's population is a sample or the full training set (train
+--full-snapshot-every): Gradient Clustering is in-sample on a full snapshot
+and held out on a sample (gc_*_insample: always in-sample). An item is arithmetic (+ - * /) over statistics, step scalars (loss,
 accuracy, lr, test_accuracy, ...) and step. Statistics (B defaults to the
 run's batch size, K to B):
 `
