@@ -176,7 +176,7 @@ func (d *DB) KeyFaults() (faults, notes []string, err error) {
 					manifests[fmt.Sprint(r.ID, step)] = true
 					continue
 				}
-				if li := int(layer &^ anchorBit); li < 1 || li > len(r.Layers) {
+				if li := int(layer &^ kindBits); li < 1 || li > len(r.Layers) {
 					faults = append(faults, fmt.Sprintf("%s@%d: block key with layer index %d (the schema has %d layers)", r.Name, step, li, len(r.Layers)))
 				} else if !manifests[fmt.Sprint(r.ID, step)] {
 					notes = append(notes, fmt.Sprintf("%s@%d: block of %s without a manifest (left by a killed writer; invisible)", r.Name, step, r.Layers[li-1].Name))

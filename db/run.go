@@ -65,6 +65,9 @@ type Run struct {
 	FullSnapshotEvery int64  `json:"full_snapshot_every,omitempty"`
 	SVRGEvery         int64  `json:"svrg_every,omitempty"`
 	Encoding          string `json:"encoding,omitempty"`
+	// Rollups is the policy the run's rollups were written with (auto,
+	// vectors, scalars or none; see ingest.Options.Rollups).
+	Rollups string `json:"rollups,omitempty"`
 
 	Status  string    `json:"status,omitempty"`
 	Created time.Time `json:"created"`

@@ -73,6 +73,13 @@ type Snapshot struct {
 	Anchor     []LayerBlock
 	HasAnchor  bool
 	AnchorStep int64
+	// Rollups are per-layer sufficient statistics (query/stats.Rollup),
+	// for the layers read when Select.Rollups asks; a snapshot may have
+	// none (written without, or before gvdb reindex).
+	Rollups []LayerBlock
+
+	rollupBytes int64 // for SnapshotInfos
+	rollups     int
 }
 
 // Block returns the data of the named layer's block, or nil.
@@ -80,6 +87,9 @@ func (s *Snapshot) Block(layer string) []byte { return findBlock(s.Blocks, layer
 
 // AnchorBlock returns the data of the named layer's anchor block, or nil.
 func (s *Snapshot) AnchorBlock(layer string) []byte { return findBlock(s.Anchor, layer) }
+
+// Rollup returns the data of the named layer's rollup, or nil.
+func (s *Snapshot) Rollup(layer string) []byte { return findBlock(s.Rollups, layer) }
 
 func findBlock(bs []LayerBlock, layer string) []byte {
 	for _, b := range bs {
@@ -100,11 +110,14 @@ type SnapshotInfo struct {
 	AnchorStep int64
 	Layers     []string
 	Bytes      []int64 // stored bytes of each layer's block
-	// AnchorBytes are the stored bytes of the anchor blocks.
-	AnchorBytes int64
+	// AnchorBytes are the stored bytes of the anchor blocks, RollupBytes
+	// those of the rollups (Rollups of them).
+	AnchorBytes, RollupBytes int64
+	Rollups                  int
 }
 
-// StoredBytes returns the bytes of all the snapshot's blocks.
+// StoredBytes returns the bytes of the snapshot's blocks and anchor blocks
+// (RollupBytes are apart).
 func (s *SnapshotInfo) StoredBytes() int64 {
 	n := s.AnchorBytes
 	for _, b := range s.Bytes {
@@ -119,6 +132,9 @@ type Select struct {
 	Layers []string
 	// Anchor also reads the SVRG anchor blocks of those layers.
 	Anchor bool
+	// Rollups also reads those layers' rollups; NoBlocks skips their
+	// blocks (and anchor blocks).
+	Rollups, NoBlocks bool
 	// Filter, if set, is asked about each snapshot before its blocks are
 	// read (only its manifest fields are set); false skips the snapshot.
 	Filter func(*Snapshot) bool
@@ -137,12 +153,17 @@ const (
 	knownFlags = flagFull | flagAnchor
 )
 
-// anchorBit marks an anchor block's layer index in its key.
-const anchorBit = 0x8000
+// anchorBit marks an anchor block's layer index in its key, rollupBit a
+// rollup's.
+const (
+	anchorBit = 0x8000
+	rollupBit = 0x4000
+	kindBits  = anchorBit | rollupBit
+)
 
 // maxLayers is the most layers a run may have: layer indexes (schema index
-// + 1) must stay below anchorBit.
-const maxLayers = anchorBit - 1
+// + 1) must stay below rollupBit.
+const maxLayers = rollupBit - 1
 
 // txnSplits counts snapshots' extra transactions (for tests).
 var txnSplits atomic.Int64
@@ -301,6 +322,10 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 	if err != nil {
 		return fmt.Errorf("put snapshot %s@%d: anchor: %w", run, s.Step, err)
 	}
+	ridx, err := schemaIndexes(r, s.Rollups)
+	if err != nil {
+		return fmt.Errorf("put snapshot %s@%d: rollups: %w", run, s.Step, err)
+	}
 	if s.Time.IsZero() {
 		s.Time = time.Now().UTC()
 	}
@@ -338,6 +363,11 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 	}
 	for i, b := range s.Anchor {
 		if err := set(blockKey(r.ID, s.Step, anchorBit|aidx[i]), b.Data); err != nil {
+			return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
+		}
+	}
+	for i, b := range s.Rollups {
+		if err := set(blockKey(r.ID, s.Step, rollupBit|ridx[i]), b.Data); err != nil {
 			return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
 		}
 	}
@@ -411,6 +441,12 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 			cur = nil
 			return fn(s, sizes, anchorBytes)
 		}
+		rollupBytes := func(s *Snapshot, n int64) {
+			if s != nil {
+				s.rollupBytes += n
+				s.rollups++
+			}
+		}
 		for it.Seek(stepKey(prefixSnapshot, r.ID, max(w.From, 0))); it.Valid(); it.Next() {
 			item := it.Item()
 			step, layer, ok := parseBlockKey(item.Key())
@@ -443,11 +479,16 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 				}
 				continue
 			}
-			anchor := layer&anchorBit != 0
-			li := layer &^ anchorBit
+			anchor, rollup := layer&anchorBit != 0, layer&kindBits == rollupBit
+			li := layer &^ kindBits
 			listed := inManifest
-			if anchor {
+			switch {
+			case anchor:
 				listed = inAnchor
+			case rollup:
+				// Rollups are not in the manifest (gvdb reindex adds them
+				// later); they belong to a listed layer.
+				listed = inManifest
 			}
 			// Blocks without a manifest are left by a writer that died
 			// before committing the snapshot: invisible by design.
@@ -460,7 +501,10 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 			if anchor {
 				anchorBytes += item.ValueSize()
 			}
-			if want != nil && !want[li] || anchor && !sel.Anchor {
+			if rollup {
+				rollupBytes(cur, item.ValueSize())
+			}
+			if want != nil && !want[li] || anchor && (!sel.Anchor || sel.NoBlocks) || rollup && !sel.Rollups || !anchor && !rollup && sel.NoBlocks {
 				continue
 			}
 			lb := LayerBlock{Layer: r.Layers[li-1].Name}
@@ -471,9 +515,12 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 				}
 				lb.Data = v
 			}
-			if anchor {
+			switch {
+			case anchor:
 				cur.Anchor = append(cur.Anchor, lb)
-			} else {
+			case rollup:
+				cur.Rollups = append(cur.Rollups, lb)
+			default:
 				cur.Blocks = append(cur.Blocks, lb)
 				sizes = append(sizes, item.ValueSize())
 			}
@@ -495,7 +542,7 @@ func (d *DB) SnapshotInfos(r *Run, w Window) ([]SnapshotInfo, error) {
 	var out []SnapshotInfo
 	err := d.scan(r, w, Select{Anchor: true}, false, func(s *Snapshot, sizes []int64, anchorBytes int64) error {
 		info := SnapshotInfo{Step: s.Step, N: s.N, Time: s.Time, Population: s.Population, HasAnchor: s.HasAnchor,
-			AnchorStep: s.AnchorStep, Bytes: sizes, AnchorBytes: anchorBytes}
+			AnchorStep: s.AnchorStep, Bytes: sizes, AnchorBytes: anchorBytes, RollupBytes: s.rollupBytes, Rollups: s.rollups}
 		for _, b := range s.Blocks {
 			info.Layers = append(info.Layers, b.Layer)
 		}
@@ -544,4 +591,29 @@ func (d *DB) Snapshot(r *Run, step int64, sel Select) (*Snapshot, error) {
 		return nil, &NotFoundError{What: "snapshot", Name: strconv.FormatInt(step, 10), Run: r.Name, Known: known, err: ErrStepNotFound}
 	}
 	return found, nil
+}
+
+// PutRollups adds rollups (query/stats.Rollup encodings, one per listed
+// layer) to run r's existing snapshot at step, replacing any there:
+// gvdb reindex's write.
+func (d *DB) PutRollups(r *Run, step int64, rollups []LayerBlock) error {
+	if _, err := d.Snapshot(r, step, Select{NoBlocks: true}); err != nil {
+		return fmt.Errorf("put rollups: %w", err)
+	}
+	idx, err := schemaIndexes(r, rollups)
+	if err != nil {
+		return fmt.Errorf("put rollups %s@%d: %w", r.Name, step, err)
+	}
+	err = d.update(func(txn *badger.Txn) error {
+		for i, b := range rollups {
+			if err := txn.Set(blockKey(r.ID, step, rollupBit|idx[i]), b.Data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("put rollups %s@%d: %w", r.Name, step, err)
+	}
+	return nil
 }

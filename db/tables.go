@@ -78,13 +78,23 @@ func checkTable(name string) (err error) {
 
 // parseTable runs Badger's own table parsing on a copy of the file, in
 // this goroutine, where a panic can be caught: what passes here opens in
-// Badger without panicking.
+// Badger without panicking. gvdb's tables are uncompressed; a store some
+// other program wrote may compress them, so each compression is tried.
 func parseTable(raw []byte) (err error) {
+	for _, c := range []options.CompressionType{options.None, options.ZSTD, options.Snappy} {
+		if err = parseTableAs(raw, c); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+func parseTableAs(raw []byte, c options.CompressionType) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("unreadable index: %v", r)
 		}
 	}()
-	_, err = table.OpenInMemoryTable(raw, 0, &table.Options{ChkMode: options.NoVerification, BlockSize: 4 << 10})
+	_, err = table.OpenInMemoryTable(raw, 0, &table.Options{ChkMode: options.NoVerification, BlockSize: 4 << 10, Compression: c})
 	return err
 }

@@ -2,10 +2,12 @@ package ingest
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"gvdb/db"
 	"gvdb/ingest/codec"
+	"gvdb/query/stats"
 )
 
 // CheckReport is what Check found.
@@ -40,7 +42,7 @@ func Check(d *db.DB, progress func(done, total int)) (*CheckReport, error) {
 		if err := d.Scalars(r, db.AllSteps, func(db.ScalarRow) error { rep.ScalarRows++; return nil }); err != nil {
 			rep.Faults = append(rep.Faults, fmt.Sprintf("run %s: %v", r.Name, err))
 		}
-		err := d.Snapshots(r, db.AllSteps, db.Select{Anchor: true}, func(s *db.Snapshot) error {
+		err := d.Snapshots(r, db.AllSteps, db.Select{Anchor: true, Rollups: true}, func(s *db.Snapshot) error {
 			rep.Snapshots++
 			checkSnapshot(rep, r, s)
 			return nil
@@ -66,6 +68,7 @@ func checkSnapshot(rep *CheckReport, r *db.Run, s *db.Snapshot) {
 		fault("%d anchor blocks for %d blocks", len(s.Anchor), len(s.Blocks))
 	}
 	var ids []uint64
+	decoded := map[string]*codec.Block{}
 	for i, lb := range append(s.Blocks, s.Anchor...) {
 		rep.Blocks++
 		rep.Bytes += int64(len(lb.Data))
@@ -91,5 +94,59 @@ func checkSnapshot(rep *CheckReport, r *db.Run, s *db.Snapshot) {
 		case !slices.Equal(ids, b.IDs):
 			fault("%s: example ids differ from the snapshot's first block", what)
 		}
+		if i < len(s.Blocks) {
+			decoded[lb.Layer] = b
+		}
 	}
+	// Rollups agree with their blocks (to rounding: 1e-12 relative).
+	for _, rl := range s.Rollups {
+		rep.Bytes += int64(len(rl.Data))
+		b := decoded[rl.Layer]
+		l, err := r.Layer(rl.Layer)
+		if err != nil || b == nil {
+			fault("rollup of %s without a readable block", rl.Layer)
+			continue
+		}
+		got, err := stats.UnmarshalRollup(rl.Data, s.N, l.Params)
+		if err != nil {
+			fault("%s rollup: %v", rl.Layer, err)
+			continue
+		}
+		want, err := stats.NewRollup(stats.Layer{Name: rl.Layer, Block: b}, got.HasVectors())
+		if err != nil {
+			fault("%s rollup: %v", rl.Layer, err)
+			continue
+		}
+		if !rollupsAgree(got, want) {
+			fault("%s rollup disagrees with its block", rl.Layer)
+		}
+	}
+}
+
+// rollupsAgree compares two rollups to 1e-12 relative (NaN equal to NaN).
+func rollupsAgree(a, b *stats.Rollup) bool {
+	near := func(x, y, scale float64) bool {
+		if math.IsNaN(x) || math.IsNaN(y) {
+			return math.IsNaN(x) && math.IsNaN(y)
+		}
+		return math.Abs(x-y) <= 1e-12*scale
+	}
+	vec := func(x, y []float64) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		scale := 0.0
+		for _, v := range y {
+			scale = max(scale, math.Abs(v))
+		}
+		for i := range x {
+			if !near(x[i], y[i], scale) {
+				return false
+			}
+		}
+		return true
+	}
+	return a.NonFinite == b.NonFinite && near(a.SumSqNorm, b.SumSqNorm, math.Abs(b.SumSqNorm)) &&
+		near(a.SumNormSq, b.SumNormSq, math.Abs(b.SumNormSq)) && vec(a.SqNorms, b.SqNorms) && vec(a.Inner, b.Inner) &&
+		vec(a.Sum, b.Sum) && vec(a.SumSq, b.SumSq)
 }

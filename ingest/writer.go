@@ -11,6 +11,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/ingest/codec"
+	"gvdb/query/stats"
 )
 
 // NamedBlock is one layer's block of a snapshot.
@@ -51,6 +52,32 @@ type Options struct {
 	Queue int
 	// Workers is the number of encoding goroutines (default GOMAXPROCS).
 	Workers int
+	// Rollups says which per-layer rollups (query/stats.Rollup) to store
+	// beside the blocks: RollupsAuto (the default: always the scalars and
+	// the per-example table, the per-coordinate vectors when they take
+	// fewer bytes than the layer's encoded block), RollupsVectors (always
+	// the vectors), RollupsScalars (never the vectors) or RollupsNone.
+	Rollups RollupPolicy
+}
+
+// RollupPolicy says which rollups a Writer stores.
+type RollupPolicy string
+
+// Rollup policies.
+const (
+	RollupsAuto    RollupPolicy = "auto"
+	RollupsVectors RollupPolicy = "vectors"
+	RollupsScalars RollupPolicy = "scalars"
+	RollupsNone    RollupPolicy = "none"
+)
+
+// ParseRollupPolicy parses "auto", "vectors", "scalars" or "none".
+func ParseRollupPolicy(s string) (RollupPolicy, error) {
+	switch p := RollupPolicy(s); p {
+	case RollupsAuto, RollupsVectors, RollupsScalars, RollupsNone:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown rollup policy %q (want auto, vectors, scalars or none)", s)
 }
 
 // Stats count what a Writer has committed.
@@ -58,7 +85,8 @@ type Stats struct {
 	Snapshots   int
 	Examples    int
 	InputBytes  int64   // float32 bytes of the blocks' factors and rows
-	StoredBytes int64   // encoded bytes written to the store
+	StoredBytes int64   // encoded bytes written to the store (blocks)
+	RollupBytes int64   // bytes of the rollups written beside them
 	MaxAbsErr   float32 // largest error a lossy encoding introduced
 }
 
@@ -69,6 +97,7 @@ type job struct {
 	snap    *Snapshot
 	blocks  []NamedBlock // the snapshot's blocks, then its anchor blocks
 	encoded []db.LayerBlock
+	rollups []db.LayerBlock // per block of the snapshot (not the anchors)
 	maxErr  []float32
 	errs    []error
 	wg      sync.WaitGroup
@@ -123,6 +152,12 @@ func NewWriter(d *db.DB, run string, opts Options) (*Writer, error) {
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Rollups == "" {
+		opts.Rollups = RollupsAuto
+	}
+	if _, err := ParseRollupPolicy(string(opts.Rollups)); err != nil {
+		return nil, fmt.Errorf("new writer: %w", err)
 	}
 	w := &Writer{
 		d: d, run: run, opts: opts, layers: map[string]bool{},
@@ -204,7 +239,8 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 	w.mu.Unlock()
 
 	blocks := s.all()
-	j := &job{snap: s, blocks: blocks, encoded: make([]db.LayerBlock, len(blocks)), maxErr: make([]float32, len(blocks)), errs: make([]error, len(blocks))}
+	j := &job{snap: s, blocks: blocks, encoded: make([]db.LayerBlock, len(blocks)), rollups: make([]db.LayerBlock, len(s.Blocks)),
+		maxErr: make([]float32, len(blocks)), errs: make([]error, len(blocks))}
 	j.wg.Add(len(blocks))
 	select {
 	case w.commits <- j:
@@ -227,6 +263,24 @@ func (w *Writer) encodeLoop() {
 		data, maxErr, err := codec.EncodeReport(nb.Block, w.opts.Encoding)
 		if err != nil {
 			err = fmt.Errorf("encode %s@%d %s: %w", w.run, t.j.snap.Step, nb.Layer, err)
+		}
+		if err == nil && t.i < len(t.j.rollups) && w.opts.Rollups != RollupsNone {
+			// The rollup of what is stored: of the decoded block when the
+			// encoding is lossy.
+			b := nb.Block
+			if w.opts.Encoding != codec.Float32 {
+				b, err = codec.Decode(data)
+			}
+			var r *stats.Rollup
+			if err == nil {
+				vectors := w.opts.Rollups == RollupsVectors || w.opts.Rollups == RollupsAuto && 16*b.Params() <= len(data)
+				r, err = stats.NewRollup(stats.Layer{Name: nb.Layer, Block: b}, vectors)
+			}
+			if err != nil {
+				err = fmt.Errorf("rollup %s@%d %s: %w", w.run, t.j.snap.Step, nb.Layer, err)
+			} else {
+				t.j.rollups[t.i] = db.LayerBlock{Layer: nb.Layer, Data: r.Marshal()}
+			}
 		}
 		t.j.encoded[t.i] = db.LayerBlock{Layer: nb.Layer, Data: data}
 		t.j.errs[t.i] = err
@@ -251,8 +305,14 @@ func (w *Writer) commitLoop() {
 			nb := len(j.snap.Blocks)
 			s := &db.Snapshot{Step: j.snap.Step, N: j.snap.Blocks[0].Block.N(), Time: j.snap.Time, Population: j.snap.Population,
 				Blocks: j.encoded[:nb], Anchor: j.encoded[nb:], HasAnchor: len(j.snap.Anchor) > 0, AnchorStep: j.snap.AnchorStep}
+			if w.opts.Rollups != RollupsNone {
+				s.Rollups = j.rollups
+			}
 			err = w.d.PutSnapshot(w.run, s)
 			st.Snapshots, st.Examples = 1, s.N
+			for _, r := range s.Rollups {
+				st.RollupBytes += int64(len(r.Data))
+			}
 			for i, b := range j.encoded {
 				st.StoredBytes += int64(len(b.Data))
 				blk := j.blocks[i].Block
@@ -269,6 +329,7 @@ func (w *Writer) commitLoop() {
 			w.stats.Examples += st.Examples
 			w.stats.InputBytes += st.InputBytes
 			w.stats.StoredBytes += st.StoredBytes
+			w.stats.RollupBytes += st.RollupBytes
 			w.stats.MaxAbsErr = max(w.stats.MaxAbsErr, st.MaxAbsErr)
 		}
 		w.committed++

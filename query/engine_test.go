@@ -1,6 +1,8 @@
 package query
 
 import (
+	"context"
+	"math"
 	"testing"
 
 	"gvdb/ingest/codec"
@@ -38,4 +40,44 @@ func directStats(t *testing.T, ls []statsLayer) []float64 {
 		t.Fatal(err)
 	}
 	return []float64{m.Variance(16), nv, m.GNS(), h.Variance(8, m.D), in.Variance(8, m.D)}
+}
+
+// TestRollupsMatchBlockPath evaluates every moment statistic, per
+// snapshot, per layer and pooled, from the rollups the Writer stored and
+// from the blocks: the two agree to 1e-12 relative.
+func TestRollupsMatchBlockPath(t *testing.T) {
+	d := testStore(t)
+	for _, q := range []string{
+		"SELECT variance(16), nvar(16), gns, snr(16), norm, example_norm, norm_test(16), inner_test(16), ortho_test(16), examples, params FROM 'a'",
+		"SELECT variance, nvar, inner_test FROM 'a' WHERE layer GLOB 'fc1.*' GROUP BY layer",
+		"SELECT pooled(variance), pooled(nvar(8)), pooled(gns) FROM 'a' GROUP BY window(200)",
+	} {
+		st, err := ParseStatement(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, err := Eval(context.Background(), d, st, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, err := Eval(context.Background(), d, st, Options{NoRollups: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fast.Stats.FromRollups == 0 || slow.Stats.FromRollups != 0 {
+			t.Fatalf("%s: %d and %d snapshots from rollups", q, fast.Stats.FromRollups, slow.Stats.FromRollups)
+		}
+		for r, row := range fast.Rows {
+			for c, v := range row {
+				x, ok := v.(float64)
+				if !ok {
+					continue
+				}
+				y := slow.Rows[r][c].(float64)
+				if math.Abs(x-y) > 1e-12*math.Abs(y) || math.IsNaN(x) != math.IsNaN(y) {
+					t.Errorf("%s: row %d %s: rollups %.17g, blocks %.17g", q, r, fast.Columns[c], x, y)
+				}
+			}
+		}
+	}
 }

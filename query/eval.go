@@ -57,6 +57,9 @@ type EvalStats struct {
 	// GC names the Gradient Clustering paths taken (gram or sketch, with
 	// N and memory).
 	GC []string
+	// FromRollups counts the snapshots answered from rollups, without
+	// reading blocks.
+	FromRollups int
 }
 
 // Options tune evaluation.
@@ -73,6 +76,9 @@ type Options struct {
 	// MemoryBudget bounds the memory of large computations (default
 	// stats.DefaultMemoryBudget, half the machine's memory).
 	MemoryBudget int64
+	// NoRollups computes every statistic from the blocks, ignoring
+	// rollups (to compare the two paths).
+	NoRollups bool
 	// NoFileWrites refuses PLOT statements (the only ones that write a
 	// file), for programs that run queries from elsewhere.
 	NoFileWrites bool
@@ -156,13 +162,15 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 		}
 		// anchor_step: the step of the SVRG anchor θ̃ whose gradients the
 		// snapshot also holds (NaN: none).
-		res.Columns = []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes"}
+		// rollup_bytes: what the rollups that answer moment statistics
+		// without reading blocks cost (0: none; gvdb reindex adds them).
+		res.Columns = []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes", "rollup_bytes"}
 		for _, in := range infos {
 			anchor := math.NaN()
 			if in.HasAnchor {
 				anchor = float64(in.AnchorStep)
 			}
-			res.Rows = append(res.Rows, []any{in.Step, in.Population.String(), int64(in.N), int64(len(in.Layers)), anchor, in.StoredBytes()})
+			res.Rows = append(res.Rows, []any{in.Step, in.Population.String(), int64(in.N), int64(len(in.Layers)), anchor, in.StoredBytes(), in.RollupBytes})
 		}
 	case "SCALARS":
 		type agg struct {
@@ -492,7 +500,12 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	}
 	st := &e.res.Stats
 	readStart := time.Now()
-	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep}
+	// Moment statistics are answered from the snapshots' rollups when
+	// every layer has one (with vectors where needed); otherwise, and for
+	// Gradient Clustering and SVRG, from the blocks.
+	useRollups := !need.gc && !need.anchor && !e.opts.NoRollups
+	vectors := need.coords || need.mean || pooled
+	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups}
 	err := e.d.Snapshots(rp.run, e.window(), sel, func(s *db.Snapshot) error {
 		if err := e.ctx.Err(); err != nil {
 			return err
@@ -501,32 +514,57 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		st.Snapshots++
 		e.seen(ri, s.Step)
 		t0 := time.Now()
-		if err := checkHeaders(rp.run, s); err != nil {
-			return err
-		}
-		blocks, err := decodeAll(s.Blocks)
-		if err != nil {
-			return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
-		}
-		anchors, err := decodeAll(s.Anchor)
-		if err != nil {
-			return fmt.Errorf("run %q step %d: anchor: %w", rp.run.Name, s.Step, err)
-		}
-		if err := checkBlocks(rp.run, s, blocks, all, false); err != nil {
-			return err
-		}
-		if len(anchors) > 0 {
-			if err := checkBlocks(rp.run, s, anchors, all, true); err != nil {
+		var rolls map[string]*stats.Rollup
+		if useRollups {
+			var err error
+			if rolls, err = readRollups(rp.run, s, all, vectors); err != nil {
 				return err
 			}
+			if rolls == nil {
+				// Not all there: this snapshot's blocks, then.
+				full, err := e.d.Snapshot(rp.run, s.Step, db.Select{Layers: all})
+				if err != nil {
+					return err
+				}
+				s.Blocks = full.Blocks
+			} else {
+				st.FromRollups++
+			}
 		}
-		for _, b := range append(s.Blocks, s.Anchor...) {
+		var blocks, anchors map[string]*codec.Block
+		if rolls == nil {
+			if err := checkHeaders(rp.run, s); err != nil {
+				return err
+			}
+			var err error
+			if blocks, err = decodeAll(s.Blocks); err != nil {
+				return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
+			}
+			if anchors, err = decodeAll(s.Anchor); err != nil {
+				return fmt.Errorf("run %q step %d: anchor: %w", rp.run.Name, s.Step, err)
+			}
+			if err := checkBlocks(rp.run, s, blocks, all, false); err != nil {
+				return err
+			}
+			if len(anchors) > 0 {
+				if err := checkBlocks(rp.run, s, anchors, all, true); err != nil {
+					return err
+				}
+			}
+		}
+		for _, b := range slices.Concat(s.Blocks, s.Anchor, s.Rollups) {
 			st.BytesRead += int64(len(b.Data))
 		}
 		st.Decode += time.Since(t0)
 		t1 := time.Now()
 		for si, sc := range rp.scopes {
-			if err := e.compute(rp, ri, si, s, scopeLayers(sc, blocks), scopeLayers(sc, anchors), need, pooled); err != nil {
+			in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors)}
+			if rolls != nil {
+				for _, l := range sc.layers {
+					in.rollups = append(in.rollups, stats.LayerRollup{Name: l, Rollup: rolls[l]})
+				}
+			}
+			if err := e.compute(rp, ri, si, s, in, need, pooled); err != nil {
 				return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
 			}
 		}
@@ -613,12 +651,52 @@ func scopeLayers(sc scope, blocks map[string]*codec.Block) []stats.Layer {
 	return layers
 }
 
+// scopeInput is what one scope of one snapshot is computed from: the
+// decoded blocks (and anchor blocks), or the layers' rollups.
+type scopeInput struct {
+	layers, anchor []stats.Layer
+	rollups        []stats.LayerRollup
+}
+
+// readRollups decodes the rollups of the layers of s, or returns nil when
+// one is missing or lacks the vectors the query needs.
+func readRollups(r *db.Run, s *db.Snapshot, layers []string, vectors bool) (map[string]*stats.Rollup, error) {
+	out := map[string]*stats.Rollup{}
+	for _, name := range layers {
+		raw := s.Rollup(name)
+		if raw == nil {
+			return nil, nil
+		}
+		l, err := r.Layer(name)
+		if err != nil {
+			return nil, err
+		}
+		ro, err := stats.UnmarshalRollup(raw, s.N, l.Params)
+		if err != nil {
+			return nil, fmt.Errorf("run %q step %d layer %s: %w", r.Name, s.Step, name, err)
+		}
+		if vectors && !ro.HasVectors() {
+			return nil, nil
+		}
+		out[name] = ro
+	}
+	return out, nil
+}
+
 // compute evaluates the run's statistics on one snapshot and scope.
-func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, layers, anchor []stats.Layer, need needs, pooled bool) error {
-	if len(layers) == 0 {
+func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInput, need needs, pooled bool) error {
+	if len(in.layers) == 0 && len(in.rollups) == 0 {
 		return nil
 	}
-	m, err := stats.Compute(layers, s.Step, stats.Need{Coords: need.coords, Inner: need.inner, Mean: need.mean || pooled})
+	layers, anchor := in.layers, in.anchor
+	sneed := stats.Need{Coords: need.coords, Inner: need.inner, Mean: need.mean || pooled}
+	var m *stats.Moments
+	var err error
+	if in.rollups != nil {
+		m, err = stats.FromRollups(in.rollups, s.Step, sneed)
+	} else {
+		m, err = stats.Compute(layers, s.Step, sneed)
+	}
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -289,5 +291,47 @@ func TestCheck(t *testing.T) {
 	out, _, code := gvdb(t, "check", "--db", dir)
 	if code != exitError || !strings.Contains(out, "fault: syn@150: "+s.Blocks[1].Layer) || !strings.Contains(out, "checksum") {
 		t.Fatalf("check of a damaged store: exit %d\n%s", code, out)
+	}
+}
+
+// TestReindex: a run trained without rollups is answered from blocks;
+// reindex adds rollups, after which the same answers come from them and
+// check verifies them against the blocks.
+func TestReindex(t *testing.T) {
+	dir := t.TempDir()
+	if _, errs, code := gvdb(t, "train", "--db", dir, "--run", "r", "--hidden", "16", "--steps", "10", "--batch", "16",
+		"--snapshot-every", "5", "--snapshot-examples", "64", "--eval-examples", "100", "--rollups", "none"); code != exitOK {
+		t.Fatal(errs)
+	}
+	q := "SELECT variance, nvar, gns, inner_test FROM 'r'"
+	before, errs, _ := gvdb(t, "query", "--db", dir, "--format", "csv", "--timing", q)
+	if !strings.Contains(errs, "0 from rollups") {
+		t.Errorf("before reindex: %s", errs)
+	}
+	steps, _, _ := gvdb(t, "query", "--db", dir, "--format", "csv", "SHOW STEPS FROM 'r'")
+	if !strings.Contains(steps, ",0\n") {
+		t.Errorf("rollup bytes before reindex:\n%s", steps)
+	}
+	if _, errs, code := gvdb(t, "reindex", "--db", dir, "--rollups", "vectors"); code != exitOK || !strings.Contains(errs, "reindexed r: 3 snapshots") {
+		t.Fatalf("reindex: exit %d, %s", code, errs)
+	}
+	after, errs, _ := gvdb(t, "query", "--db", dir, "--format", "csv", "--timing", q)
+	if !strings.Contains(errs, "3 from rollups") {
+		t.Errorf("after reindex: %s", errs)
+	}
+	// The same numbers to 1e-12 (CSV prints them in full).
+	b, a := strings.Split(before, "\n"), strings.Split(after, "\n")
+	for i := 1; i < len(b) && i < len(a); i++ {
+		for j, f := range strings.Split(b[i], ",") {
+			var x, y float64
+			fmt.Sscan(f, &x)
+			fmt.Sscan(strings.Split(a[i], ",")[j], &y)
+			if math.Abs(x-y) > 1e-12*math.Abs(x) {
+				t.Errorf("row %d column %d: %g from blocks, %g from rollups", i, j, x, y)
+			}
+		}
+	}
+	if out, _, code := gvdb(t, "check", "--db", dir); code != exitOK || !strings.Contains(out, "ok") {
+		t.Errorf("check after reindex: exit %d\n%s", code, out)
 	}
 }

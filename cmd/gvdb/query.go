@@ -162,8 +162,8 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, o
 	}
 	if timing {
 		s := res.Stats
-		fmt.Fprintf(m.Stderr, "%d rows in %s: %d snapshots, %s read in %s, decoded in %s, computed in %s\n",
-			len(res.Rows), time.Since(start).Round(time.Millisecond), s.Snapshots, humanBytes(s.BytesRead),
+		fmt.Fprintf(m.Stderr, "%d rows in %s: %d snapshots (%d from rollups), %s read in %s, decoded in %s, computed in %s\n",
+			len(res.Rows), time.Since(start).Round(time.Millisecond), s.Snapshots, s.FromRollups, humanBytes(s.BytesRead),
 			s.Read.Round(time.Millisecond), s.Decode.Round(time.Millisecond), s.Compute.Round(time.Millisecond))
 		for _, p := range s.GC {
 			fmt.Fprintf(m.Stderr, "gradient clustering path: %s\n", p)

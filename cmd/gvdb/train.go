@@ -21,6 +21,7 @@ func init() {
 // trainFlags are gvdb train's settings, shared with the demo.
 type trainFlags struct {
 	dir, run, model, hidden, data, encoding string
+	rollups                                 string
 	steps, snapEvery, fullEvery, svrgEvery  int64
 	batch, snapExamples, evalExamples       int
 	dataSize                                int
@@ -73,6 +74,7 @@ cores).`, `  gvdb train --run mlp --steps 2000
 	fs.Int64Var(&f.svrgEvery, "svrg-every", 0, "refresh period of the SVRG anchor; each snapshot also stores its examples' gradients at the anchor (0: none; the paper: 2000)")
 	fs.IntVar(&f.evalExamples, "eval-examples", 0, "test examples for test accuracy (0: all)")
 	fs.StringVar(&f.encoding, "encoding", "float32", "block encoding: float32 (lossless), float16, bfloat16 or int8")
+	fs.StringVar(&f.rollups, "rollups", "auto", "per-snapshot rollups that answer moment statistics without reading blocks: auto (per-example table always, per-coordinate vectors where smaller than the block), vectors, scalars or none")
 	fs.Uint64Var(&f.seed, "seed", 1, "random seed (initialization, data order, snapshot examples)")
 	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a run of the same name")
 	if _, err := parse(fs, args); err != nil {
@@ -92,6 +94,12 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 	enc, err := codec.ParseEncoding(f.encoding)
 	if err != nil {
 		return nil, 0, usageError{err}
+	}
+	if f.rollups == "" {
+		f.rollups = string(ingest.RollupsAuto)
+	}
+	if _, err := ingest.ParseRollupPolicy(f.rollups); err != nil {
+		return nil, 0, usageError{fmt.Errorf("train: --rollups: %w", err)}
 	}
 	hidden, err := trainer.ParseHidden(f.hidden)
 	if err != nil {
@@ -205,13 +213,13 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 	}
 	run := &db.Run{Name: f.run, Model: f.model, Dataset: f.data, Layers: schema,
 		Optimizer: "sgd", LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, BatchSize: f.batch, Steps: f.steps, Seed: f.seed,
-		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery, Encoding: enc.String(),
+		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery, Encoding: enc.String(), Rollups: f.rollups,
 		Version: Version, Params: map[string]string{
 			"hidden":         strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Spec.Hidden)), ","), "[]"),
 			"train_examples": fmt.Sprint(cfg.Train.Len()), "test_examples": fmt.Sprint(cfg.Test.Len()),
 			"eval_examples": fmt.Sprint(f.evalExamples), "loss": "sum of per-example losses; update uses the mean",
 		}}
-	rec, err := ingest.Record(d, run, f.overwrite, ingest.Options{Encoding: enc})
+	rec, err := ingest.Record(d, run, f.overwrite, ingest.Options{Encoding: enc, Rollups: ingest.RollupPolicy(f.rollups)})
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}

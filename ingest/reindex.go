@@ -1,0 +1,60 @@
+package ingest
+
+import (
+	"fmt"
+
+	"gvdb/db"
+	"gvdb/ingest/codec"
+	"gvdb/query/stats"
+)
+
+// Reindex adds rollups under policy to every snapshot of run r that lacks
+// them (all of them when replace is set), computing them from the blocks;
+// it returns how many snapshots it indexed and the rollups' bytes. The
+// snapshots themselves are not touched.
+func Reindex(d *db.DB, r *db.Run, policy RollupPolicy, replace bool, progress func(done, total int)) (int, int64, error) {
+	if _, err := ParseRollupPolicy(string(policy)); err != nil || policy == RollupsNone {
+		return 0, 0, fmt.Errorf("reindex: rollup policy %q (want auto, vectors or scalars)", policy)
+	}
+	infos, err := d.SnapshotInfos(r, db.AllSteps)
+	if err != nil {
+		return 0, 0, err
+	}
+	done, indexed, bytes := 0, 0, int64(0)
+	for _, in := range infos {
+		done++
+		if in.Rollups == len(in.Layers) && !replace {
+			if progress != nil {
+				progress(done, len(infos))
+			}
+			continue
+		}
+		s, err := d.Snapshot(r, in.Step, db.Select{})
+		if err != nil {
+			return indexed, bytes, err
+		}
+		var rolls []db.LayerBlock
+		for _, lb := range s.Blocks {
+			b, err := codec.Decode(lb.Data)
+			if err != nil {
+				return indexed, bytes, fmt.Errorf("reindex %s@%d %s: %w", r.Name, in.Step, lb.Layer, err)
+			}
+			vectors := policy == RollupsVectors || policy == RollupsAuto && 16*b.Params() <= len(lb.Data)
+			ro, err := stats.NewRollup(stats.Layer{Name: lb.Layer, Block: b}, vectors)
+			if err != nil {
+				return indexed, bytes, fmt.Errorf("reindex %s@%d %s: %w", r.Name, in.Step, lb.Layer, err)
+			}
+			raw := ro.Marshal()
+			bytes += int64(len(raw))
+			rolls = append(rolls, db.LayerBlock{Layer: lb.Layer, Data: raw})
+		}
+		if err := d.PutRollups(r, in.Step, rolls); err != nil {
+			return indexed, bytes, err
+		}
+		indexed++
+		if progress != nil {
+			progress(done, len(infos))
+		}
+	}
+	return indexed, bytes, d.Sync()
+}
