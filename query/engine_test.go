@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 
@@ -79,5 +80,23 @@ func TestRollupsMatchBlockPath(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestWorkersSameAnswers: the answers do not depend on how many workers
+// process snapshots.
+func TestWorkersSameAnswers(t *testing.T) {
+	d := testStore(t)
+	st, _ := ParseStatement("SELECT variance, nvar, pooled(gns) FROM 'a', 'b' GROUP BY run, window(200)")
+	one, err := Eval(context.Background(), d, st, Options{Workers: 1, NoRollups: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	four, err := Eval(context.Background(), d, st, Options{Workers: 4, NoRollups: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(one.Rows) != fmt.Sprint(four.Rows) || fmt.Sprint(one.Warnings) != fmt.Sprint(four.Warnings) {
+		t.Errorf("1 worker:\n%v\n%v\n4 workers:\n%v\n%v", one.Rows, one.Warnings, four.Rows, four.Warnings)
 	}
 }

@@ -76,6 +76,8 @@ type Options struct {
 	// MemoryBudget bounds the memory of large computations (default
 	// stats.DefaultMemoryBudget, half the machine's memory).
 	MemoryBudget int64
+	// Workers bounds the snapshots processed at once (default GOMAXPROCS).
+	Workers int
 	// NoRollups computes every statistic from the blocks, ignoring
 	// rollups (to compare the two paths).
 	NoRollups bool
@@ -484,8 +486,11 @@ func runNeeds(refs []statRef) (needs, bool) {
 }
 
 // scanStats reads the run's snapshots in the plan's window (only the
-// layers and anchor blocks it needs), decodes them in parallel and
-// computes each statistic per snapshot and scope.
+// layers, anchor blocks or rollups it needs) and computes each statistic
+// per snapshot and scope. Snapshots are processed by a bounded pool of
+// workers (Options.Workers, default GOMAXPROCS; one for Gradient
+// Clustering, which is parallel inside), and their results are applied in
+// step order, so answers do not depend on the number of workers.
 func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	need, pooled := runNeeds(rp.refs)
 	var all []string
@@ -498,81 +503,72 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 			}
 		}
 	}
-	st := &e.res.Stats
-	readStart := time.Now()
 	// Moment statistics are answered from the snapshots' rollups when
 	// every layer has one (with vectors where needed); otherwise, and for
 	// Gradient Clustering and SVRG, from the blocks.
 	useRollups := !need.gc && !need.anchor && !e.opts.NoRollups
-	vectors := need.coords || need.mean || pooled
 	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups}
+	workers := e.opts.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	if need.gc {
+		workers = 1
+	}
+	// Results are applied in order: out[k] once out[0..k-1] are.
+	var (
+		mu      sync.Mutex
+		outs    = map[int]*snapOut{}
+		next    int
+		firstEr error
+		wg      sync.WaitGroup
+	)
+	sem := make(chan struct{}, workers)
+	apply := func() {
+		for o := outs[next]; o != nil; o = outs[next] {
+			delete(outs, next)
+			next++
+			if firstEr == nil {
+				firstEr = o.err
+			}
+			if firstEr == nil {
+				firstEr = e.apply(o)
+			}
+		}
+	}
+	readStart := time.Now()
+	idx := 0
 	err := e.d.Snapshots(rp.run, e.window(), sel, func(s *db.Snapshot) error {
 		if err := e.ctx.Err(); err != nil {
 			return err
 		}
-		st.Read += time.Since(readStart)
-		st.Snapshots++
-		e.seen(ri, s.Step)
-		t0 := time.Now()
-		var rolls map[string]*stats.Rollup
-		if useRollups {
-			var err error
-			if rolls, err = readRollups(rp.run, s, all, vectors); err != nil {
-				return err
-			}
-			if rolls == nil {
-				// Not all there: this snapshot's blocks, then.
-				full, err := e.d.Snapshot(rp.run, s.Step, db.Select{Layers: all})
-				if err != nil {
-					return err
-				}
-				s.Blocks = full.Blocks
-			} else {
-				st.FromRollups++
-			}
+		mu.Lock()
+		err := firstEr
+		mu.Unlock()
+		if err != nil {
+			return err
 		}
-		var blocks, anchors map[string]*codec.Block
-		if rolls == nil {
-			if err := checkHeaders(rp.run, s); err != nil {
-				return err
-			}
-			var err error
-			if blocks, err = decodeAll(s.Blocks); err != nil {
-				return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
-			}
-			if anchors, err = decodeAll(s.Anchor); err != nil {
-				return fmt.Errorf("run %q step %d: anchor: %w", rp.run.Name, s.Step, err)
-			}
-			if err := checkBlocks(rp.run, s, blocks, all, false); err != nil {
-				return err
-			}
-			if len(anchors) > 0 {
-				if err := checkBlocks(rp.run, s, anchors, all, true); err != nil {
-					return err
-				}
-			}
-		}
-		for _, b := range slices.Concat(s.Blocks, s.Anchor, s.Rollups) {
-			st.BytesRead += int64(len(b.Data))
-		}
-		st.Decode += time.Since(t0)
-		t1 := time.Now()
-		for si, sc := range rp.scopes {
-			in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors)}
-			if rolls != nil {
-				for _, l := range sc.layers {
-					in.rollups = append(in.rollups, stats.LayerRollup{Name: l, Rollup: rolls[l]})
-				}
-			}
-			if err := e.compute(rp, ri, si, s, in, need, pooled); err != nil {
-				return fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err)
-			}
-		}
-		st.Compute += time.Since(t1)
-		e.progress()
+		e.res.Stats.Read += time.Since(readStart)
+		i := idx
+		idx++
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := e.process(rp, ri, s, all, need, pooled, useRollups)
+			<-sem
+			mu.Lock()
+			outs[i] = o
+			apply()
+			mu.Unlock()
+		}()
 		readStart = time.Now()
 		return nil
 	})
+	wg.Wait()
+	if err == nil {
+		err = firstEr
+	}
 	if err != nil {
 		var nf *db.NotFoundError
 		if errors.As(err, &nf) {
@@ -581,6 +577,126 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		return err
 	}
 	return nil
+}
+
+// snapOut is what processing one snapshot yields, applied to the
+// evaluation in step order.
+type snapOut struct {
+	err      error
+	run      int
+	step     int64
+	warnings []string
+	gc       []string
+	adds     []cellAdd
+	pools    []cellAdd
+	rollups  bool
+	bytes    int64
+	decode   time.Duration
+	compute  time.Duration
+}
+
+type cellAdd struct {
+	k   rowKey
+	ref string
+	v   float64
+	m   *stats.Moments
+}
+
+func (o *snapOut) warn(w string) { o.warnings = append(o.warnings, w) }
+
+// apply adds one snapshot's results to the evaluation.
+func (e *evaluator) apply(o *snapOut) error {
+	st := &e.res.Stats
+	st.Snapshots++
+	st.BytesRead += o.bytes
+	st.Decode += o.decode
+	st.Compute += o.compute
+	if o.rollups {
+		st.FromRollups++
+	}
+	for _, w := range o.warnings {
+		e.warn(w)
+	}
+	for _, d := range o.gc {
+		if !e.gcSeen[d] {
+			e.gcSeen[d] = true
+			st.GC = append(st.GC, d)
+		}
+	}
+	for _, a := range o.adds {
+		e.g.add(a.k, a.ref, a.v)
+	}
+	for _, a := range o.pools {
+		if err := e.g.pool(a.k, a.ref, a.m); err != nil {
+			return err
+		}
+	}
+	e.seen(o.run, o.step)
+	e.progress()
+	return nil
+}
+
+// process decodes one snapshot (or its rollups) and computes its
+// statistics for every scope.
+func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, all []string, need needs, pooled, useRollups bool) *snapOut {
+	o := &snapOut{step: s.Step, run: ri}
+	fail := func(err error) *snapOut { o.err = err; return o }
+	t0 := time.Now()
+	var rolls map[string]*stats.Rollup
+	if useRollups {
+		var err error
+		if rolls, err = readRollups(rp.run, s, all, need.coords || need.mean || pooled); err != nil {
+			return fail(err)
+		}
+		if rolls == nil {
+			// Not all there: this snapshot's blocks, then.
+			full, err := e.d.Snapshot(rp.run, s.Step, db.Select{Layers: all})
+			if err != nil {
+				return fail(err)
+			}
+			s.Blocks = full.Blocks
+		}
+		o.rollups = rolls != nil
+	}
+	var blocks, anchors map[string]*codec.Block
+	if rolls == nil {
+		if err := checkHeaders(rp.run, s); err != nil {
+			return fail(err)
+		}
+		var err error
+		if blocks, err = decodeAll(s.Blocks); err != nil {
+			return fail(fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err))
+		}
+		if anchors, err = decodeAll(s.Anchor); err != nil {
+			return fail(fmt.Errorf("run %q step %d: anchor: %w", rp.run.Name, s.Step, err))
+		}
+		if err := checkBlocks(rp.run, s, blocks, all, false); err != nil {
+			return fail(err)
+		}
+		if len(anchors) > 0 {
+			if err := checkBlocks(rp.run, s, anchors, all, true); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	for _, b := range slices.Concat(s.Blocks, s.Anchor, s.Rollups) {
+		o.bytes += int64(len(b.Data))
+	}
+	o.decode = time.Since(t0)
+	t1 := time.Now()
+	for si, sc := range rp.scopes {
+		in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors)}
+		if rolls != nil {
+			for _, l := range sc.layers {
+				in.rollups = append(in.rollups, stats.LayerRollup{Name: l, Rollup: rolls[l]})
+			}
+		}
+		if err := e.compute(rp, ri, si, s, in, need, pooled, o); err != nil {
+			return fail(fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err))
+		}
+	}
+	o.compute = time.Since(t1)
+	return o
 }
 
 // checkHeaders checks every block's header against the run's schema and
@@ -684,7 +800,7 @@ func readRollups(r *db.Run, s *db.Snapshot, layers []string, vectors bool) (map[
 }
 
 // compute evaluates the run's statistics on one snapshot and scope.
-func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInput, need needs, pooled bool) error {
+func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInput, need needs, pooled bool, o *snapOut) error {
 	if len(in.layers) == 0 && len(in.rollups) == 0 {
 		return nil
 	}
@@ -701,7 +817,7 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 		return err
 	}
 	for _, w := range m.Warnings {
-		e.warn(fmt.Sprintf("run %s: %s", rp.run.Name, w))
+		o.warn(fmt.Sprintf("run %s: %s", rp.run.Name, w))
 	}
 	x := &scopeData{m: m, population: s.Population}
 	var gc *stats.GC
@@ -714,10 +830,7 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 			return nil, err
 		}
 		gc = g
-		if d := gc.Describe(); !e.gcSeen[d] {
-			e.gcSeen[d] = true
-			e.res.Stats.GC = append(e.res.Stats.GC, d)
-		}
+		o.gc = append(o.gc, gc.Describe())
 		return gc, nil
 	}
 	var svrg *stats.Moments
@@ -726,7 +839,7 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 			return svrg, nil
 		}
 		if !s.HasAnchor || len(anchor) != len(layers) {
-			e.warn(fmt.Sprintf("run %s has snapshots without SVRG anchor blocks (train with --svrg-every S): svrg statistics are NaN there", rp.run.Name))
+			o.warn(fmt.Sprintf("run %s has snapshots without SVRG anchor blocks (train with --svrg-every S): svrg statistics are NaN there", rp.run.Name))
 			return nil, nil
 		}
 		diff := make([]stats.Layer, len(layers))
@@ -742,7 +855,7 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 			return nil, err
 		}
 		for _, w := range dm.Warnings {
-			e.warn(fmt.Sprintf("run %s: SVRG difference: %s", rp.run.Name, w))
+			o.warn(fmt.Sprintf("run %s: SVRG difference: %s", rp.run.Name, w))
 		}
 		svrg = dm
 		return svrg, nil
@@ -750,14 +863,12 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 	k := e.g.key(ri, si, s.Step)
 	for _, ref := range rp.refs {
 		if ref.pooled {
-			if err := e.g.pool(k, ref.key(), m); err != nil {
-				return err
-			}
+			o.pools = append(o.pools, cellAdd{k: k, ref: ref.key(), m: m})
 			continue
 		}
 		def := lookupStat(ref.name)
 		if def.need.gc {
-			if err := e.checkClusters(rp, s, ref, def); err != nil {
+			if err := checkClusters(rp, s, ref, def, o); err != nil {
 				return err
 			}
 		}
@@ -765,14 +876,14 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 		if err != nil {
 			return fmt.Errorf("%s: %w", ref.text(", "), err)
 		}
-		e.g.add(k, ref.key(), v)
+		o.adds = append(o.adds, cellAdd{k: k, ref: ref.key(), v: v})
 	}
 	return nil
 }
 
 // checkClusters refuses more clusters than a partition can have and warns
 // about samples too small for their clusters.
-func (e *evaluator) checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *statDef) error {
+func checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *statDef, o *snapOut) error {
 	k := int(ref.args[0])
 	if k > s.N {
 		return fmt.Errorf("%s: K = %d clusters but the snapshot has %d examples", ref.name, k, s.N)
@@ -783,7 +894,7 @@ func (e *evaluator) checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *
 			ref.name, k, s.N, s.N/2, s.N/2, ref.name)
 	}
 	if s.Population == db.Sample && s.N < 32*k {
-		e.warn(fmt.Sprintf("run %s: Gradient Clustering with K = %d on samples of %d examples (%.1f per cluster, fewer than 32): the estimate is noisy; full snapshots (gvdb train --full-snapshot-every) give the paper's population",
+		o.warn(fmt.Sprintf("run %s: Gradient Clustering with K = %d on samples of %d examples (%.1f per cluster, fewer than 32): the estimate is noisy; full snapshots (gvdb train --full-snapshot-every) give the paper's population",
 			rp.run.Name, k, s.N, float64(s.N)/float64(k)))
 	}
 	return nil
