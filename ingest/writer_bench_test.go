@@ -21,7 +21,15 @@ import (
 // with the same options. Each iteration writes a round of 20 snapshots
 // both ways (each round ends with a sync), alternating, so that both rates
 // come from the same stretch of machine time; writer/raw is their ratio.
+// The sub-benchmarks differ by the rollups the Writer computes beside the
+// blocks (none, auto: scalars and per-example tables here, vectors).
 func BenchmarkWriter(b *testing.B) {
+	for _, p := range []RollupPolicy{RollupsNone, RollupsAuto, RollupsVectors} {
+		b.Run("rollups="+string(p), func(b *testing.B) { benchWriter(b, p) })
+	}
+}
+
+func benchWriter(b *testing.B, policy RollupPolicy) {
 	layers := synth.MLP(784, 1024, 1024, 10)
 	const n, round = 128, 20
 	rng := rand.New(rand.NewPCG(3, 3))
@@ -50,7 +58,7 @@ func BenchmarkWriter(b *testing.B) {
 	if err := d.CreateRun(&db.Run{Name: "bench", Model: "mlp", Layers: synth.Schema(layers)}); err != nil {
 		b.Fatal(err)
 	}
-	w, err := NewWriter(d, "bench", Options{})
+	w, err := NewWriter(d, "bench", Options{Rollups: policy})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,8 +3,12 @@
 // planner that checks a statement against the store (unknown runs, layers,
 // statistics and scalars are errors that name the nearest existing one),
 // and Eval, which reads only the snapshots and layers a query needs (one
-// range scan per run and window), decodes blocks in parallel and computes
-// the statistics of package query/stats. docs/QUERY.md is the reference.
+// range scan per run and window), answers moment statistics from the
+// snapshots' rollups when they have them and otherwise decodes blocks,
+// processes snapshots on a bounded pool of workers and computes the
+// statistics of package query/stats. The statistics table
+// (statistics.go) is the one place a statistic is defined.
+// docs/QUERY.md is the reference.
 //
 // query imports db, ingest/codec and query/stats; never trainer.
 package query

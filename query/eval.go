@@ -7,10 +7,12 @@ import (
 	"math"
 	"path"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alecthomas/participle/v2/lexer"
@@ -60,6 +62,9 @@ type EvalStats struct {
 	// FromRollups counts the snapshots answered from rollups, without
 	// reading blocks.
 	FromRollups int
+	// PeakHeap is the most heap in use above what was in use before the
+	// evaluation (with Options.MeasureMemory; sampled every 2 ms).
+	PeakHeap int64
 }
 
 // Options tune evaluation.
@@ -78,6 +83,8 @@ type Options struct {
 	MemoryBudget int64
 	// Workers bounds the snapshots processed at once (default GOMAXPROCS).
 	Workers int
+	// MeasureMemory samples the heap while evaluating: EvalStats.PeakHeap.
+	MeasureMemory bool
 	// NoRollups computes every statistic from the blocks, ignoring
 	// rollups (to compare the two paths).
 	NoRollups bool
@@ -91,6 +98,49 @@ type Options struct {
 
 // Eval evaluates one statement against a store.
 func Eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, error) {
+	if opts.MeasureMemory {
+		stop := sampleHeap()
+		res, err := eval(ctx, d, st, opts)
+		if peak := stop(); res != nil {
+			res.Stats.PeakHeap = peak
+		}
+		return res, err
+	}
+	return eval(ctx, d, st, opts)
+}
+
+// sampleHeap samples the heap in use every 2 ms until the returned
+// function is called; that returns the peak above the first sample.
+func sampleHeap() func() int64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() int64 { metrics.Read(sample); return int64(sample[0].Value.Uint64()) }
+	base := read()
+	var peak atomic.Int64
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := read() - base; v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-stopped
+		return peak.Load()
+	}
+}
+
+func eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, error) {
 	switch s := st.(type) {
 	case *Show:
 		return evalShow(d, s)

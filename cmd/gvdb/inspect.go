@@ -52,13 +52,13 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 	if err != nil {
 		return err
 	}
-	snaps := &table{Columns: []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes", "time"}}
+	snaps := &table{Columns: []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes", "rollup_bytes", "time"}}
 	for _, in := range infos {
 		var anchor any
 		if in.HasAnchor {
 			anchor = in.AnchorStep
 		}
-		snaps.add(in.Step, in.Population.String(), in.N, len(in.Layers), anchor, in.StoredBytes(), in.Time)
+		snaps.add(in.Step, in.Population.String(), in.N, len(in.Layers), anchor, in.StoredBytes(), in.RollupBytes, in.Time)
 	}
 	layers := &table{Columns: []string{"layer", "kind", "shape", "params"}}
 	for _, l := range r.Layers {

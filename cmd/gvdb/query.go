@@ -136,6 +136,7 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, o
 	var bar *progress
 	opts := out.opts
 	format, timing := out.format, out.timing
+	opts.MeasureMemory = timing
 	opts.Progress = func(done, total int) {
 		if bar == nil {
 			bar = m.newProgress("query", int64(total))
@@ -162,9 +163,9 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, o
 	}
 	if timing {
 		s := res.Stats
-		fmt.Fprintf(m.Stderr, "%d rows in %s: %d snapshots (%d from rollups), %s read in %s, decoded in %s, computed in %s\n",
+		fmt.Fprintf(m.Stderr, "%d rows in %s: %d snapshots (%d from rollups), %s read in %s, decoded in %s, computed in %s (summed over workers), peak heap %s\n",
 			len(res.Rows), time.Since(start).Round(time.Millisecond), s.Snapshots, s.FromRollups, humanBytes(s.BytesRead),
-			s.Read.Round(time.Millisecond), s.Decode.Round(time.Millisecond), s.Compute.Round(time.Millisecond))
+			s.Read.Round(time.Millisecond), s.Decode.Round(time.Millisecond), s.Compute.Round(time.Millisecond), humanBytes(s.PeakHeap))
 		for _, p := range s.GC {
 			fmt.Fprintf(m.Stderr, "gradient clustering path: %s\n", p)
 		}

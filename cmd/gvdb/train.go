@@ -262,7 +262,7 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 	if !math.IsNaN(res.TestAccuracy) {
 		acc = fmt.Sprintf(", test accuracy %.4f", res.TestAccuracy)
 	}
-	fmt.Fprintf(m.Stderr, "trained %s: %d steps in %s (%.1f steps/s), loss %.4f%s; %d snapshots, %s stored\n",
-		f.run, res.Steps, el.Round(time.Millisecond), float64(res.Steps)/el.Seconds(), res.Loss, acc, st.Snapshots, humanBytes(st.StoredBytes))
+	fmt.Fprintf(m.Stderr, "trained %s: %d steps in %s (%.1f steps/s), loss %.4f%s; %d snapshots, %s stored (+ %s of rollups)\n",
+		f.run, res.Steps, el.Round(time.Millisecond), float64(res.Steps)/el.Seconds(), res.Loss, acc, st.Snapshots, humanBytes(st.StoredBytes), humanBytes(st.RollupBytes))
 	return nil
 }

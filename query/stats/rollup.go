@@ -137,25 +137,25 @@ func UnmarshalRollup(v []byte, n, d int) (*Rollup, error) {
 	if len(body) != want {
 		return bad(fmt.Sprintf("%d bytes of values, want %d", len(body), want))
 	}
-	f := func() float64 {
-		x := math.Float64frombits(binary.LittleEndian.Uint64(body))
-		body = body[8:]
-		return x
+	floats := func(n int) []float64 {
+		out := make([]float64, n)
+		for j := range out {
+			out[j] = math.Float64frombits(binary.LittleEndian.Uint64(body[8*j:]))
+		}
+		body = body[8*n:]
+		return out
 	}
 	r := &Rollup{N: n, D: d, NonFinite: flags&2 != 0, BadRow: int(vals[2])}
-	r.SumSqNorm, r.SumNormSq = f(), f()
+	head := floats(2)
+	r.SumSqNorm, r.SumNormSq = head[0], head[1]
+	pairs := floats(2 * n)
 	r.SqNorms, r.Inner = make([]float64, n), make([]float64, n)
 	for i := range n {
-		r.SqNorms[i], r.Inner[i] = f(), f()
+		r.SqNorms[i], r.Inner[i] = pairs[2*i], pairs[2*i+1]
 	}
 	if flags&1 != 0 {
-		r.Sum, r.SumSq = make([]float64, d), make([]float64, d)
-		for j := range d {
-			r.Sum[j] = f()
-		}
-		for j := range d {
-			r.SumSq[j] = f()
-		}
+		r.Sum = floats(d)
+		r.SumSq = floats(d)
 	}
 	return r, nil
 }
@@ -177,6 +177,16 @@ func FromRollups(rs []LayerRollup, step int64, need Need) (*Moments, error) {
 	n := rs[0].Rollup.N
 	keepSum := need.Mean || need.Coords
 	m := &Moments{N: n, SqNorms: make([]float64, n)}
+	d := 0
+	for _, lr := range rs {
+		d += lr.Rollup.D
+	}
+	if keepSum {
+		m.Sum = make([]float64, 0, d)
+	}
+	if need.Coords {
+		m.SumSq = make([]float64, 0, d)
+	}
 	if need.Inner {
 		m.Inner = make([]float64, n)
 	}

@@ -76,12 +76,25 @@ func (m *Moments) coordMean(b float64, f func(mu, v float64) float64) (float64, 
 // (1/D) Σ_j v_j / (μ_j² + v_j), v_j = s²_j / B; coordinates with
 // μ_j² + v_j = 0 contribute 0 and still count in D.
 func (m *Moments) NVar(b float64) (float64, error) {
-	return m.coordMean(b, func(mu, v float64) float64 {
+	if m.SumSq == nil {
+		return nan(), ErrNoCoords
+	}
+	if m.NonFinite || m.N == 0 {
+		return nan(), nil
+	}
+	// coordMean's loop, without a call per coordinate (the hot loop of
+	// nvar from rollups).
+	inv, invB := 1/float64(m.N), 1/b
+	sq := m.SumSq[:len(m.Sum)]
+	sum := 0.0
+	for j, s := range m.Sum {
+		mu := s * inv
+		v := max(sq[j]*inv-mu*mu, 0) * invB
 		if den := mu*mu + v; den > 0 {
-			return v / den
+			sum += v / den
 		}
-		return 0
-	})
+	}
+	return sum / float64(m.D), nil
 }
 
 // SNR returns (1/D) Σ_j ln((μ_j² + v_j) / v_j) over the coordinates with
