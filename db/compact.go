@@ -176,6 +176,9 @@ func (d *DB) KeyFaults() (faults, notes []string, err error) {
 					manifests[fmt.Sprint(r.ID, step)] = true
 					continue
 				}
+				if layer == attrIndex {
+					continue
+				}
 				if li := int(layer &^ kindBits); li < 1 || li > len(r.Layers) {
 					faults = append(faults, fmt.Sprintf("%s@%d: block key with layer index %d (the schema has %d layers)", r.Name, step, li, len(r.Layers)))
 				} else if !manifests[fmt.Sprint(r.ID, step)] {

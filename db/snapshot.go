@@ -77,6 +77,10 @@ type Snapshot struct {
 	// for the layers read when Select.Rollups asks; a snapshot may have
 	// none (written without, or before gvdb reindex).
 	Rollups []LayerBlock
+	// Attributes are the examples' per-example values (labels, losses,
+	// perturbation flags; ingest/codec.Attributes), when Select.Attributes
+	// asks and the snapshot has them.
+	Attributes []byte
 
 	rollupBytes int64 // for SnapshotInfos
 	rollups     int
@@ -135,6 +139,8 @@ type Select struct {
 	// Rollups also reads those layers' rollups; NoBlocks skips their
 	// blocks (and anchor blocks).
 	Rollups, NoBlocks bool
+	// Attributes also reads the examples' attributes.
+	Attributes bool
 	// Filter, if set, is asked about each snapshot before its blocks are
 	// read (only its manifest fields are set); false skips the snapshot.
 	Filter func(*Snapshot) bool
@@ -159,6 +165,8 @@ const (
 	anchorBit = 0x8000
 	rollupBit = 0x4000
 	kindBits  = anchorBit | rollupBit
+	// attrIndex is the layer index of a snapshot's example attributes.
+	attrIndex = 0xFFFF
 )
 
 // maxLayers is the most layers a run may have: layer indexes (schema index
@@ -371,6 +379,11 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 			return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
 		}
 	}
+	if s.Attributes != nil {
+		if err := set(blockKey(r.ID, s.Step, attrIndex), s.Attributes); err != nil {
+			return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
+		}
+	}
 	if err := set(mkey, encodeManifest(s, idx, aidx)); err != nil {
 		return fmt.Errorf("put snapshot %s@%d: %w", run, s.Step, err)
 	}
@@ -476,6 +489,16 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 				}
 				for _, l := range m.anchor {
 					inAnchor[l] = true
+				}
+				continue
+			}
+			if layer == attrIndex {
+				if cur != nil && cur.Step == step && sel.Attributes {
+					v, err := item.ValueCopy(nil)
+					if err != nil {
+						return fmt.Errorf("read %s@%d attributes: %w", r.Name, step, err)
+					}
+					cur.Attributes = v
 				}
 				continue
 			}

@@ -33,6 +33,9 @@ type Snapshot struct {
 	// anchor parameters of step AnchorStep, one block per layer of Blocks.
 	Anchor     []NamedBlock
 	AnchorStep int64
+	// Attributes, if set, are per-example values (label, loss, flags) for
+	// the blocks' examples, in the same row order.
+	Attributes *codec.Attributes
 }
 
 // all returns the snapshot's blocks followed by its anchor blocks.
@@ -199,6 +202,14 @@ func (w *Writer) check(s *Snapshot) error {
 			return fmt.Errorf("snapshot at step %d: layer %s has other example ids than layer %s", s.Step, nb.Layer, s.Blocks[0].Layer)
 		}
 	}
+	if s.Attributes != nil {
+		if s.Attributes.N != len(ids) {
+			return fmt.Errorf("snapshot at step %d: attributes of %d examples for %d", s.Step, s.Attributes.N, len(ids))
+		}
+		if err := s.Attributes.Validate(); err != nil {
+			return fmt.Errorf("snapshot at step %d: %w", s.Step, err)
+		}
+	}
 	if len(s.Anchor) > 0 {
 		if len(s.Anchor) != len(s.Blocks) {
 			return fmt.Errorf("snapshot at step %d: %d anchor blocks for %d layers", s.Step, len(s.Anchor), len(s.Blocks))
@@ -301,13 +312,19 @@ func (w *Writer) commitLoop() {
 		failed := w.err != nil
 		w.mu.Unlock()
 		var st Stats
+		var s *db.Snapshot
 		if err == nil && !failed {
 			nb := len(j.snap.Blocks)
-			s := &db.Snapshot{Step: j.snap.Step, N: j.snap.Blocks[0].Block.N(), Time: j.snap.Time, Population: j.snap.Population,
+			s = &db.Snapshot{Step: j.snap.Step, N: j.snap.Blocks[0].Block.N(), Time: j.snap.Time, Population: j.snap.Population,
 				Blocks: j.encoded[:nb], Anchor: j.encoded[nb:], HasAnchor: len(j.snap.Anchor) > 0, AnchorStep: j.snap.AnchorStep}
 			if w.opts.Rollups != RollupsNone {
 				s.Rollups = j.rollups
 			}
+			if j.snap.Attributes != nil {
+				s.Attributes, err = codec.EncodeAttributes(j.snap.Attributes)
+			}
+		}
+		if err == nil && !failed {
 			err = w.d.PutSnapshot(w.run, s)
 			st.Snapshots, st.Examples = 1, s.N
 			for _, r := range s.Rollups {

@@ -27,6 +27,17 @@ type Dataset struct {
 	Classes int
 	// Targets are regression targets (Classes == 0).
 	Targets []float32
+
+	// Smoothing is the label smoothing of the loss's targets:
+	// (1 − e)·onehot(label) + e/Classes.
+	Smoothing float64
+	// TrueLabels are the labels before corruption (nil: none corrupted),
+	// and Corrupted marks the examples whose label was replaced.
+	TrueLabels []int
+	Corrupted  []bool
+	// DuplicateOf is, for each example, the index of the example it is a
+	// copy of (-1 for an original); nil when there are no copies.
+	DuplicateOf []int
 }
 
 // Len returns the number of examples.
@@ -45,7 +56,111 @@ func (d *Dataset) Head(n int) *Dataset {
 	if d.Targets != nil {
 		h.Targets = d.Targets[:n]
 	}
+	if d.TrueLabels != nil {
+		h.TrueLabels, h.Corrupted = d.TrueLabels[:n], d.Corrupted[:n]
+	}
+	if d.DuplicateOf != nil {
+		h.DuplicateOf = d.DuplicateOf[:n]
+	}
 	return &h
+}
+
+// rows returns a dataset of the examples idx of d, in that order, each one
+// recorded as a copy of the row its first occurrence got (sources keeps,
+// for each row of d, the new row of its first occurrence).
+func (d *Dataset) rows(idx []int, name string) *Dataset {
+	out := &Dataset{Name: name, Dim: d.Dim, C: d.C, H: d.H, W: d.W, Classes: d.Classes, Smoothing: d.Smoothing,
+		X: make([]float32, 0, len(idx)*d.Dim), DuplicateOf: make([]int, len(idx))}
+	first := map[int]int{}
+	for r, i := range idx {
+		out.X = append(out.X, d.Row(i)...)
+		if d.Labels != nil {
+			out.Labels = append(out.Labels, d.Labels[i])
+		}
+		if d.Targets != nil {
+			out.Targets = append(out.Targets, d.Targets[i])
+		}
+		src := i
+		if d.DuplicateOf != nil && d.DuplicateOf[i] >= 0 {
+			src = d.DuplicateOf[i]
+		}
+		if f, ok := first[src]; ok {
+			out.DuplicateOf[r] = f
+		} else {
+			first[src] = r
+			out.DuplicateOf[r] = -1
+		}
+	}
+	return out
+}
+
+// Imbalance returns the training set with class c's examples repeated
+// ratio times (the integer part as whole copies, the fraction as a seeded
+// random subset: ratio 0.01 keeps 1% of the class, 10 makes ten copies)
+// and the other classes once, as the paper's code does (gvar_code's
+// --imbalance c,r): the other classes first, then class c's copies. A copy
+// records the example it copies (DuplicateOf).
+func (d *Dataset) Imbalance(c int, ratio float64, seed uint64) (*Dataset, error) {
+	if d.Classes == 0 || c < 0 || c >= d.Classes || !(ratio > 0) || ratio > 1000 {
+		return nil, fmt.Errorf("imbalance %d,%g: want a class from 0 to %d and a ratio in (0, 1000]", c, ratio, d.Classes-1)
+	}
+	var idx, class []int
+	for i, y := range d.Labels {
+		if y == c {
+			class = append(class, i)
+		} else {
+			idx = append(idx, i)
+		}
+	}
+	for range int(ratio) {
+		idx = append(idx, class...)
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x1b))
+	perm := rng.Perm(len(class))
+	for _, k := range perm[:int((ratio-math.Floor(ratio))*float64(len(class)))] {
+		idx = append(idx, class[k])
+	}
+	return d.rows(idx, d.Name+"-imbalanced"), nil
+}
+
+// Duplicate returns the training set with c extra copies of each of n
+// random examples appended (gvar_code's --duplicate n,c): the copies of the
+// first chosen example, then of the second, and so on; each copy records
+// its source (DuplicateOf).
+func (d *Dataset) Duplicate(n, c int, seed uint64) (*Dataset, error) {
+	if n < 1 || n > d.Len() || c < 1 || int64(n)*int64(c) > 10_000_000 {
+		return nil, fmt.Errorf("duplicate %d,%d: want 1 to %d examples and at least one copy, at most 10,000,000 copies in all", n, c, d.Len())
+	}
+	idx := make([]int, d.Len(), d.Len()+n*c)
+	for i := range idx {
+		idx[i] = i
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x1c))
+	for _, src := range rng.Perm(d.Len())[:n] {
+		for range c {
+			idx = append(idx, src)
+		}
+	}
+	return d.rows(idx, d.Name), nil
+}
+
+// CorruptLabels replaces the labels of the first pct% of the examples (the
+// paper's code corrupts the first ones) with uniformly random classes
+// (seeded; a random class may equal the true one), keeping the true
+// labels and marking the examples corrupted.
+func (d *Dataset) CorruptLabels(pct float64, seed uint64) error {
+	if d.Classes == 0 || !(pct >= 0 && pct <= 100) {
+		return fmt.Errorf("corrupt-labels %g: want a percentage of a classification set's labels", pct)
+	}
+	d.TrueLabels = append([]int(nil), d.Labels...)
+	d.Labels = append([]int(nil), d.Labels...)
+	d.Corrupted = make([]bool, d.Len())
+	rng := rand.New(rand.NewPCG(seed, 0x1d))
+	for i := range int(pct / 100 * float64(d.Len())) {
+		d.Labels[i] = rng.IntN(d.Classes)
+		d.Corrupted[i] = true
+	}
+	return nil
 }
 
 // Row returns example i's features.

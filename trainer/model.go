@@ -299,7 +299,7 @@ func (n *Net) run(d *Dataset, idx []int) (err error) {
 		copy(xs[r*d.Dim:], d.Row(i))
 		mask[r] = 1
 		if d.Classes > 0 {
-			ys[r*width+d.Labels[i]] = 1
+			target(ys[r*width:(r+1)*width], d.Labels[i], d.Smoothing)
 		} else {
 			ys[r] = d.Targets[i]
 		}
@@ -324,6 +324,48 @@ func (n *Net) run(d *Dataset, idx []int) (err error) {
 		return fmt.Errorf("forward/backward: %w", err)
 	}
 	return nil
+}
+
+// target writes a classification target: one-hot at label, smoothed to
+// (1 − e)·onehot + e/K.
+func target(row []float32, label int, e float64) {
+	k := float64(len(row))
+	for c := range row {
+		row[c] = float32(e / k)
+	}
+	row[label] += float32(1 - e)
+}
+
+// exampleLosses returns the loss of each of the first m examples idx of
+// the last pass: cross-entropy against the (smoothed) target, or the
+// squared error.
+func (n *Net) exampleLosses(d *Dataset, idx []int) []float64 {
+	out := n.outVal.Data().([]float32)
+	width := max(d.Classes, 1)
+	losses := make([]float64, len(idx))
+	t := make([]float32, width)
+	for r, i := range idx {
+		z := out[r*width : (r+1)*width]
+		if d.Classes == 0 {
+			e := float64(z[0]) - float64(d.Targets[i])
+			losses[r] = e * e
+			continue
+		}
+		hi := float64(z[0])
+		for _, v := range z {
+			hi = max(hi, float64(v))
+		}
+		sum := 0.0
+		for _, v := range z {
+			sum += math.Exp(float64(v) - hi)
+		}
+		lse := hi + math.Log(sum)
+		target(t, d.Labels[i], d.Smoothing)
+		for c, v := range z {
+			losses[r] += float64(t[c]) * (lse - float64(v))
+		}
+	}
+	return losses
 }
 
 // grads returns the summed-loss gradients of W and b of layer l.

@@ -371,17 +371,21 @@ func (n *Net) SnapshotBytes(m int) int64 {
 // bias block. Parameters and their gradients are left as they were.
 func (n *Net) Capture(d *Dataset, ids []int) (*ingest.Snapshot, error) {
 	bufs := n.newFactors(len(ids))
+	losses := make([]float64, 0, len(ids))
 	for lo := 0; lo < len(ids); lo += n.batch {
 		hi := min(lo+n.batch, len(ids))
 		if err := n.run(d, ids[lo:hi]); err != nil {
 			return nil, err
 		}
 		n.copyFactors(bufs, lo, hi)
+		losses = append(losses, n.exampleLosses(d, ids[lo:hi])...)
 	}
 	if err := n.zeroGrads(); err != nil {
 		return nil, err
 	}
-	return n.snapshot(ids, bufs), nil
+	s := n.snapshot(ids, bufs)
+	s.Attributes = attributes(d, ids, losses)
+	return s, nil
 }
 
 // StepCapture is Step that also returns the per-example gradients of the
@@ -392,8 +396,42 @@ func (n *Net) StepCapture(d *Dataset, idx []int, lr, momentum, wd float64) (loss
 		return 0, 0, nil, err
 	}
 	n.copyFactors(bufs, 0, len(idx))
+	losses := n.exampleLosses(d, idx)
 	loss, acc, err = n.update(d, idx, lr, momentum, wd)
-	return loss, acc, n.snapshot(idx, bufs), err
+	s = n.snapshot(idx, bufs)
+	s.Attributes = attributes(d, idx, losses)
+	return loss, acc, s, err
+}
+
+// attributes are the examples ids' per-example values: label (classes),
+// example_loss, and true_label and corrupted (corrupted labels) and
+// duplicate_of (copies: the source's id, -1 for an original) when the
+// data set has them.
+func attributes(d *Dataset, ids []int, losses []float64) *codec.Attributes {
+	a := &codec.Attributes{N: len(ids)}
+	ints := func(name string, f func(i int) int) {
+		c := codec.Column{Name: name, Type: codec.Int, Ints: make([]int64, len(ids))}
+		for r, i := range ids {
+			c.Ints[r] = int64(f(i))
+		}
+		a.Columns = append(a.Columns, c)
+	}
+	if d.Classes > 0 {
+		ints("label", func(i int) int { return d.Labels[i] })
+	}
+	a.Columns = append(a.Columns, codec.Column{Name: "example_loss", Type: codec.Float, Floats: losses})
+	if d.TrueLabels != nil {
+		ints("true_label", func(i int) int { return d.TrueLabels[i] })
+		c := codec.Column{Name: "corrupted", Type: codec.Bool, Bools: make([]bool, len(ids))}
+		for r, i := range ids {
+			c.Bools[r] = d.Corrupted[i]
+		}
+		a.Columns = append(a.Columns, c)
+	}
+	if d.DuplicateOf != nil {
+		ints("duplicate_of", func(i int) int { return d.DuplicateOf[i] })
+	}
+	return a
 }
 
 // factors holds each layer's captured layer inputs and output gradients.

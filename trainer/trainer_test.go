@@ -371,3 +371,78 @@ func TestInterruptedInSink(t *testing.T) {
 		t.Fatalf("got %+v, %v (%d snapshots); want an interruption at step 8", res, err, len(sink.snaps))
 	}
 }
+
+// TestAttributesAndPerturbations checks the per-example attributes of a
+// snapshot (each example's loss: their mean is the batch loss, smoothed
+// targets included) and the paper's data perturbations.
+func TestAttributesAndPerturbations(t *testing.T) {
+	data := fakeImages(60, 9)
+	dup, err := data.Duplicate(3, 4, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dup.Len() != 72 || dup.DuplicateOf[0] != -1 {
+		t.Fatalf("duplicate: %d examples", dup.Len())
+	}
+	for r := 60; r < 72; r++ {
+		src := dup.DuplicateOf[r]
+		if src < 0 || src >= 60 || !slices.Equal(dup.Row(r), data.Row(src)) || dup.Labels[r] != data.Labels[src] {
+			t.Fatalf("copy %d of %d is not its source", r, src)
+		}
+	}
+	if err := dup.CorruptLabels(25, 2); err != nil {
+		t.Fatal(err)
+	}
+	changed := 0
+	for i := range dup.Len() {
+		if dup.Corrupted[i] != (i < 18) || dup.TrueLabels[i] != data.Labels[min(i, 59)] && i < 60 {
+			t.Fatalf("corruption of example %d", i)
+		}
+		if dup.Labels[i] != dup.TrueLabels[i] {
+			changed++
+		}
+	}
+	if changed == 0 || changed > 18 {
+		t.Errorf("%d labels changed of 18 corrupted", changed)
+	}
+	imb, err := data.Imbalance(data.Labels[0], 2.5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	class := 0
+	for _, y := range data.Labels {
+		if y == data.Labels[0] {
+			class++
+		}
+	}
+	if imb.Len() != 60-class+2*class+class/2 {
+		t.Errorf("imbalance 2.5 of a class of %d: %d examples", class, imb.Len())
+	}
+	if _, err := data.Imbalance(10, 2, 1); err == nil {
+		t.Error("imbalance of class 10 of 10 accepted")
+	}
+
+	dup.Smoothing = 0.1
+	net, err := NewNet(Spec{Kind: "mlp", Hidden: []int{8}}, dup, 16, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	idx := []int{0, 5, 20, 61, 70, 3, 9, 11, 13, 14, 15, 16, 17, 18, 19, 21}
+	loss, _, s, err := net.StepCapture(dup, idx, 0.01, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := s.Attributes
+	if a == nil || a.N != 16 || a.Column("duplicate_of").Ints[3] != int64(dup.DuplicateOf[61]) || !a.Column("corrupted").Bools[0] ||
+		a.Column("label").Ints[1] != int64(dup.Labels[5]) || a.Column("true_label").Ints[1] != int64(dup.TrueLabels[5]) {
+		t.Fatalf("attributes %+v", a)
+	}
+	mean := 0.0
+	for _, l := range a.Column("example_loss").Floats {
+		mean += l / 16
+	}
+	if math.Abs(mean-loss) > 1e-5*loss {
+		t.Errorf("mean example loss %g, batch loss %g", mean, loss)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,8 @@ func init() {
 type trainFlags struct {
 	dir, run, model, hidden, data, encoding string
 	rollups                                 string
+	duplicate, imbalance                    string
+	corrupt, smoothing                      float64
 	steps, snapEvery, fullEvery, svrgEvery  int64
 	batch, snapExamples, evalExamples       int
 	dataSize                                int
@@ -73,6 +76,10 @@ cores).`, `  gvdb train --run mlp --steps 2000
 	fs.Int64Var(&f.fullEvery, "full-snapshot-every", 0, "steps between full snapshots of every training example (0: none; the paper re-clusters every 2000)")
 	fs.Int64Var(&f.svrgEvery, "svrg-every", 0, "refresh period of the SVRG anchor; each snapshot also stores its examples' gradients at the anchor (0: none; the paper: 2000)")
 	fs.IntVar(&f.evalExamples, "eval-examples", 0, "test examples for test accuracy (0: all)")
+	fs.StringVar(&f.duplicate, "duplicate", "", "n,c: c extra copies of each of n random training examples (the paper's --duplicate; copies record their source)")
+	fs.Float64Var(&f.corrupt, "corrupt-labels", 0, "replace the labels of this percentage of the training examples with random classes (the paper's --corrupt_perc)")
+	fs.Float64Var(&f.smoothing, "label-smoothing", 0, "label smoothing e of the loss's targets: (1-e)·onehot + e/classes")
+	fs.StringVar(&f.imbalance, "imbalance", "", "c,r: repeat class c's training examples r times (0.01 keeps 1%, 10 makes ten copies), the paper's --imbalance")
 	fs.StringVar(&f.encoding, "encoding", "float32", "block encoding: float32 (lossless), float16, bfloat16 or int8")
 	fs.StringVar(&f.rollups, "rollups", "auto", "per-snapshot rollups that answer moment statistics without reading blocks: auto (per-example table always, per-coordinate vectors where smaller than the block), vectors, scalars or none")
 	fs.Uint64Var(&f.seed, "seed", 1, "random seed (initialization, data order, snapshot examples)")
@@ -81,6 +88,59 @@ cores).`, `  gvdb train --run mlp --steps 2000
 		return err
 	}
 	return m.runTraining(ctx, f)
+}
+
+// perturb applies the paper's data perturbations to the training set, in
+// the order imbalance, duplicates, corrupted labels; label smoothing
+// changes the loss's targets.
+func (f *trainFlags) perturb(train *trainer.Dataset) error {
+	pair := func(flag, v string) (float64, float64, error) {
+		a, b, ok := strings.Cut(v, ",")
+		x, err1 := strconv.ParseFloat(strings.TrimSpace(a), 64)
+		y, err2 := strconv.ParseFloat(strings.TrimSpace(b), 64)
+		if !ok || err1 != nil || err2 != nil {
+			return 0, 0, usagef("train: --%s %q: want two numbers, e.g. 10,1000", flag, v)
+		}
+		return x, y, nil
+	}
+	d := train
+	if f.imbalance != "" {
+		c, r, err := pair("imbalance", f.imbalance)
+		if err != nil {
+			return err
+		}
+		if c != math.Trunc(c) {
+			return usagef("train: --imbalance: the class %g is not a whole number", c)
+		}
+		if d, err = d.Imbalance(int(c), r, f.seed); err != nil {
+			return usageError{fmt.Errorf("train: %w", err)}
+		}
+	}
+	if f.duplicate != "" {
+		n, c, err := pair("duplicate", f.duplicate)
+		if err != nil {
+			return err
+		}
+		if n != math.Trunc(n) || c != math.Trunc(c) {
+			return usagef("train: --duplicate %q: want whole numbers", f.duplicate)
+		}
+		if d, err = d.Duplicate(int(n), int(c), f.seed); err != nil {
+			return usageError{fmt.Errorf("train: %w", err)}
+		}
+	}
+	if f.corrupt != 0 {
+		if err := d.CorruptLabels(f.corrupt, f.seed); err != nil {
+			return usageError{fmt.Errorf("train: %w", err)}
+		}
+	}
+	if f.smoothing != 0 {
+		if !(f.smoothing > 0 && f.smoothing < 1) || d.Classes == 0 {
+			return usagef("train: --label-smoothing must be in (0, 1), for classification data")
+		}
+		d.Smoothing = f.smoothing
+	}
+	*train = *d
+	return nil
 }
 
 // prepare checks the flags and loads the data, before any store is touched.
@@ -178,6 +238,9 @@ func (f *trainFlags) prepare() (*trainer.Config, codec.Encoding, error) {
 		}
 		cfg.Train, cfg.Test = trainer.RandomFeatures(f.seed, n, 100, 100, 1000)
 	}
+	if err := f.perturb(cfg.Train); err != nil {
+		return nil, 0, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, 0, usageError{fmt.Errorf("train: %w", err)}
 	}
@@ -219,6 +282,17 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 			"train_examples": fmt.Sprint(cfg.Train.Len()), "test_examples": fmt.Sprint(cfg.Test.Len()),
 			"eval_examples": fmt.Sprint(f.evalExamples), "loss": "sum of per-example losses; update uses the mean",
 		}}
+	for k, v := range map[string]string{"duplicate": f.duplicate, "imbalance": f.imbalance} {
+		if v != "" {
+			run.Params[k] = v
+		}
+	}
+	if f.corrupt != 0 {
+		run.Params["corrupt_labels"] = fmt.Sprint(f.corrupt)
+	}
+	if f.smoothing != 0 {
+		run.Params["label_smoothing"] = fmt.Sprint(f.smoothing)
+	}
 	rec, err := ingest.Record(d, run, f.overwrite, ingest.Options{Encoding: enc, Rollups: ingest.RollupPolicy(f.rollups)})
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
