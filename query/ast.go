@@ -28,13 +28,14 @@ type Show struct {
 
 // Select computes statistics and scalars over runs, steps and layers.
 type Select struct {
-	Pos   lexer.Position
-	Items []*Item     `parser:"'SELECT' @@ (',' @@)*"`
-	Runs  []string    `parser:"'FROM' @String (',' @String)*"`
-	Where *Cond       `parser:"('WHERE' @@)?"`
-	Group []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
-	Order []*OrderKey `parser:"('ORDER' 'BY' @@ (',' @@)*)?"`
-	Limit *float64    `parser:"('LIMIT' @Number)?"`
+	Pos    lexer.Position
+	Items  []*Item     `parser:"'SELECT' @@ (',' @@)*"`
+	Runs   []string    `parser:"'FROM' @String (',' @String)*"`
+	Where  *Cond       `parser:"('WHERE' @@)?"`
+	Group  []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
+	Having *Cond       `parser:"('HAVING' @@)?"`
+	Order  []*OrderKey `parser:"('ORDER' 'BY' @@ (',' @@)*)?"`
+	Limit  *float64    `parser:"('LIMIT' @Number)?"`
 }
 
 // Plot is a SELECT whose result is drawn to a file.
@@ -121,7 +122,7 @@ type Number struct {
 // pooled(nvar(128)).
 type Call struct {
 	Pos  lexer.Position
-	Name Ident   `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'TITLE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident '('"`
+	Name Ident   `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'TITLE' | 'HAVING' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident '('"`
 	Args []*Expr `parser:"(@@ (',' @@)*)? ')'"`
 }
 
@@ -129,7 +130,7 @@ type Call struct {
 // scalar (loss, accuracy, ...) or a key (step, run, layer).
 type Name struct {
 	Pos  lexer.Position
-	Name Ident `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'TITLE' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
+	Name Ident `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'TITLE' | 'HAVING' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
 }
 
 // Paren is a parenthesized expression.
@@ -162,13 +163,19 @@ type NotCond struct {
 type Pred struct {
 	Pos   lexer.Position
 	Paren *Cond     `parser:"  '(' @@ ')'"`
-	Field Keyword   `parser:"| @('STEP' | 'LAYER' | 'RUN' | 'POPULATION')"`
+	Field Ident     `parser:"| (?! 'AND' | 'OR' | 'NOT' | 'GROUP' | 'HAVING' | 'ORDER' | 'LIMIT' | 'SCALE' | 'TITLE' | 'TO') @Ident"`
 	Op    string    `parser:"  ( @('<=' | '>=' | '!=' | '<>' | '=' | '<' | '>')"`
 	Value *Literal  `parser:"    @@"`
 	In    []Literal `parser:"  | 'IN' '(' @@ (',' @@)* ')'"`
 	Glob  *string   `parser:"  | 'GLOB' @String"`
 	Lo    *Literal  `parser:"  | 'BETWEEN' @@"`
-	Hi    *Literal  `parser:"    'AND' @@ )"`
+	Hi    *Literal  `parser:"    'AND' @@ )?"`
+}
+
+// Bare reports whether the predicate is a field alone (a boolean
+// attribute: WHERE corrupted).
+func (p *Pred) Bare() bool {
+	return p.Paren == nil && p.Value == nil && p.In == nil && p.Glob == nil && p.Lo == nil
 }
 
 // Literal is a number or a string.
@@ -182,6 +189,9 @@ type GroupKey struct {
 	Pos    lexer.Position
 	Window *float64 `parser:"  'WINDOW' '(' @Number ')'"`
 	Key    Keyword  `parser:"| @('STEP' | 'RUN' | 'LAYER')"`
+	// Attr is an example attribute (label) or a run's configuration
+	// (config.lr).
+	Attr Ident `parser:"| (?! 'HAVING' | 'ORDER' | 'LIMIT' | 'SCALE' | 'TITLE' | 'TO') @Ident"`
 }
 
 // OrderKey is an output column (by name or expression) and a direction.
@@ -259,6 +269,9 @@ func (s *Select) String() string {
 	}
 	if len(s.Group) > 0 {
 		b.WriteString(" GROUP BY " + groupString(s.Group))
+	}
+	if s.Having != nil {
+		b.WriteString(" HAVING " + s.Having.String())
 	}
 	if len(s.Order) > 0 {
 		parts := make([]string, len(s.Order))
@@ -410,6 +423,8 @@ func (p *Pred) String() string {
 	}
 	f := strings.ToLower(string(p.Field))
 	switch {
+	case p.Bare():
+		return f
 	case p.Value != nil:
 		return f + " " + p.Op + " " + p.Value.String()
 	case p.In != nil:
@@ -437,6 +452,9 @@ func (l Literal) String() string {
 func (g *GroupKey) String() string {
 	if g.Window != nil {
 		return "window(" + strconv.FormatFloat(*g.Window, 'g', -1, 64) + ")"
+	}
+	if g.Attr != "" {
+		return string(g.Attr)
 	}
 	return strings.ToLower(string(g.Key))
 }

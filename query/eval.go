@@ -1,6 +1,7 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -274,7 +275,11 @@ type rowKey struct {
 	run   int
 	scope int
 	t     int64 // step, or window start
+	group int64 // the example attribute's value under GROUP BY it, else noGroup
 }
+
+// noGroup is rowKey.group without GROUP BY an example attribute.
+const noGroup = math.MinInt64
 
 // cell accumulates one value over the snapshots or steps of a row.
 type cell struct {
@@ -319,7 +324,7 @@ func (g *grid) key(run, scope int, step int64) rowKey {
 	if g.window > 0 {
 		step -= step % g.window
 	}
-	return rowKey{run, scope, step}
+	return rowKey{run, scope, step, noGroup}
 }
 
 // row returns a row's cells, creating the row.
@@ -386,6 +391,9 @@ func (g *grid) sorted() []rowKey {
 		}
 		if x.scope != y.scope {
 			return x.scope < y.scope
+		}
+		if x.group != y.group {
+			return x.group < y.group
 		}
 		return x.t < y.t
 	})
@@ -556,8 +564,9 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	// Moment statistics are answered from the snapshots' rollups when
 	// every layer has one (with vectors where needed); otherwise, and for
 	// Gradient Clustering and SVRG, from the blocks.
-	useRollups := !need.gc && !need.anchor && !e.opts.NoRollups
-	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups}
+	examples := len(e.p.exampleConds) > 0 || e.p.exampleGroup != ""
+	useRollups := !need.gc && !need.anchor && !e.opts.NoRollups && !examples
+	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups, Attributes: true}
 	workers := e.opts.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -732,21 +741,175 @@ func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, all []string, ne
 	for _, b := range slices.Concat(s.Blocks, s.Anchor, s.Rollups) {
 		o.bytes += int64(len(b.Data))
 	}
+	var attrs *codec.Attributes
+	if s.Attributes != nil {
+		var err error
+		if attrs, err = codec.DecodeAttributes(s.Attributes, s.N); err != nil {
+			return fail(fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err))
+		}
+	}
+	groups, err := e.exampleGroups(rp, s, attrs)
+	if err != nil {
+		return fail(err)
+	}
 	o.decode = time.Since(t0)
 	t1 := time.Now()
 	for si, sc := range rp.scopes {
-		in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors)}
-		if rolls != nil {
-			for _, l := range sc.layers {
-				in.rollups = append(in.rollups, stats.LayerRollup{Name: l, Rollup: rolls[l]})
+		for _, g := range groups {
+			in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors), group: g.value}
+			if len(in.layers) > 0 {
+				in.splitKeys = splitKeys(attrs, g.rows, in.layers[0].Block.IDs)
 			}
-		}
-		if err := e.compute(rp, ri, si, s, in, need, pooled, o); err != nil {
-			return fail(fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err))
+			if g.rows != nil {
+				if len(g.rows) == 0 {
+					continue
+				}
+				in.layers, in.anchor = stats.SubsetLayers(in.layers, g.rows), stats.SubsetLayers(in.anchor, g.rows)
+			}
+			if rolls != nil {
+				for _, l := range sc.layers {
+					in.rollups = append(in.rollups, stats.LayerRollup{Name: l, Rollup: rolls[l]})
+				}
+			}
+			if err := e.compute(rp, ri, si, s, in, need, pooled, o); err != nil {
+				return fail(fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err))
+			}
 		}
 	}
 	o.compute = time.Since(t1)
 	return o
+}
+
+// exampleGroup is the examples (row indexes; nil: all) a statistic is
+// computed over, and their GROUP BY attribute value (noGroup: none).
+type exampleGroup struct {
+	rows  []int
+	value int64
+}
+
+// exampleGroups applies the WHERE clause's example conditions and the
+// GROUP BY attribute to a snapshot's examples.
+func (e *evaluator) exampleGroups(rp runPlan, s *db.Snapshot, attrs *codec.Attributes) ([]exampleGroup, error) {
+	if len(e.p.exampleConds) == 0 && e.p.exampleGroup == "" {
+		return []exampleGroup{{value: noGroup}}, nil
+	}
+	if attrs == nil {
+		return nil, &Error{Pos: e.p.sel.Pos, Msg: fmt.Sprintf("run %q step %d has no example attributes to filter or group by (written before gvdb 0.2, or by an importer that records none)", rp.run.Name, s.Step)}
+	}
+	names := func() string {
+		var out []string
+		for _, c := range attrs.Columns {
+			out = append(out, c.Name)
+		}
+		return strings.Join(out, ", ")
+	}
+	var err error
+	get := func(field string, i int) float64 {
+		c := attrs.Column(field)
+		if c == nil {
+			if err == nil {
+				msg := fmt.Sprintf("run %q has no example attribute %q (attributes: %s)", rp.run.Name, field, names())
+				if n := db.Nearest(field, strings.Split(names(), ", ")); n != "" {
+					msg += fmt.Sprintf("; did you mean %q?", n)
+				}
+				pos, ok := e.p.attrPos[field]
+				if !ok {
+					pos = e.p.sel.Pos
+				}
+				err = &Error{Pos: pos, Msg: msg}
+			}
+			return math.NaN()
+		}
+		return c.Value(i)
+	}
+	var rows []int
+	for i := range s.N {
+		keep := true
+		for _, c := range e.p.exampleConds {
+			keep = keep && evalExampleCond(c, func(f string) float64 { return get(f, i) })
+		}
+		if keep {
+			rows = append(rows, i)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if e.p.exampleGroup == "" {
+		return []exampleGroup{{rows: rows, value: noGroup}}, nil
+	}
+	col := attrs.Column(e.p.exampleGroup)
+	if col == nil {
+		get(e.p.exampleGroup, 0)
+		return nil, err
+	}
+	if col.Type == codec.Float {
+		return nil, &Error{Pos: e.p.groupPos, Msg: fmt.Sprintf("GROUP BY %s: a real-valued attribute has no groups (group by an integer or boolean attribute)", col.Name)}
+	}
+	by := map[int64][]int{}
+	for _, i := range rows {
+		v := int64(col.Value(i))
+		by[v] = append(by[v], i)
+	}
+	var out []exampleGroup
+	for v, rs := range by {
+		out = append(out, exampleGroup{rows: rs, value: v})
+	}
+	slices.SortFunc(out, func(a, b exampleGroup) int { return cmp.Compare(a.value, b.value) })
+	return out, nil
+}
+
+// splitKeys returns the keys that decide Gradient Clustering's held-out
+// halves for the examples rows: a copy's source id (duplicate_of), so
+// that copies stay together, else the example's id.
+func splitKeys(attrs *codec.Attributes, rows []int, ids []uint64) []uint64 {
+	dup := attrs.Column("duplicate_of")
+	if dup == nil || dup.Type != codec.Int || ids == nil {
+		return nil
+	}
+	if rows == nil {
+		rows = make([]int, len(ids))
+		for i := range rows {
+			rows[i] = i
+		}
+	}
+	out := make([]uint64, len(rows))
+	for r, i := range rows {
+		out[r] = ids[i]
+		if d := dup.Ints[i]; d >= 0 {
+			out[r] = uint64(d)
+		}
+	}
+	return out
+}
+
+// evalExampleCond evaluates an example condition for one example; get
+// returns an attribute's value.
+func evalExampleCond(c *Cond, get func(string) float64) bool {
+	for _, a := range c.Or {
+		all := true
+		for _, n := range a.And {
+			p := n.Pred
+			var v bool
+			switch {
+			case p.Paren != nil:
+				v = evalExampleCond(p.Paren, get)
+			case p.Bare():
+				v = get(string(p.Field)) != 0
+			default:
+				x := get(string(p.Field))
+				v = evalPred(p, func(l Literal) int { return cmpNum(x, l) }, nil)
+			}
+			if v == n.Not {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // checkHeaders checks every block's header against the run's schema and
@@ -822,6 +985,8 @@ func scopeLayers(sc scope, blocks map[string]*codec.Block) []stats.Layer {
 type scopeInput struct {
 	layers, anchor []stats.Layer
 	rollups        []stats.LayerRollup
+	group          int64    // GROUP BY attribute value (noGroup: none)
+	splitKeys      []uint64 // held-out halves' keys (nil: the ids)
 }
 
 // readRollups decodes the rollups of the layers of s, or returns nil when
@@ -875,7 +1040,9 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 		if gc != nil {
 			return gc, nil
 		}
-		g, err := stats.NewGC(layers, e.gcOptions())
+		opts := e.gcOptions()
+		opts.SplitKeys = in.splitKeys
+		g, err := stats.NewGC(layers, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -911,6 +1078,7 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 		return svrg, nil
 	}
 	k := e.g.key(ri, si, s.Step)
+	k.group = in.group
 	for _, ref := range rp.refs {
 		if ref.pooled {
 			o.pools = append(o.pools, cellAdd{k: k, ref: ref.key(), m: m})
@@ -965,6 +1133,9 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 	if p.byLayer {
 		res.Columns = append(res.Columns, "layer")
 	}
+	if p.exampleGroup != "" {
+		res.Columns = append(res.Columns, p.exampleGroup)
+	}
 	res.Columns = append(res.Columns, "step")
 	res.Labels = append([]string(nil), res.Columns...)
 	res.Kinds = append([]string(nil), res.Columns...)
@@ -992,6 +1163,9 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 		}
 		if p.byLayer {
 			row = append(row, rp.scopes[k.scope].name)
+		}
+		if p.exampleGroup != "" {
+			row = append(row, k.group)
 		}
 		row = append(row, k.t)
 		for _, it := range p.items {
@@ -1076,6 +1250,9 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 			r, err := d.Run(n)
 			if err != nil {
 				return nil, &Error{Pos: s.Pos, Msg: err.Error(), Err: err}
+			}
+			if p.configOK != nil && !p.configOK(r) {
+				continue
 			}
 			out = append(out, r)
 		}

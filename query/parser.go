@@ -15,7 +15,7 @@ var queryLexer = lexer.MustSimple([]lexer.SimpleRule{
 	{Name: "Comment", Pattern: `--[^\n]*|/\*([^*]|\*+[^*/])*\*+/`},
 	{Name: "String", Pattern: `'(?:[^']|'')*'|"(?:[^"]|"")*"`},
 	{Name: "Number", Pattern: `(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?`},
-	{Name: "Ident", Pattern: `[A-Za-z_][A-Za-z0-9_]*`},
+	{Name: "Ident", Pattern: `[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*`},
 	{Name: "Op", Pattern: `<=|>=|!=|<>|[-+*/(),;=<>]`},
 	{Name: "Whitespace", Pattern: `\s+`},
 })

@@ -1,9 +1,11 @@
 package query
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/alecthomas/participle/v2/lexer"
@@ -28,7 +30,30 @@ type plan struct {
 	runOK    func(string) bool
 	popOK    func(db.Population) bool
 	items    []*Item // items that are not bare keys, in order
+
+	// configOK filters runs by their configuration (WHERE config.lr = 0.1).
+	configOK func(*db.Run) bool
+	// configGroups are GROUP BY config.x keys: rows aggregate runs.
+	configGroups []string
+	// exampleConds filter each snapshot's examples by their attributes
+	// (WHERE label = 3 AND NOT corrupted); exampleGroup splits them by
+	// one attribute (GROUP BY label).
+	exampleConds []*Cond
+	exampleGroup string
+	groupPos     lexer.Position
+	// attrPos is where the query names each example attribute.
+	attrPos map[string]lexer.Position
 }
+
+// keyFields are the names WHERE tests on snapshots and scopes; config.x
+// tests a run's configuration; any other name is an example attribute.
+var keyFields = map[string]bool{"step": true, "layer": true, "run": true, "population": true}
+
+func isConfig(f string) bool { return strings.HasPrefix(f, "config.") }
+
+// isAttribute reports whether a WHERE or GROUP BY name is an example
+// attribute.
+func isAttribute(f string) bool { return !keyFields[f] && !isConfig(f) }
 
 type literalRef struct {
 	name string
@@ -37,7 +62,7 @@ type literalRef struct {
 
 // planSelect checks a SELECT and works out what it needs.
 func planSelect(s *Select) (*plan, error) {
-	p := &plan{sel: s, stepLo: 0, stepHi: math.MaxInt64, scalarAt: map[string]lexer.Position{}}
+	p := &plan{sel: s, stepLo: 0, stepHi: math.MaxInt64, scalarAt: map[string]lexer.Position{}, attrPos: map[string]lexer.Position{}}
 	seen := map[string]bool{}
 	for _, g := range s.Group {
 		switch {
@@ -53,6 +78,16 @@ func planSelect(s *Select) (*plan, error) {
 			p.byRun = true
 		case g.Key == "LAYER":
 			p.byLayer = true
+		case isConfig(string(g.Attr)):
+			p.configGroups = append(p.configGroups, string(g.Attr))
+		case g.Attr != "" && keyFields[string(g.Attr)]:
+			return nil, errorf(g.Pos, "GROUP BY %s: %s is not a key to group by (keys: window(n), step, run, layer, config.x, or an example attribute)", g.Attr, g.Attr)
+		case g.Attr != "":
+			if p.exampleGroup != "" {
+				return nil, errorf(g.Pos, "GROUP BY has two example attributes (%s and %s); group by one", p.exampleGroup, g.Attr)
+			}
+			p.exampleGroup, p.groupPos = string(g.Attr), g.Pos
+			p.attrPos[string(g.Attr)] = g.Pos
 		}
 	}
 	for _, it := range s.Items {
@@ -312,7 +347,62 @@ func next(s int64) int64 {
 	return s + 1
 }
 
-// condField returns the one key a condition tests.
+// cmpConfig compares a run's configuration value with a literal: as
+// numbers when both are, else as text.
+func cmpConfig(v any, l Literal) int {
+	if x, ok := v.(float64); ok && l.Num != nil {
+		return cmpNum(x, l)
+	}
+	want := ""
+	if l.Str != nil {
+		want = *l.Str
+	} else {
+		want = strconv.FormatFloat(*l.Num, 'g', -1, 64)
+	}
+	return strings.Compare(fmt.Sprint(v), want)
+}
+
+// ConfigValue returns a run's configuration value under key: a field of
+// its metadata (lr, batch_size, seed, model, dataset, ...; the aliases
+// batch, data and wd too) or one of its parameters (hidden, duplicate,
+// corrupt_labels, ...), as a float64 when it is a number, else a string.
+func ConfigValue(r *db.Run, key string) (any, bool) {
+	aliases := map[string]string{"batch": "batch_size", "data": "dataset", "wd": "weight_decay"}
+	if a, ok := aliases[key]; ok {
+		key = a
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return nil, false
+	}
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return nil, false
+	}
+	v, ok := m[key]
+	if !ok {
+		pv, pok := r.Params[key]
+		if !pok {
+			return nil, false
+		}
+		v = pv
+	}
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case string:
+		if f, err := strconv.ParseFloat(x, 64); err == nil {
+			return f, true
+		}
+		return x, true
+	case nil:
+		return nil, false
+	}
+	return fmt.Sprint(v), true
+}
+
+// condField returns the one key a condition tests ("example" for example
+// attributes, which may be mixed).
 func condField(c *Cond) (string, error) {
 	field := ""
 	var pos lexer.Position
@@ -327,6 +417,9 @@ func condField(c *Cond) (string, error) {
 					continue
 				}
 				f := strings.ToLower(string(n.Pred.Field))
+				if isAttribute(f) {
+					f = "example"
+				}
 				if field != "" && f != field {
 					return errorf(n.Pred.Pos, "this condition mixes %s (at %d:%d) and %s: join conditions on different keys with AND at the top level", field, pos.Line, pos.Column, f)
 				}
@@ -341,6 +434,35 @@ func condField(c *Cond) (string, error) {
 func (p *plan) addPred(field string, c *Cond) error {
 	if err := checkTypes(c, field); err != nil {
 		return err
+	}
+	switch {
+	case field == "example":
+		p.exampleConds = append(p.exampleConds, c)
+		var walk func(c *Cond)
+		walk = func(c *Cond) {
+			for _, a := range c.Or {
+				for _, n := range a.And {
+					if n.Pred.Paren != nil {
+						walk(n.Pred.Paren)
+					} else if _, ok := p.attrPos[string(n.Pred.Field)]; !ok {
+						p.attrPos[string(n.Pred.Field)] = n.Pred.Pos
+					}
+				}
+			}
+		}
+		walk(c)
+		return nil
+	case isConfig(field):
+		prev := p.configOK
+		key := strings.TrimPrefix(field, "config.")
+		p.configOK = func(r *db.Run) bool {
+			v, ok := ConfigValue(r, key)
+			return (prev == nil || prev(r)) && ok && evalCond(c, func(l Literal) int { return cmpConfig(v, l) }, func(g string) bool {
+				ok, _ := path.Match(g, fmt.Sprint(v))
+				return ok
+			})
+		}
+		return nil
 	}
 	switch field {
 	case "step":
@@ -397,10 +519,11 @@ func checkTypes(c *Cond, field string) error {
 		if l == nil || err != nil {
 			return
 		}
-		if field == "step" && l.Num == nil {
-			err = errorf(pos, "step is compared with a number, got %s", l)
-		}
-		if field != "step" && l.Str == nil {
+		switch {
+		case isConfig(field):
+		case (field == "step" || field == "example") && l.Num == nil:
+			err = errorf(pos, "%s is compared with a number, got %s", map[bool]string{true: "an example attribute", false: field}[field == "example"], l)
+		case field != "step" && field != "example" && l.Str == nil:
 			err = errorf(pos, "%s is compared with a quoted name, got %s", field, l)
 		}
 	}
@@ -410,6 +533,21 @@ func checkTypes(c *Cond, field string) error {
 				pr := n.Pred
 				if pr.Paren != nil {
 					walk(pr.Paren)
+					continue
+				}
+				if pr.Bare() && field != "example" {
+					err = errorf(pr.Pos, "%s needs a comparison (WHERE %s = ...)", pr.Field, pr.Field)
+				}
+				if field == "example" || isConfig(field) {
+					if pr.Glob != nil && field == "example" {
+						err = errorf(pr.Pos, "GLOB matches names; %s is a number", pr.Field)
+					}
+					check(pr.Value, pr.Pos)
+					check(pr.Lo, pr.Pos)
+					check(pr.Hi, pr.Pos)
+					for i := range pr.In {
+						check(&pr.In[i], pr.Pos)
+					}
 					continue
 				}
 				check(pr.Value, pr.Pos)

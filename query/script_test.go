@@ -67,6 +67,7 @@ func testStore(t testing.TB) *db.DB {
 			for _, l := range layers {
 				s.Blocks = append(s.Blocks, ingest.NamedBlock{Layer: l.Name, Block: blocks[l.Name]})
 			}
+			s.Attributes = testAttributes(blocks[layers[0].Name].IDs)
 			if name == "a" {
 				s.AnchorStep = step - step%200
 				anchor := blocks
@@ -97,6 +98,29 @@ func testStore(t testing.TB) *db.DB {
 		}
 	}
 	return d
+}
+
+// testAttributes are deterministic attributes of examples ids: label =
+// id mod 3, example_loss = (id mod 7)/2, corrupted when id is a multiple
+// of 5, duplicate_of = id-1 for odd ids above 40 (else -1).
+func testAttributes(ids []uint64) *codec.Attributes {
+	n := len(ids)
+	a := &codec.Attributes{N: n, Columns: []codec.Column{
+		{Name: "label", Type: codec.Int, Ints: make([]int64, n)},
+		{Name: "example_loss", Type: codec.Float, Floats: make([]float64, n)},
+		{Name: "corrupted", Type: codec.Bool, Bools: make([]bool, n)},
+		{Name: "duplicate_of", Type: codec.Int, Ints: make([]int64, n)},
+	}}
+	for i, id := range ids {
+		a.Columns[0].Ints[i] = int64(id % 3)
+		a.Columns[1].Floats[i] = float64(id%7) / 2
+		a.Columns[2].Bools[i] = id%5 == 0
+		a.Columns[3].Ints[i] = -1
+		if id > 40 && id%2 == 1 {
+			a.Columns[3].Ints[i] = int64(id - 1)
+		}
+	}
+	return a
 }
 
 // format renders a result as the scripts expect: CSV with 6 significant

@@ -34,6 +34,10 @@ type GCOptions struct {
 	// MemoryBudget bounds the bytes the chosen path may take (default
 	// DefaultMemoryBudget: half the machine's memory).
 	MemoryBudget int64
+	// SplitKeys, if set (one per example), decide the held-out halves in
+	// place of the example ids: copies of an example (--duplicate) share
+	// their source's key and so never straddle the halves.
+	SplitKeys []uint64
 }
 
 // Clustering is a partition of a snapshot's N examples into K clusters.

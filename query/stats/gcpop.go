@@ -329,12 +329,21 @@ func (g *GC) halves() [2][]int {
 	n := g.N()
 	h := make([]uint64, n)
 	all := make([]int, n)
+	keys := g.ids
+	if len(g.opts.SplitKeys) == n {
+		keys = g.opts.SplitKeys
+	}
 	for i := range n {
-		h[i] = splitmix(g.ids[i] ^ (g.opts.Seed * 0x9e3779b97f4a7c15))
+		h[i] = splitmix(keys[i] ^ (g.opts.Seed * 0x9e3779b97f4a7c15))
 		all[i] = i
 	}
 	sort.SliceStable(all, func(a, b int) bool { return h[all[a]] < h[all[b]] })
-	g.folds = [2][]int{g.idOrder(all[:n/2]), g.idOrder(all[n/2:])}
+	// Examples with one key (copies) stay in one half.
+	cut := n / 2
+	for cut > 0 && cut < n && h[all[cut]] == h[all[cut-1]] {
+		cut++
+	}
+	g.folds = [2][]int{g.idOrder(all[:cut]), g.idOrder(all[cut:])}
 	return g.folds
 }
 

@@ -374,3 +374,28 @@ func Merge(m, o *Moments) (*Moments, error) {
 	p.Warnings = append(append([]string(nil), m.Warnings...), o.Warnings...)
 	return p, nil
 }
+
+// subset returns the block of the examples rows (in that order).
+func subset(b *codec.Block, rows []int) *codec.Block {
+	out := &codec.Block{Kind: b.Kind, T: b.T, In: b.In, Out: b.Out, Dim: b.Dim, IDs: make([]uint64, 0, len(rows))}
+	for _, i := range rows {
+		out.IDs = append(out.IDs, b.IDs[i])
+		if b.Kind == codec.Dense {
+			out.Rows = append(out.Rows, b.Rows[i*b.Dim:(i+1)*b.Dim]...)
+		} else {
+			out.A = append(out.A, b.A[i*b.T*b.In:(i+1)*b.T*b.In]...)
+			out.Delta = append(out.Delta, b.Delta[i*b.T*b.Out:(i+1)*b.T*b.Out]...)
+		}
+	}
+	return out
+}
+
+// SubsetLayers returns the layers restricted to the examples rows: the
+// population of a statistic over some examples (WHERE label = 3).
+func SubsetLayers(layers []Layer, rows []int) []Layer {
+	out := make([]Layer, len(layers))
+	for i, l := range layers {
+		out[i] = Layer{Name: l.Name, Block: subset(l.Block, rows)}
+	}
+	return out
+}

@@ -467,21 +467,6 @@ func TestGCInvariants(t *testing.T) {
 	}
 }
 
-// subset returns the block of the examples rows.
-func subset(b *codec.Block, rows []int) *codec.Block {
-	out := &codec.Block{Kind: b.Kind, T: b.T, In: b.In, Out: b.Out, Dim: b.Dim}
-	for _, i := range rows {
-		out.IDs = append(out.IDs, b.IDs[i])
-		if b.Kind == codec.Dense {
-			out.Rows = append(out.Rows, b.Rows[i*b.Dim:(i+1)*b.Dim]...)
-		} else {
-			out.A = append(out.A, b.A[i*b.T*b.In:(i+1)*b.T*b.In]...)
-			out.Delta = append(out.Delta, b.Delta[i*b.T*b.Out:(i+1)*b.T*b.Out]...)
-		}
-	}
-	return out
-}
-
 // TestSketchNearGram clusters examples with a cluster structure on both
 // paths: the sketch path's exact objective stays within 10% of the Gram
 // path's.
@@ -704,5 +689,29 @@ func TestNonFinite(t *testing.T) {
 	layers[1].Block.Delta[7] = float32(math.Inf(1))
 	if m, _ := Compute(layers, 1, Need{}); !m.NonFinite || !math.IsNaN(m.Variance(1)) {
 		t.Error("Inf gradient not flagged")
+	}
+}
+
+// TestHalvesKeepCopiesTogether: with split keys, examples that share a key
+// (a source and its copies) land in the same held-out half.
+func TestHalvesKeepCopiesTogether(t *testing.T) {
+	rng := rand.New(rand.NewPCG(30, 30))
+	layers := testLayers(rng, 50)
+	keys := make([]uint64, 50)
+	for i := range keys {
+		keys[i] = uint64(i / 5) // groups of 5 copies
+	}
+	g, err := NewGC(layers, GCOptions{Seed: 3, Path: PathGram, SplitKeys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := map[uint64]int{}
+	for h, f := range g.halves() {
+		for _, i := range f {
+			if prev, ok := half[keys[i]]; ok && prev != h {
+				t.Fatalf("key %d in both halves", keys[i])
+			}
+			half[keys[i]] = h
+		}
 	}
 }
