@@ -11,12 +11,14 @@ import (
 	"runtime/metrics"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/alecthomas/participle/v2/lexer"
+	"github.com/dustin/go-humanize"
 
 	"gvdb/db"
 	"gvdb/ingest/codec"
@@ -415,6 +417,8 @@ type evaluator struct {
 	total  int
 	// last is the last step with data of each run (index as runs).
 	last []int64
+	// examples are the per-example values of per-example rows.
+	examples []*exampleOut
 }
 
 func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result, error) {
@@ -443,7 +447,7 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 			return nil, err
 		}
 		plans = append(plans, rp)
-		if len(p.stats) > 0 {
+		if len(p.stats) > 0 || p.exampleRows {
 			if err := e.scanStats(rp, ri); err != nil {
 				return nil, err
 			}
@@ -458,7 +462,12 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 		return nil, err
 	}
 	e.partialWindows(runs)
-	buildRows(e.res, s, p, runs, plans, e.g)
+	buildRows(e.res, s, p, runs, plans, e.g, e.examples)
+	if s.Having != nil {
+		if err := having(e.res, s.Having); err != nil {
+			return nil, err
+		}
+	}
 	if err := orderAndLimit(e.res, s); err != nil {
 		return nil, err
 	}
@@ -564,8 +573,11 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	// Moment statistics are answered from the snapshots' rollups when
 	// every layer has one (with vectors where needed); otherwise, and for
 	// Gradient Clustering and SVRG, from the blocks.
-	examples := len(e.p.exampleConds) > 0 || e.p.exampleGroup != ""
-	useRollups := !need.gc && !need.anchor && !e.opts.NoRollups && !examples
+	examples := len(e.p.exampleConds) > 0 || e.p.exampleGroup != "" || e.p.exampleRows
+	useRollups := !need.gc && !need.anchor && !e.opts.NoRollups && !examples && len(e.p.cis) == 0
+	if e.p.perExample["cos_to_mean"] {
+		need.inner = true
+	}
 	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups, Attributes: true}
 	workers := e.opts.Workers
 	if workers <= 0 {
@@ -648,6 +660,7 @@ type snapOut struct {
 	gc       []string
 	adds     []cellAdd
 	pools    []cellAdd
+	examples []*exampleOut
 	rollups  bool
 	bytes    int64
 	decode   time.Duration
@@ -689,6 +702,10 @@ func (e *evaluator) apply(o *snapOut) error {
 		if err := e.g.pool(a.k, a.ref, a.m); err != nil {
 			return err
 		}
+	}
+	for _, ex := range o.examples {
+		e.g.row(ex.k) // the row exists even without statistics
+		e.examples = append(e.examples, ex)
 	}
 	e.seen(o.run, o.step)
 	e.progress()
@@ -756,7 +773,7 @@ func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, all []string, ne
 	t1 := time.Now()
 	for si, sc := range rp.scopes {
 		for _, g := range groups {
-			in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors), group: g.value}
+			in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors), group: g.value, attrs: attrs, rows: g.rows}
 			if len(in.layers) > 0 {
 				in.splitKeys = splitKeys(attrs, g.rows, in.layers[0].Block.IDs)
 			}
@@ -987,6 +1004,8 @@ type scopeInput struct {
 	rollups        []stats.LayerRollup
 	group          int64    // GROUP BY attribute value (noGroup: none)
 	splitKeys      []uint64 // held-out halves' keys (nil: the ids)
+	attrs          *codec.Attributes
+	rows           []int // the examples of layers, as rows of the snapshot (nil: all)
 }
 
 // readRollups decodes the rollups of the layers of s, or returns nil when
@@ -1096,7 +1115,106 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 		}
 		o.adds = append(o.adds, cellAdd{k: k, ref: ref.key(), v: v})
 	}
+	if err := e.intervals(rp, layers, m, k, o); err != nil {
+		return err
+	}
+	if e.p.exampleRows {
+		ex, err := e.exampleValues(layers, m, in, x)
+		if err != nil {
+			return err
+		}
+		ex.k = k
+		o.examples = append(o.examples, ex)
+	}
 	return nil
+}
+
+// intervals computes the query's ci() items on one snapshot and scope.
+func (e *evaluator) intervals(rp runPlan, layers []stats.Layer, m *stats.Moments, k rowKey, o *snapOut) error {
+	if len(e.p.cis) == 0 || len(layers) == 0 {
+		return nil
+	}
+	budget := e.opts.MemoryBudget
+	if budget <= 0 {
+		budget = stats.DefaultMemoryBudget()
+	}
+	if need := 8 * int64(m.N) * int64(m.N); need > budget {
+		return fmt.Errorf("ci over %d examples needs the %s Gram matrix, over the memory budget of %s", m.N, humanize.IBytes(uint64(need)), humanize.IBytes(uint64(budget)))
+	}
+	g, err := stats.NewGram(layers)
+	if err != nil {
+		return err
+	}
+	for _, ci := range e.p.cis {
+		ref := ci.stat.resolve(rp.run.BatchSize)
+		def := lookupStat(ref.name)
+		lo, hi := math.NaN(), math.NaN()
+		if !m.NonFinite {
+			lo, hi, err = stats.Bootstrap(g, m.D, ci.level, e.opts.GCSeed, func(b *stats.Moments) (float64, error) {
+				return def.eval(&scopeData{m: b}, ref.args)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		key := ciKey(ref, ci.level)
+		o.adds = append(o.adds, cellAdd{k: k, ref: "ci_lo:" + key, v: lo}, cellAdd{k: k, ref: "ci_hi:" + key, v: hi})
+	}
+	return nil
+}
+
+// exampleValues returns the per-example values a query names for the
+// examples of one snapshot scope: ids, grad_norm = |g_i|, cos_to_mean =
+// g_i·μ / (|g_i| |μ|), attributes, and cluster(K), the example's cluster
+// in the K-partition fitted on these examples (in-sample: a label, not an
+// estimate).
+func (e *evaluator) exampleValues(layers []stats.Layer, m *stats.Moments, in scopeInput, x *scopeData) (*exampleOut, error) {
+	n := m.N
+	ex := &exampleOut{ids: layers[0].Block.IDs, cols: map[string][]float64{}}
+	norm := m.Norm()
+	gn, cos := make([]float64, n), make([]float64, n)
+	for i := range n {
+		gn[i] = math.Sqrt(m.SqNorms[i])
+		if m.Inner != nil {
+			cos[i] = m.Inner[i] / (gn[i] * norm)
+		}
+	}
+	ex.cols["grad_norm"], ex.cols["cos_to_mean"] = gn, cos
+	if in.attrs != nil {
+		for _, c := range in.attrs.Columns {
+			v := make([]float64, n)
+			for j := range n {
+				row := j
+				if in.rows != nil {
+					row = in.rows[j]
+				}
+				v[j] = c.Value(row)
+			}
+			ex.cols[c.Name] = v
+		}
+	}
+	for _, k := range e.p.clusterKs {
+		v := make([]float64, n)
+		if k > n || m.NonFinite {
+			for j := range v {
+				v[j] = math.NaN()
+			}
+		} else {
+			g, err := x.gc()
+			if err != nil {
+				return nil, err
+			}
+			p, err := g.InSample(k)
+			if err != nil {
+				return nil, err
+			}
+			for j, a := range p.Assign {
+				v[j] = float64(a)
+			}
+		}
+		ex.cols[fmt.Sprintf("cluster(%d)", k)] = v
+	}
+	return ex, nil
 }
 
 // checkClusters refuses more clusters than a partition can have and warns
@@ -1121,12 +1239,16 @@ func checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *statDef, o *sna
 // gcOptions are the Gradient Clustering options of this evaluation.
 func (e *evaluator) gcOptions() stats.GCOptions { return gcOptions(e.opts) }
 
-// buildRows lays out the columns (keys, then items) and one row per grid
-// row.
-func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan, g *grid) {
+// buildRows lays out the columns (keys, then items) and the rows: one per
+// grid row, one per example (per-example items), or one per group of runs
+// (aggregates).
+func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan, g *grid, examples []*exampleOut) {
 	// A run column whenever the query could cover several runs: a glob
 	// that matches one run today still yields one.
-	showRun := p.byRun || len(runs) > 1 || len(s.Runs) > 1 || slices.ContainsFunc(s.Runs, isGlob)
+	showRun := (p.byRun || len(runs) > 1 || len(s.Runs) > 1 || slices.ContainsFunc(s.Runs, isGlob)) && !p.aggregate
+	if p.aggregate {
+		res.Columns = append(res.Columns, p.configGroups...)
+	}
 	if showRun {
 		res.Columns = append(res.Columns, "run")
 	}
@@ -1137,6 +1259,9 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 		res.Columns = append(res.Columns, p.exampleGroup)
 	}
 	res.Columns = append(res.Columns, "step")
+	if p.exampleRows {
+		res.Columns = append(res.Columns, "example_id")
+	}
 	res.Labels = append([]string(nil), res.Columns...)
 	res.Kinds = append([]string(nil), res.Columns...)
 	batch := runs[0].BatchSize
@@ -1145,18 +1270,27 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 			batch = 0 // runs disagree: labels keep the defaults implicit
 		}
 	}
-	for _, it := range p.items {
+	for i, it := range p.items {
 		name, lbl := it.Expr.String(), label(it.Expr, batch)
 		if it.Alias != nil {
 			name, lbl = *it.Alias, *it.Alias
+		}
+		if _, ok := p.cis[i]; ok {
+			// ci(stat) is two columns: stat_lo and stat_hi.
+			base := label(singleCallArg(it.Expr), batch)
+			if it.Alias != nil {
+				base = *it.Alias
+			}
+			res.Columns = append(res.Columns, base+"_lo", base+"_hi")
+			res.Labels = append(res.Labels, base+"_lo", base+"_hi")
+			res.Kinds = append(res.Kinds, "ci_lo:"+p.cis[i].stat.name, "ci_hi:"+p.cis[i].stat.name)
+			continue
 		}
 		res.Columns = append(res.Columns, name)
 		res.Labels = append(res.Labels, lbl)
 		res.Kinds = append(res.Kinds, kindOf(it.Expr))
 	}
-	for _, k := range g.sorted() {
-		rp := plans[k.run]
-		vals := g.values[k]
+	keyCells := func(k rowKey, rp runPlan) []any {
 		var row []any
 		if showRun {
 			row = append(row, rp.run.Name)
@@ -1167,12 +1301,290 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 		if p.exampleGroup != "" {
 			row = append(row, k.group)
 		}
-		row = append(row, k.t)
+		return append(row, k.t)
+	}
+	items := func(row []any, k rowKey, rp runPlan, vals map[string]*cell, leaf func(Operand) (float64, bool)) []any {
+		for i, it := range p.items {
+			if ci, ok := p.cis[i]; ok {
+				key := ciKey(ci.stat.resolve(rp.run.BatchSize), ci.level)
+				row = append(row, vals["ci_lo:"+key].mean(), vals["ci_hi:"+key].mean())
+				continue
+			}
+			row = append(row, evalExpr(it.Expr, func(o Operand) float64 {
+				if leaf != nil {
+					if v, ok := leaf(o); ok {
+						return v
+					}
+				}
+				return leafValue(o, k, rp, vals)
+			}))
+		}
+		return row
+	}
+	switch {
+	case p.exampleRows:
+		slices.SortStableFunc(examples, func(a, b *exampleOut) int { return compareKeys(a.k, b.k) })
+		for _, ex := range examples {
+			rp := plans[ex.k.run]
+			vals := g.values[ex.k]
+			for j, id := range ex.ids {
+				row := append(keyCells(ex.k, rp), int64(id))
+				row = items(row, ex.k, rp, vals, func(o Operand) (float64, bool) { return ex.value(o, j) })
+				res.Rows = append(res.Rows, row)
+			}
+		}
+	case p.aggregate:
+		aggregateRows(res, p, plans, g)
+	default:
+		for _, k := range g.sorted() {
+			rp := plans[k.run]
+			res.Rows = append(res.Rows, items(keyCells(k, rp), k, rp, g.values[k], nil))
+		}
+	}
+}
+
+// having keeps the rows whose output columns pass the HAVING condition
+// (columns by name or alias; numbers compare as numbers, text as text;
+// NaN passes nothing).
+func having(res *Result, c *Cond) error {
+	col := func(name string) int {
+		for i, n := range res.Columns {
+			if strings.EqualFold(n, name) {
+				return i
+			}
+		}
+		return -1
+	}
+	var err error
+	var walk func(c *Cond)
+	walk = func(c *Cond) {
+		for _, a := range c.Or {
+			for _, n := range a.And {
+				if n.Pred.Paren != nil {
+					walk(n.Pred.Paren)
+				} else if col(string(n.Pred.Field)) < 0 && err == nil {
+					err = errorf(n.Pred.Pos, "HAVING %s: not an output column (columns: %s; give an expression a name with AS)", n.Pred.Field, strings.Join(res.Columns, ", "))
+				}
+			}
+		}
+	}
+	walk(c)
+	if err != nil {
+		return err
+	}
+	var keep [][]any
+	for _, row := range res.Rows {
+		if havingRow(c, func(f string) any { return row[col(f)] }) {
+			keep = append(keep, row)
+		}
+	}
+	res.Rows = keep
+	return nil
+}
+
+func havingRow(c *Cond, get func(string) any) bool {
+	for _, a := range c.Or {
+		all := true
+		for _, n := range a.And {
+			p := n.Pred
+			var v bool
+			switch {
+			case p.Paren != nil:
+				v = havingRow(p.Paren, get)
+			default:
+				x := get(string(p.Field))
+				f, isNum := cellNumber(x)
+				switch {
+				case p.Bare():
+					v = isNum && f != 0 && !math.IsNaN(f)
+				case isNum && math.IsNaN(f):
+					v = false
+				default:
+					v = evalPred(p, func(l Literal) int {
+						if l.Num != nil && isNum {
+							return cmpNum(f, l)
+						}
+						if l.Str != nil {
+							return strings.Compare(fmt.Sprint(x), *l.Str)
+						}
+						return strings.Compare(fmt.Sprint(x), strconv.FormatFloat(*l.Num, 'g', -1, 64))
+					}, func(g string) bool { ok, _ := path.Match(g, fmt.Sprint(x)); return ok })
+				}
+			}
+			if v == n.Not {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// cellNumber returns a result cell as a number.
+func cellNumber(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case int64:
+		return float64(x), true
+	}
+	return 0, false
+}
+
+// singleCallArg returns the first argument of an item that is one call.
+func singleCallArg(e *Expr) *Expr {
+	if c, ok := singleOperand(e).(*Call); ok && len(c.Args) > 0 {
+		return c.Args[0]
+	}
+	return e
+}
+
+// ciKey names the cells of a ci() interval.
+func ciKey(ref statRef, level float64) string { return fmt.Sprintf("%s@%g", ref.key(), level) }
+
+// compareKeys orders row keys by run, scope, group and time.
+func compareKeys(x, y rowKey) int {
+	return cmp.Or(cmp.Compare(x.run, y.run), cmp.Compare(x.scope, y.scope), cmp.Compare(x.group, y.group), cmp.Compare(x.t, y.t))
+}
+
+// exampleOut is one snapshot scope's per-example values, for per-example
+// rows.
+type exampleOut struct {
+	k    rowKey
+	ids  []uint64
+	cols map[string][]float64
+}
+
+// value returns a per-example operand's value for example j.
+func (ex *exampleOut) value(o Operand, j int) (float64, bool) {
+	switch x := o.(type) {
+	case *Name:
+		if v, ok := ex.cols[string(x.Name)]; ok {
+			return v[j], true
+		}
+		if exampleNames[string(x.Name)] {
+			return math.NaN(), true // an attribute this run does not record
+		}
+	case *Call:
+		if x.Name == "cluster" {
+			k, _ := constant(x.Args[0])
+			if v, ok := ex.cols[fmt.Sprintf("cluster(%d)", int(k))]; ok {
+				return v[j], true
+			}
+			return math.NaN(), true
+		}
+	}
+	return 0, false
+}
+
+// aggregateRows builds the rows of a query that aggregates runs: one per
+// group of runs sharing their GROUP BY config.x values (all runs when there
+// is none), scope, example group and time.
+func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
+	type groupKey struct {
+		config      string
+		scope       int
+		group, t    int64
+		configCells []any
+	}
+	members := map[string][]rowKey{}
+	var order []groupKey
+	for _, k := range g.sorted() {
+		var cells []any
+		for _, c := range p.configGroups {
+			v, ok := ConfigValue(plans[k.run].run, strings.TrimPrefix(c, "config."))
+			if !ok {
+				v = ""
+			}
+			cells = append(cells, v)
+		}
+		gk := groupKey{config: fmt.Sprint(cells...), scope: k.scope, group: k.group, t: k.t, configCells: cells}
+		id := fmt.Sprint(gk.config, "|", gk.scope, "|", gk.group, "|", gk.t)
+		if members[id] == nil {
+			order = append(order, gk)
+		}
+		members[id] = append(members[id], k)
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		for i := range order[a].configCells {
+			if c := compareCells(order[a].configCells[i], order[b].configCells[i]); c != 0 {
+				return c < 0
+			}
+		}
+		return compareKeys(rowKey{scope: order[a].scope, group: order[a].group, t: order[a].t}, rowKey{scope: order[b].scope, group: order[b].group, t: order[b].t}) < 0
+	})
+	for _, gk := range order {
+		ks := members[fmt.Sprint(gk.config, "|", gk.scope, "|", gk.group, "|", gk.t)]
+		row := append([]any(nil), gk.configCells...)
+		if p.byLayer {
+			row = append(row, plans[ks[0].run].scopes[gk.scope].name)
+		}
+		if p.exampleGroup != "" {
+			row = append(row, gk.group)
+		}
+		row = append(row, gk.t)
 		for _, it := range p.items {
-			row = append(row, evalExpr(it.Expr, func(o Operand) float64 { return leafValue(o, k, rp, vals) }))
+			row = append(row, evalExpr(it.Expr, func(o Operand) float64 {
+				v, missing := aggregateValue(o, ks, plans, g)
+				if len(missing) > 0 {
+					res.Warnings = append(res.Warnings, fmt.Sprintf("%s at step %d covers %d of %d runs: no finite value in %s",
+						o, gk.t, len(ks)-len(missing), len(ks), strings.Join(missing, ", ")))
+				}
+				return v
+			}))
 		}
 		res.Rows = append(res.Rows, row)
 	}
+	for i, it := range p.items {
+		if c, ok := singleOperand(it.Expr).(*Call); ok && (c.Name == "mean" || c.Name == "stddev") {
+			res.Kinds[len(res.Kinds)-len(p.items)+i] = string(c.Name) + ":" + c.Args[0].String()
+		}
+	}
+}
+
+// aggregateValue computes an aggregate over the runs of a group (their
+// rows ks): mean and stddev (sample, n−1) of the finite values, count(run)
+// of the runs in the group. missing names the runs whose value is NaN or
+// Inf, left out of mean and stddev.
+func aggregateValue(o Operand, ks []rowKey, plans []runPlan, g *grid) (v float64, missing []string) {
+	c, ok := o.(*Call)
+	if !ok {
+		return math.NaN(), nil
+	}
+	if c.Name == "count" {
+		return float64(len(ks)), nil
+	}
+	var vals []float64
+	for _, k := range ks {
+		rp, cells := plans[k.run], g.values[k]
+		v := evalExpr(c.Args[0], func(o Operand) float64 { return leafValue(o, k, rp, cells) })
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			missing = append(missing, rp.run.Name)
+			continue
+		}
+		vals = append(vals, v)
+	}
+	if len(vals) == 0 {
+		return math.NaN(), missing
+	}
+	mean := 0.0
+	for _, v := range vals {
+		mean += v / float64(len(vals))
+	}
+	if c.Name == "mean" {
+		return mean, missing
+	}
+	if len(vals) < 2 {
+		return math.NaN(), missing
+	}
+	ss := 0.0
+	for _, v := range vals {
+		ss += (v - mean) * (v - mean)
+	}
+	return math.Sqrt(ss / float64(len(vals)-1)), missing
 }
 
 // kindOf returns the first statistic or scalar an expression uses ("" for

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -43,7 +44,35 @@ type plan struct {
 	groupPos     lexer.Position
 	// attrPos is where the query names each example attribute.
 	attrPos map[string]lexer.Position
+
+	// exampleRows: some item is a per-example quantity (example_id,
+	// grad_norm, cos_to_mean, cluster(K), an attribute): one row per
+	// example; perExample names them and clusterKs lists the K of
+	// cluster(K).
+	exampleRows bool
+	perExample  map[string]bool
+	clusterKs   []int
+	// aggregate: items aggregate runs (mean, stddev, count).
+	aggregate bool
+	// cis are the statistics of ci(stat[, level]) items, by item index.
+	cis map[int]ciRef
 }
+
+// ciRef is a ci(stat, level) item: a bootstrap confidence interval over a
+// snapshot's examples.
+type ciRef struct {
+	stat  statRef
+	level float64
+}
+
+// exampleNames are the per-example quantities an item may name: the
+// example's id, |g_i| (grad_norm), the cosine between g_i and the mean
+// gradient (cos_to_mean), and the attributes gvdb's trainer records.
+var exampleNames = map[string]bool{"example_id": true, "grad_norm": true, "cos_to_mean": true,
+	"label": true, "true_label": true, "example_loss": true, "corrupted": true, "duplicate_of": true}
+
+// aggregates are the functions that aggregate a group of runs.
+var aggregates = map[string]bool{"mean": true, "stddev": true, "count": true}
 
 // keyFields are the names WHERE tests on snapshots and scopes; config.x
 // tests a run's configuration; any other name is an example attribute.
@@ -90,20 +119,36 @@ func planSelect(s *Select) (*plan, error) {
 			p.attrPos[string(g.Attr)] = g.Pos
 		}
 	}
+	p.perExample, p.cis = map[string]bool{}, map[int]ciRef{}
 	for _, it := range s.Items {
-		if n := bareName(it.Expr); n != "" && keys[n] && it.Alias == nil {
+		if n := bareName(it.Expr); n != "" && (keys[n] || n == "example_id") && it.Alias == nil {
 			if n == "run" {
 				p.byRun = true
 			}
 			if n == "layer" {
 				p.byLayer = true
 			}
+			if n == "example_id" {
+				p.exampleRows = true
+			}
+			continue
+		}
+		if c, ok := singleOperand(it.Expr).(*Call); ok && c.Name == "ci" {
+			ci, err := p.ciItem(c, seen)
+			if err != nil {
+				return nil, err
+			}
+			p.cis[len(p.items)] = ci
+			p.items = append(p.items, it)
 			continue
 		}
 		p.items = append(p.items, it)
 		if err := p.collect(it.Expr, seen); err != nil {
 			return nil, err
 		}
+	}
+	if err := p.checkModes(s); err != nil {
+		return nil, err
 	}
 	if len(p.items) == 0 {
 		return nil, errorf(s.Pos, "SELECT lists only keys; add a statistic (variance, nvar, gns, ...) or a scalar (loss, accuracy, ...)")
@@ -153,11 +198,21 @@ func bareName(e *Expr) string {
 	return ""
 }
 
-// collect records the statistics and scalars an expression uses.
+// collect records the statistics, scalars and per-example quantities an
+// expression uses.
 func (p *plan) collect(e *Expr, seen map[string]bool) error {
 	var err error
 	e.walk(func(o Operand) {
 		if err != nil {
+			return
+		}
+		if c, ok := o.(*Call); ok && (aggregates[string(c.Name)] || c.Name == "cluster" || c.Name == "ci") {
+			err = p.special(c, seen)
+			return
+		}
+		if n, ok := o.(*Name); ok && exampleNames[string(n.Name)] {
+			p.exampleRows = true
+			p.perExample[string(n.Name)] = true
 			return
 		}
 		ref, isStat, rerr := statRefOf(o)
@@ -173,6 +228,137 @@ func (p *plan) collect(e *Expr, seen map[string]bool) error {
 		}
 	})
 	return err
+}
+
+// special plans the calls that are not statistics: cluster(K), the
+// aggregates mean(x), stddev(x) and count(run), and a misplaced ci().
+func (p *plan) special(c *Call, seen map[string]bool) error {
+	switch n := string(c.Name); n {
+	case "cluster":
+		if len(c.Args) != 1 {
+			return errorf(c.Pos, "cluster takes the number of clusters: cluster(16)")
+		}
+		k, err := constant(c.Args[0])
+		if err != nil {
+			return err
+		}
+		if !(k >= 1 && k <= maxArg) || k != math.Trunc(k) {
+			return errorf(c.Pos, "cluster: K must be a whole number from 1 to %d, got %g", maxArg, k)
+		}
+		p.exampleRows = true
+		if !slices.Contains(p.clusterKs, int(k)) {
+			p.clusterKs = append(p.clusterKs, int(k))
+		}
+		return nil
+	case "count":
+		if len(c.Args) != 1 || bareName(c.Args[0]) != "run" {
+			return errorf(c.Pos, "count counts the runs of a group: count(run)")
+		}
+		p.aggregate = true
+		return nil
+	case "mean", "stddev":
+		if len(c.Args) != 1 {
+			return errorf(c.Pos, "%s takes one expression: %s(nvar)", n, n)
+		}
+		inner := false
+		c.Args[0].walk(func(o Operand) {
+			if x, ok := o.(*Call); ok && aggregates[string(x.Name)] {
+				inner = true
+			}
+		})
+		if inner {
+			return errorf(c.Pos, "%s of an aggregate: aggregates do not nest", n)
+		}
+		p.aggregate = true
+		return p.collect(c.Args[0], seen)
+	}
+	return errorf(c.Pos, "ci gives two columns (low, high): make ci(stat) a whole item, not part of an expression")
+}
+
+// ciItem plans a ci(stat[, level]) item.
+func (p *plan) ciItem(c *Call, seen map[string]bool) (ciRef, error) {
+	if len(c.Args) < 1 || len(c.Args) > 2 {
+		return ciRef{}, errorf(c.Pos, "ci takes a statistic and a confidence level: ci(variance(128), 0.95)")
+	}
+	ref, isStat, err := statRefOf(singleOperand(c.Args[0]))
+	if err != nil {
+		return ciRef{}, err
+	}
+	if !isStat || ref.pooled {
+		return ciRef{}, errorf(c.Pos, "ci takes a statistic: ci(variance(128), 0.95)")
+	}
+	if def := lookupStat(ref.name); !bootstrappable(def) {
+		return ciRef{}, errorf(c.Pos, "ci(%s) is not offered: a bootstrap of %s would recompute it over every coordinate (or every partition) per resample; ci covers %s",
+			ref.name, ref.name, strings.Join(bootstrapNames(), ", "))
+	}
+	level := 0.95
+	if len(c.Args) == 2 {
+		if level, err = constant(c.Args[1]); err != nil {
+			return ciRef{}, err
+		}
+		if !(level > 0 && level < 1) {
+			return ciRef{}, errorf(c.Pos, "ci: the confidence level must be in (0, 1), got %g", level)
+		}
+	}
+	p.addStat(ref, seen)
+	return ciRef{stat: ref, level: level}, nil
+}
+
+// bootstrappable reports whether ci() covers a statistic: one computed
+// from the moments without per-coordinate sums (a weighted resample then
+// costs N² through the Gram matrix).
+func bootstrappable(d *statDef) bool {
+	return !d.need.coords && !d.need.gc && !d.need.anchor && !d.need.mean && d.name != "examples" && d.name != "params"
+}
+
+func bootstrapNames() []string {
+	var out []string
+	for _, d := range statistics {
+		if bootstrappable(d) {
+			out = append(out, d.name)
+		}
+	}
+	return out
+}
+
+// checkModes checks that the per-example, aggregate and window forms of a
+// SELECT go together.
+func (p *plan) checkModes(s *Select) error {
+	switch {
+	case p.exampleRows && p.aggregate:
+		return errorf(s.Pos, "per-example items (example_id, grad_norm, ...) and aggregates over runs do not mix")
+	case p.exampleRows && p.window != 0:
+		return errorf(s.Pos, "per-example rows are per snapshot: drop GROUP BY window(n)")
+	case p.exampleRows && len(p.cis) > 0:
+		return errorf(s.Pos, "ci() is per snapshot; per-example rows take plain statistics")
+	case len(p.configGroups) > 0 && !p.aggregate:
+		return errorf(s.Pos, "GROUP BY config.x groups runs: aggregate them (mean(nvar), stddev(nvar), count(run))")
+	case p.aggregate:
+		for _, it := range p.items {
+			if !aggregated(it.Expr) {
+				return errorf(it.Pos, "%s is not aggregated: rows of a GROUP BY config.x (or of aggregates) take mean(...), stddev(...) or count(run)", it.Expr)
+			}
+		}
+		if p.byRun {
+			return errorf(s.Pos, "aggregates combine runs: drop run from SELECT and GROUP BY")
+		}
+	}
+	return nil
+}
+
+// aggregated reports whether every statistic, scalar and step of an
+// expression is inside an aggregate (numbers need not be).
+func aggregated(e *Expr) bool {
+	ok := true
+	e.walk(func(o Operand) {
+		switch x := o.(type) {
+		case *Call:
+			ok = ok && aggregates[string(x.Name)]
+		case *Name:
+			ok = false
+		}
+	})
+	return ok
 }
 
 // addScalar records a name that is not a statistic: step, or a scalar.

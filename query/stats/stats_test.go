@@ -715,3 +715,41 @@ func TestHalvesKeepCopiesTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestBootstrap checks the weighted-resample moments against moments
+// computed on the materialized resample (identity weights first), and that
+// the interval brackets the statistic.
+func TestBootstrap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 31))
+	layers := testLayers(rng, 40)
+	m, _ := Compute(layers, 0, Need{Inner: true})
+	g, _ := NewGram(layers)
+	var seen []*Moments
+	lo, hi, err := Bootstrap(g, m.D, 0.9, 7, func(b *Moments) (float64, error) {
+		seen = append(seen, b)
+		return b.Variance(16), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(lo < m.Variance(16) && m.Variance(16) < hi) {
+		t.Errorf("90%% interval [%g, %g] misses variance %g", lo, hi, m.Variance(16))
+	}
+	// Replay the first resample's draws by brute force.
+	rs := rand.New(rand.NewPCG(7, 0xb007))
+	var rows []int
+	for range 40 {
+		rows = append(rows, rs.IntN(40))
+	}
+	want, _ := Compute(SubsetLayers(layers, rows), 0, Need{Inner: true})
+	got := seen[0]
+	near(t, "resample variance", got.Variance(16), want.Variance(16), tol)
+	near(t, "resample gns", got.GNS(), want.GNS(), tol)
+	near(t, "resample example_norm", got.ExampleNorm(), want.ExampleNorm(), tol)
+	wi, _ := want.InnerTest(16)
+	gi, _ := got.InnerTest(16)
+	near(t, "resample inner_test", gi, wi, 1e-7)
+	wo, _ := want.OrthoTest(16)
+	gotO, _ := got.OrthoTest(16)
+	near(t, "resample ortho_test", gotO, wo, tol)
+}
