@@ -6,6 +6,7 @@ import (
 	"math"
 	"testing"
 
+	"gvdb/db"
 	"gvdb/ingest/codec"
 	"gvdb/query/stats"
 )
@@ -107,5 +108,139 @@ func TestWorkersSameAnswers(t *testing.T) {
 	}
 	if fmt.Sprint(one.Rows) != fmt.Sprint(four.Rows) || fmt.Sprint(one.Warnings) != fmt.Sprint(four.Warnings) {
 		t.Errorf("1 worker:\n%v\n%v\n4 workers:\n%v\n%v", one.Rows, one.Warnings, four.Rows, four.Warnings)
+	}
+}
+
+// TestExampleRowsBruteForce checks the per-example items against the
+// materialized gradients of the snapshot: grad_norm = |g_i| and
+// cos_to_mean = g_i·μ/(|g_i||μ|) over the layers in scope, the attributes
+// as stored, and cluster(K) as a partition in which every example sits in
+// the cluster whose mean is nearest (the fixed point the fit ends at).
+func TestExampleRowsBruteForce(t *testing.T) {
+	d := testStore(t)
+	st, err := ParseStatement("SELECT example_id, grad_norm, cos_to_mean, cluster(3), label, example_loss FROM 'a' WHERE step = 100 AND layer GLOB 'fc1.*'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Eval(context.Background(), d, st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := d.Run("a")
+	snap, err := d.Snapshot(r, 100, db.Select{Layers: []string{"fc1.weight", "fc1.bias"}, Attributes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Materialize: g[i] is example i's gradient over both layers, concatenated.
+	g := make([][]float64, snap.N)
+	var ids []uint64
+	for _, b := range snap.Blocks {
+		blk, err := codec.Decode(b.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = blk.IDs
+		buf := make([]float64, blk.Params())
+		for i := range snap.N {
+			g[i] = append(g[i], blk.Gradient(i, buf)...)
+		}
+	}
+	attrs, err := codec.DecodeAttributes(snap.Attributes, snap.N)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dim := len(g[0])
+	mu := make([]float64, dim)
+	for _, gi := range g {
+		for j, v := range gi {
+			mu[j] += v / float64(snap.N)
+		}
+	}
+	dot := func(a, b []float64) (s float64) {
+		for j := range a {
+			s += a[j] * b[j]
+		}
+		return s
+	}
+	if len(res.Rows) != snap.N {
+		t.Fatalf("%d rows for %d examples", len(res.Rows), snap.N)
+	}
+	col := map[string]int{}
+	for i, c := range res.Columns {
+		col[c] = i
+	}
+	row := map[uint64]int{}
+	for i, id := range ids {
+		row[id] = i
+	}
+	assign := make([]int, snap.N)
+	for _, out := range res.Rows {
+		id := uint64(out[col["example_id"]].(int64))
+		i, ok := row[id]
+		if !ok {
+			t.Fatalf("example_id %d is not in the snapshot", id)
+		}
+		norm := math.Sqrt(dot(g[i], g[i]))
+		cos := dot(g[i], mu) / (norm * math.Sqrt(dot(mu, mu)))
+		for name, want := range map[string]float64{"grad_norm": norm, "cos_to_mean": cos,
+			"label": attrs.Column("label").Value(i), "example_loss": attrs.Column("example_loss").Value(i)} {
+			if got := out[col[name]].(float64); math.Abs(got-want) > 1e-9*math.Max(1, math.Abs(want)) {
+				t.Errorf("example %d: %s = %.12g, brute force %.12g", id, name, got, want)
+			}
+		}
+		assign[i] = int(out[col["cluster(3)"]].(float64))
+	}
+	// The partition is a local optimum of the GC objective, computed on
+	// the materialized gradients: J = Σ_c N_c Σ_{i∈c} |g_i − μ_c|²; no
+	// single example's move to another cluster lowers it.
+	objective := func(assign []int) float64 {
+		j := 0.0
+		for c := range 3 {
+			var members [][]float64
+			for i, a := range assign {
+				if a == c {
+					members = append(members, g[i])
+				}
+			}
+			if len(members) == 0 {
+				continue
+			}
+			centre := make([]float64, dim)
+			for _, m := range members {
+				for q, v := range m {
+					centre[q] += v / float64(len(members))
+				}
+			}
+			for _, m := range members {
+				for q, v := range m {
+					j += float64(len(members)) * (v - centre[q]) * (v - centre[q])
+				}
+			}
+		}
+		return j
+	}
+	base := objective(assign)
+	for i := range assign {
+		for c := range 3 {
+			if c == assign[i] {
+				continue
+			}
+			moved := append([]int(nil), assign...)
+			moved[i] = c
+			if j := objective(moved); j < base*(1-1e-9) {
+				t.Errorf("moving example %d from cluster %d to %d lowers the objective from %g to %g", ids[i], assign[i], c, base, j)
+			}
+		}
+	}
+	// And it is the partition gc_variance_insample scores:
+	// gc_variance_insample(K, B = K) = J / (N² D).
+	st2, _ := ParseStatement("SELECT gc_variance_insample(3, 3) FROM 'a' WHERE step = 100 AND layer GLOB 'fc1.*'")
+	gv, err := Eval(context.Background(), d, st2, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := base / float64(snap.N*snap.N) / float64(dim)
+	if got := gv.Rows[0][1].(float64); math.Abs(got-want) > 1e-9*want {
+		t.Errorf("gc_variance_insample(3, 3) = %.12g, J/(N²D) of the partition cluster(3) gives %.12g", got, want)
 	}
 }
