@@ -213,9 +213,13 @@ func logByDefault(label string) bool {
 	return false
 }
 
-// Lines plots a query result over steps: one series per run, layer and
-// value column. NaN points leave gaps; points a log axis cannot show are
-// dropped and reported. It returns warnings beside the figure.
+// Lines plots a query result over steps: one series per value column and
+// per combination of the other keys (run, layer, config.x groups, an
+// example attribute group). Bands are shaded: mean(x) beside stddev(x)
+// (aggregates over runs) draws the mean with a ±1 sd band, and a ci(stat)
+// item draws its bootstrap interval around stat (or alone); the legend
+// says what each band is. NaN points leave gaps; points a log axis cannot
+// show are dropped and reported. It returns warnings beside the figure.
 func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	if len(res.Rows) == 0 {
 		return nil, nil, fmt.Errorf("%w: the query returned no rows", ErrNothingToPlot)
@@ -228,11 +232,19 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: the result has no step column to plot against", ErrNothingToPlot)
 	}
-	runCol, hasRun := col["run"]
-	layerCol, hasLayer := col["layer"]
-	var values []int
-	for i, c := range res.Columns {
-		if c != "run" && c != "layer" && c != "step" {
+	if _, ok := col["example_id"]; ok {
+		return nil, nil, fmt.Errorf("%w: per-example rows have no line over steps (select statistics, or export the rows with --format csv)", ErrNothingToPlot)
+	}
+	isKey := map[int]bool{}
+	var seriesKeys, values []int
+	for _, i := range res.KeyColumns() {
+		isKey[i] = true
+		if i != stepCol {
+			seriesKeys = append(seriesKeys, i)
+		}
+	}
+	for i := range res.Columns {
+		if !isKey[i] {
 			values = append(values, i)
 		}
 	}
@@ -240,6 +252,13 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	if len(labels) != len(res.Columns) {
 		labels = res.Columns
 	}
+	kind := func(i int) string {
+		if i < len(res.Kinds) && res.Kinds[i] != "" {
+			return res.Kinds[i]
+		}
+		return labels[i]
+	}
+	tr := traces(res.Columns, values, kind)
 	logY := o.Scale == "log"
 	if o.Scale == "" {
 		logY = true
@@ -248,19 +267,23 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 		}
 	}
 
-	type key struct{ run, layer string }
-	series := map[key][]int{}
-	var order []key
+	series := map[string][]int{}
+	names := map[string]string{}
+	var order []string
 	for r, row := range res.Rows {
-		k := key{}
-		if hasRun {
-			k.run = fmt.Sprint(row[runCol])
+		var parts []string
+		for _, i := range seriesKeys {
+			c := res.Columns[i]
+			if c == "run" || c == "layer" {
+				parts = append(parts, fmt.Sprint(row[i]))
+			} else {
+				parts = append(parts, fmt.Sprintf("%s=%v", strings.TrimPrefix(c, "config."), row[i]))
+			}
 		}
-		if hasLayer {
-			k.layer = fmt.Sprint(row[layerCol])
-		}
+		k := strings.Join(parts, "\x00")
 		if _, ok := series[k]; !ok {
 			order = append(order, k)
+			names[k] = strings.Join(parts, " ")
 		}
 		series[k] = append(series[k], r)
 	}
@@ -270,11 +293,7 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	p.X.Label.Text = "step"
 	var kinds []string
 	for _, v := range values {
-		if v < len(res.Kinds) && res.Kinds[v] != "" {
-			kinds = append(kinds, res.Kinds[v])
-		} else {
-			kinds = append(kinds, labels[v])
-		}
+		kinds = append(kinds, baseKind(kind(v)))
 	}
 	p.Y.Label.Text = yLabel(kinds)
 	if o.YLabel != "" {
@@ -285,39 +304,61 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 		p.Y.Tick.Marker = logTicks{}
 	}
 	var warnings []string
-	dropped, points, idx := 0, 0, 0
+	dropped, cut, points, idx := 0, 0, 0, 0
+	value := func(r, c int) (float64, bool) {
+		y := toFloat(res.Rows[r][c])
+		if math.IsNaN(y) || math.IsInf(y, 0) {
+			return 0, false
+		}
+		if logY && y <= 0 {
+			dropped++
+			return 0, false
+		}
+		return y, true
+	}
 	for _, k := range order {
-		for _, v := range values {
-			var xys plotter.XYs
-			for _, r := range series[k] {
-				x := toFloat(res.Rows[r][stepCol])
-				y := toFloat(res.Rows[r][v])
-				if math.IsNaN(y) || math.IsInf(y, 0) {
-					continue
+		for _, t := range tr {
+			c := plotutil.Color(idx)
+			var things []plot.Thumbnailer
+			if t.lo >= 0 || t.sd >= 0 {
+				bands, n := band(res, series[k], stepCol, t, logY, &cut, value)
+				for _, b := range bands {
+					b.Color = fade(c)
+					b.LineStyle.Width = 0
+					p.Add(b)
 				}
-				if logY && y <= 0 {
-					dropped++
-					continue
+				if len(bands) > 0 {
+					things = append(things, bands[0])
 				}
-				xys = append(xys, plotter.XY{X: x, Y: y})
+				points += n
 			}
-			if len(xys) == 0 {
+			if t.line >= 0 {
+				var xys plotter.XYs
+				for _, r := range series[k] {
+					if y, ok := value(r, t.line); ok {
+						xys = append(xys, plotter.XY{X: toFloat(res.Rows[r][stepCol]), Y: y})
+					}
+				}
+				if len(xys) > 0 {
+					points += len(xys)
+					line, pts, err := plotter.NewLinePoints(xys)
+					if err != nil {
+						return nil, nil, err
+					}
+					line.Color, pts.Color = c, c
+					line.Dashes = plotutil.Dashes(idx / 7)
+					pts.Shape = plotutil.Shape(idx % 7)
+					pts.Radius = vg.Points(2)
+					p.Add(line, pts)
+					things = append(things, line, pts)
+				}
+			}
+			if len(things) == 0 {
 				continue
 			}
-			points += len(xys)
-			name := strings.TrimSpace(strings.Join(nonEmpty(k.run, k.layer, labelIf(len(values) > 1, labels[v])), " "))
-			line, pts, err := plotter.NewLinePoints(xys)
-			if err != nil {
-				return nil, nil, err
-			}
-			c := plotutil.Color(idx)
-			line.Color, pts.Color = c, c
-			line.Dashes = plotutil.Dashes(idx / 7)
-			pts.Shape = plotutil.Shape(idx % 7)
-			pts.Radius = vg.Points(2)
-			p.Add(line, pts)
+			name := strings.TrimSpace(strings.Join(nonEmpty(names[k], labelIf(len(tr) > 1 || t.note != "", t.label(labels))), " "))
 			if name != "" {
-				p.Legend.Add(name, line, pts)
+				p.Legend.Add(name, things...)
 			}
 			idx++
 		}
@@ -328,7 +369,174 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	if dropped > 0 {
 		warnings = append(warnings, fmt.Sprintf("%d values <= 0 left out of the log-scale plot (use SCALE LINEAR to see them)", dropped))
 	}
+	if cut > 0 {
+		warnings = append(warnings, fmt.Sprintf("the ±1 sd band is cut at %d points where mean − sd <= 0, which a log scale cannot show (use SCALE LINEAR)", cut))
+	}
 	return p, warnings, nil
+}
+
+// trace is one value drawn per series: a line (column, or -1), and a band
+// between two bounds (lo, hi columns, or -1) or of ±1 sd around the line
+// (sd column).
+type trace struct {
+	line, lo, hi, sd int
+	note             string // what the band is, for the legend
+}
+
+// label names a trace in the legend.
+func (t trace) label(labels []string) string {
+	name := ""
+	switch {
+	case t.line >= 0:
+		name = labels[t.line]
+	case t.lo >= 0:
+		name = strings.TrimSuffix(labels[t.lo], "_lo")
+	}
+	if t.note != "" {
+		name += " " + t.note
+	}
+	return name
+}
+
+// traces pairs the value columns into what is drawn: mean(x) with
+// stddev(x) (a ±1 sd band), x_lo and x_hi of ci(x) with the column x when
+// present; every other column is a line.
+func traces(cols []string, values []int, kind func(int) string) []trace {
+	byName := map[string]int{}
+	for _, v := range values {
+		byName[cols[v]] = v
+	}
+	used := map[int]bool{}
+	var out []trace
+	for _, v := range values {
+		k := kind(v)
+		switch {
+		case strings.HasPrefix(k, "mean:") && strings.HasPrefix(cols[v], "mean("):
+			if sd, ok := byName["stddev("+strings.TrimPrefix(cols[v], "mean(")]; ok {
+				used[sd] = true
+				out = append(out, trace{line: v, lo: -1, hi: -1, sd: sd, note: "±1 sd over runs"})
+				continue
+			}
+		case strings.HasPrefix(k, "ci_lo:") && strings.HasSuffix(cols[v], "_lo"):
+			base := strings.TrimSuffix(cols[v], "_lo")
+			hi, ok := byName[base+"_hi"]
+			if !ok {
+				break
+			}
+			used[hi] = true
+			lvl, _ := strconv.ParseFloat(k[strings.LastIndex(k, ":")+1:], 64)
+			t := trace{line: -1, lo: v, hi: hi, sd: -1, note: fmt.Sprintf("%g%% CI", 100*lvl)}
+			if c, ok := byName[base]; ok {
+				// The band goes with the line of its statistic.
+				for i := range out {
+					if out[i].line == c && out[i].lo < 0 && out[i].sd < 0 {
+						out[i].lo, out[i].hi, out[i].note = t.lo, t.hi, t.note
+						used[v] = true
+					}
+				}
+				if used[v] {
+					continue
+				}
+				used[c], t.line = true, c
+			}
+			used[v] = true
+			out = append(out, t)
+			continue
+		}
+		if used[v] {
+			continue
+		}
+		out = append(out, trace{line: v, lo: -1, hi: -1, sd: -1})
+	}
+	// A statistic whose ci came before it: drop its plain line (drawn with
+	// the band).
+	var kept []trace
+	for _, t := range out {
+		if t.lo < 0 && t.sd < 0 && used[t.line] && !bandLine(out, t.line) {
+			continue
+		}
+		kept = append(kept, t)
+	}
+	return kept
+}
+
+// bandLine reports whether column c is drawn as a band's line.
+func bandLine(ts []trace, c int) bool {
+	for _, t := range ts {
+		if t.line == c && (t.lo >= 0 || t.sd >= 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// band returns the shaded polygons of one series' trace, one per run of
+// consecutive rows where both bounds can be drawn, and the points drawn.
+func band(res *query.Result, rows []int, stepCol int, t trace, logY bool, cut *int, value func(r, c int) (float64, bool)) ([]*plotter.Polygon, int) {
+	var out []*plotter.Polygon
+	var lower, upper plotter.XYs
+	flush := func() {
+		if len(lower) > 1 {
+			ring := append(plotter.XYs(nil), lower...)
+			for i := len(upper) - 1; i >= 0; i-- {
+				ring = append(ring, upper[i])
+			}
+			if poly, err := plotter.NewPolygon(ring); err == nil {
+				out = append(out, poly)
+			}
+		}
+		lower, upper = nil, nil
+	}
+	n := 0
+	for _, r := range rows {
+		var lo, hi float64
+		ok1, ok2 := false, false
+		if t.sd >= 0 {
+			m, okm := value(r, t.line)
+			sd := toFloat(res.Rows[r][t.sd])
+			if okm && !math.IsNaN(sd) && !math.IsInf(sd, 0) {
+				lo, hi = m-sd, m+sd
+				ok1, ok2 = true, true
+				if logY && lo <= 0 {
+					// A log axis cannot show a band reaching 0.
+					ok1 = false
+					*cut++
+				}
+			}
+		} else {
+			lo, ok1 = value(r, t.lo)
+			hi, ok2 = value(r, t.hi)
+		}
+		if !ok1 || !ok2 {
+			flush()
+			continue
+		}
+		x := toFloat(res.Rows[r][stepCol])
+		lower, upper = append(lower, plotter.XY{X: x, Y: lo}), append(upper, plotter.XY{X: x, Y: hi})
+		n += 2
+	}
+	flush()
+	return out, n
+}
+
+// fade returns c, translucent, for a band.
+func fade(c color.Color) color.Color {
+	r, g, b, _ := c.RGBA()
+	return color.NRGBA{R: uint8(r >> 8), G: uint8(g >> 8), B: uint8(b >> 8), A: 56}
+}
+
+// baseKind strips the aggregate or interval prefix off a column's kind
+// ("mean:nvar" -> nvar, "ci_lo:variance:0.95" -> variance).
+func baseKind(k string) string {
+	for _, p := range []string{"mean:", "stddev:", "ci_lo:", "ci_hi:"} {
+		if rest, ok := strings.CutPrefix(k, p); ok {
+			if p == "ci_lo:" || p == "ci_hi:" {
+				rest, _, _ = strings.Cut(rest, ":")
+			}
+			return rest
+		}
+	}
+	return k
 }
 
 // logTicks labels a log axis at powers of ten, or at 1-2-5 (or every

@@ -238,3 +238,78 @@ func TestSaveGuards(t *testing.T) {
 		}
 	}
 }
+
+// bandResult is an aggregate over runs (mean and stddev of nvar per
+// config.lr) beside a bootstrap interval of variance per run.
+func bandResult() *query.Result {
+	res := &query.Result{
+		Columns: []string{"config.lr", "step", "mean(nvar)", "stddev(nvar)"},
+		Kinds:   []string{"config.lr", "step", "mean:nvar", "stddev:nvar"},
+		Keys:    2,
+	}
+	for _, lr := range []float64{0.1, 0.01} {
+		for s := int64(0); s <= 1000; s += 100 {
+			f := float64(s) / 1000
+			res.Rows = append(res.Rows, []any{lr, s, 0.3 + 0.4*f*lr*10, 0.05 + 0.05*f})
+		}
+	}
+	return res
+}
+
+// TestBands checks how value columns pair into bands (mean with stddev,
+// ci bounds with their statistic), draws both kinds against a golden
+// image, and warns when a log axis cannot show a band.
+func TestBands(t *testing.T) {
+	kinds := map[string]string{"mean(nvar)": "mean:nvar", "stddev(nvar)": "stddev:nvar", "count(run)": "count",
+		"variance": "variance", "variance_lo": "ci_lo:variance:0.9", "variance_hi": "ci_hi:variance:0.9", "gns_lo": "ci_lo:gns:0.95", "gns_hi": "ci_hi:gns:0.95"}
+	for _, c := range []struct {
+		cols []string
+		want string // line/lo/hi/sd column names per trace
+	}{
+		{[]string{"mean(nvar)", "stddev(nvar)", "count(run)"}, "mean(nvar)/-/-/stddev(nvar) [±1 sd over runs]; count(run)/-/-/- []"},
+		{[]string{"variance", "variance_lo", "variance_hi"}, "variance/variance_lo/variance_hi/- [90% CI]"},
+		{[]string{"variance_lo", "variance_hi", "variance"}, "variance/variance_lo/variance_hi/- [90% CI]"},
+		{[]string{"gns_lo", "gns_hi"}, "-/gns_lo/gns_hi/- [95% CI]"},
+		{[]string{"stddev(nvar)"}, "stddev(nvar)/-/-/- []"},
+	} {
+		var values []int
+		for i := range c.cols {
+			values = append(values, i)
+		}
+		name := func(i int) string {
+			if i < 0 {
+				return "-"
+			}
+			return c.cols[i]
+		}
+		var got []string
+		for _, tr := range traces(c.cols, values, func(i int) string { return kinds[c.cols[i]] }) {
+			got = append(got, name(tr.line)+"/"+name(tr.lo)+"/"+name(tr.hi)+"/"+name(tr.sd)+" ["+tr.note+"]")
+		}
+		if g := strings.Join(got, "; "); g != c.want {
+			t.Errorf("%v:\n got %s\nwant %s", c.cols, g, c.want)
+		}
+	}
+
+	res := bandResult()
+	p, warnings, err := Lines(res, Options{Scale: "linear", Title: "mean nvar over seeds"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("warnings: %v", warnings)
+	}
+	checkGolden(t, p, "bands.png")
+
+	// Log scale: bands reaching 0 are cut, with a warning.
+	for _, row := range res.Rows {
+		row[3] = 0.9 // stddev above the mean
+	}
+	_, warnings, err = Lines(res, Options{Scale: "log"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "band is cut at 22 points") {
+		t.Errorf("warnings: %v", warnings)
+	}
+}

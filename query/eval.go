@@ -36,7 +36,14 @@ type Result struct {
 	// Kinds name, per column, what its values are for axis labels: the
 	// first statistic or scalar of the column's expression (nvar for
 	// nvar(128) / 2), or the key's name.
-	Kinds    []string
+	// ("mean:nvar" and "stddev:nvar" for aggregates over runs,
+	// "ci_lo:variance:0.95" and "ci_hi:variance:0.95" for the bounds of
+	// ci(variance)).
+	Kinds []string
+	// Keys counts the leading key columns (config.x groups, run, layer, an
+	// example attribute group, step, example_id); the value columns
+	// follow.
+	Keys int
 	Rows     [][]any // string, int64 or float64 (NaN: no value)
 	Warnings []string
 	Plot     *PlotSpec
@@ -1264,6 +1271,7 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 	}
 	res.Labels = append([]string(nil), res.Columns...)
 	res.Kinds = append([]string(nil), res.Columns...)
+	res.Keys = len(res.Columns)
 	batch := runs[0].BatchSize
 	for _, r := range runs {
 		if r.BatchSize != batch {
@@ -1283,12 +1291,17 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 			}
 			res.Columns = append(res.Columns, base+"_lo", base+"_hi")
 			res.Labels = append(res.Labels, base+"_lo", base+"_hi")
-			res.Kinds = append(res.Kinds, "ci_lo:"+p.cis[i].stat.name, "ci_hi:"+p.cis[i].stat.name)
+			lvl := strconv.FormatFloat(p.cis[i].level, 'g', -1, 64)
+			res.Kinds = append(res.Kinds, "ci_lo:"+p.cis[i].stat.name+":"+lvl, "ci_hi:"+p.cis[i].stat.name+":"+lvl)
 			continue
 		}
 		res.Columns = append(res.Columns, name)
 		res.Labels = append(res.Labels, lbl)
-		res.Kinds = append(res.Kinds, kindOf(it.Expr))
+		kind := kindOf(it.Expr)
+		if c, ok := singleOperand(it.Expr).(*Call); ok && p.aggregate && (c.Name == "mean" || c.Name == "stddev") {
+			kind = string(c.Name) + ":" + kindOf(c.Args[0])
+		}
+		res.Kinds = append(res.Kinds, kind)
 	}
 	keyCells := func(k rowKey, rp runPlan) []any {
 		var row []any
@@ -1537,11 +1550,6 @@ func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
 			}))
 		}
 		res.Rows = append(res.Rows, row)
-	}
-	for i, it := range p.items {
-		if c, ok := singleOperand(it.Expr).(*Call); ok && (c.Name == "mean" || c.Name == "stddev") {
-			res.Kinds[len(res.Kinds)-len(p.items)+i] = string(c.Name) + ":" + c.Args[0].String()
-		}
 	}
 }
 

@@ -141,6 +141,19 @@ func label(e *Expr, batch int) string {
 	})
 }
 
+// KeyColumns returns the indices of r's key columns: the first r.Keys,
+// or, for a result built without Keys, the columns named run, layer or
+// step.
+func (r *Result) KeyColumns() []int {
+	var out []int
+	for i, c := range r.Columns {
+		if (r.Keys > 0 && i < r.Keys) || (r.Keys == 0 && keys[c]) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // Project returns a result with only the named value columns (keys stay:
 // run, layer, step), or an error naming a column that is not there.
 func (r *Result) Project(names ...string) (*Result, error) {
@@ -148,12 +161,8 @@ func (r *Result) Project(names ...string) (*Result, error) {
 	for i, c := range r.Columns {
 		idx[c] = i
 	}
-	var cols []int
-	for i, c := range r.Columns {
-		if keys[c] {
-			cols = append(cols, i)
-		}
-	}
+	cols := r.KeyColumns()
+	keyCount := len(cols)
 	for _, n := range names {
 		i, ok := idx[n]
 		if !ok {
@@ -161,7 +170,7 @@ func (r *Result) Project(names ...string) (*Result, error) {
 		}
 		cols = append(cols, i)
 	}
-	out := &Result{Warnings: r.Warnings, Plot: r.Plot, Stats: r.Stats}
+	out := &Result{Warnings: r.Warnings, Plot: r.Plot, Stats: r.Stats, Keys: keyCount}
 	for _, i := range cols {
 		out.Columns = append(out.Columns, r.Columns[i])
 		out.Labels = append(out.Labels, at(r.Labels, i, r.Columns[i]))
@@ -186,17 +195,9 @@ func Join(results ...*Result) (*Result, error) {
 	if len(results) == 0 {
 		return &Result{}, nil
 	}
-	keyCols := func(r *Result) []int {
-		var out []int
-		for i, c := range r.Columns {
-			if keys[c] {
-				out = append(out, i)
-			}
-		}
-		return out
-	}
+	keyCols := (*Result).KeyColumns
 	first := keyCols(results[0])
-	out := &Result{}
+	out := &Result{Keys: len(first)}
 	for _, i := range first {
 		out.Columns = append(out.Columns, results[0].Columns[i])
 		out.Labels = append(out.Labels, results[0].Columns[i])
