@@ -43,7 +43,7 @@ type Result struct {
 	// Keys counts the leading key columns (config.x groups, run, layer, an
 	// example attribute group, step, example_id); the value columns
 	// follow.
-	Keys int
+	Keys     int
 	Rows     [][]any // string, int64 or float64 (NaN: no value)
 	Warnings []string
 	Plot     *PlotSpec
