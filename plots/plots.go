@@ -277,7 +277,11 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 			if c == "run" || c == "layer" {
 				parts = append(parts, fmt.Sprint(row[i]))
 			} else {
-				parts = append(parts, fmt.Sprintf("%s=%v", strings.TrimPrefix(c, "config."), row[i]))
+				v := fmt.Sprint(row[i])
+				if v == "" {
+					v = "none" // a run without this config key
+				}
+				parts = append(parts, fmt.Sprintf("%s=%s", strings.TrimPrefix(c, "config."), v))
 			}
 		}
 		k := strings.Join(parts, "\x00")
@@ -358,7 +362,9 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 			}
 			name := strings.TrimSpace(strings.Join(nonEmpty(names[k], labelIf(len(tr) > 1 || t.note != "", t.label(labels))), " "))
 			if name != "" {
-				p.Legend.Add(name, things...)
+				// Long names wrap: the legend strip is at most 2/5 of the
+				// figure's width.
+				p.Legend.Add(wrap(name, 26), things...)
 			}
 			idx++
 		}

@@ -1285,12 +1285,14 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 		}
 		if _, ok := p.cis[i]; ok {
 			// ci(stat) is two columns: stat_lo and stat_hi.
-			base := label(singleCallArg(it.Expr), batch)
+			// Named after the statistic as written (ci(variance):
+			// variance_lo, variance_hi), so that they pair with its column.
+			base, lbl := singleCallArg(it.Expr).String(), label(singleCallArg(it.Expr), batch)
 			if it.Alias != nil {
-				base = *it.Alias
+				base, lbl = *it.Alias, *it.Alias
 			}
 			res.Columns = append(res.Columns, base+"_lo", base+"_hi")
-			res.Labels = append(res.Labels, base+"_lo", base+"_hi")
+			res.Labels = append(res.Labels, lbl+"_lo", lbl+"_hi")
 			lvl := strconv.FormatFloat(p.cis[i].level, 'g', -1, 64)
 			res.Kinds = append(res.Kinds, "ci_lo:"+p.cis[i].stat.name+":"+lvl, "ci_hi:"+p.cis[i].stat.name+":"+lvl)
 			continue
@@ -1643,7 +1645,7 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*db.Run
+	var out, named []*db.Run
 	seen := map[string]bool{}
 	for _, pat := range s.Runs {
 		var matched []string
@@ -1671,9 +1673,14 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 			if err != nil {
 				return nil, &Error{Pos: s.Pos, Msg: err.Error(), Err: err}
 			}
-			if p.configOK != nil && !p.configOK(r) {
-				continue
-			}
+			named = append(named, r)
+		}
+	}
+	if err := checkConfigKeys(p, named); err != nil {
+		return nil, err
+	}
+	for _, r := range named {
+		if p.configOK == nil || p.configOK(r) {
 			out = append(out, r)
 		}
 	}

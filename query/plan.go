@@ -1,7 +1,6 @@
 package query
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"path"
@@ -34,6 +33,8 @@ type plan struct {
 
 	// configOK filters runs by their configuration (WHERE config.lr = 0.1).
 	configOK func(*db.Run) bool
+	// configUsed are the config.x keys named (WHERE, GROUP BY), where.
+	configUsed map[string]lexer.Position
 	// configGroups are GROUP BY config.x keys: rows aggregate runs.
 	configGroups []string
 	// exampleConds filter each snapshot's examples by their attributes
@@ -109,6 +110,7 @@ func planSelect(s *Select) (*plan, error) {
 			p.byLayer = true
 		case isConfig(string(g.Attr)):
 			p.configGroups = append(p.configGroups, string(g.Attr))
+			p.useConfig(strings.TrimPrefix(string(g.Attr), "config."), g.Pos)
 		case g.Attr != "" && keyFields[string(g.Attr)]:
 			return nil, errorf(g.Pos, "GROUP BY %s: %s is not a key to group by (keys: window(n), step, run, layer, config.x, or an example attribute)", g.Attr, g.Attr)
 		case g.Attr != "":
@@ -171,6 +173,9 @@ func planSelect(s *Select) (*plan, error) {
 		names[name] = true
 	}
 	if s.Where != nil {
+		if err := computedInWhere(s); err != nil {
+			return nil, err
+		}
 		if err := p.where(s.Where); err != nil {
 			return nil, err
 		}
@@ -548,43 +553,124 @@ func cmpConfig(v any, l Literal) int {
 	return strings.Compare(fmt.Sprint(v), want)
 }
 
+// useConfig records that the query names config.key at pos.
+func (p *plan) useConfig(key string, pos lexer.Position) {
+	if p.configUsed == nil {
+		p.configUsed = map[string]lexer.Position{}
+	}
+	if _, ok := p.configUsed[key]; !ok {
+		p.configUsed[key] = pos
+	}
+}
+
+// firstPos is the position of a condition's first predicate.
+func firstPos(c *Cond) lexer.Position {
+	for c != nil && len(c.Or) > 0 && len(c.Or[0].And) > 0 {
+		pr := c.Or[0].And[0].Pred
+		if pr.Paren == nil {
+			return pr.Pos
+		}
+		c = pr.Paren
+	}
+	return lexer.Position{}
+}
+
+// checkConfigKeys refuses a config.x that neither every run has
+// (ConfigKeys) nor any of runs records as a parameter.
+func checkConfigKeys(p *plan, runs []*db.Run) error {
+	aliases := map[string]bool{"batch": true, "data": true, "wd": true}
+	for key, pos := range p.configUsed {
+		if slices.Contains(ConfigKeys, key) || aliases[key] {
+			continue
+		}
+		known := append([]string(nil), ConfigKeys...)
+		found := false
+		for _, r := range runs {
+			if _, ok := r.Params[key]; ok {
+				found = true
+			}
+			for k := range r.Params {
+				if !slices.Contains(known, k) {
+					known = append(known, k)
+				}
+			}
+		}
+		if found {
+			continue
+		}
+		slices.Sort(known)
+		msg := fmt.Sprintf("no run has a config.%s (config keys: %s)", key, strings.Join(known, ", "))
+		if n := db.Nearest(key, known); n != "" {
+			msg += fmt.Sprintf("; did you mean config.%s?", n)
+		}
+		return &Error{Pos: pos, Msg: msg}
+	}
+	return nil
+}
+
+// ConfigKeys are the configuration fields every run has (ConfigValue);
+// parameters (hidden, duplicate, corrupt_labels, ...) come on top.
+var ConfigKeys = []string{"name", "model", "dataset", "optimizer", "lr", "momentum", "weight_decay", "batch_size",
+	"steps", "seed", "snapshot_every", "snapshot_examples", "full_snapshot_every", "svrg_every", "encoding", "status"}
+
 // ConfigValue returns a run's configuration value under key: a field of
-// its metadata (lr, batch_size, seed, model, dataset, ...; the aliases
-// batch, data and wd too) or one of its parameters (hidden, duplicate,
-// corrupt_labels, ...), as a float64 when it is a number, else a string.
+// its metadata (ConfigKeys; the aliases batch, data and wd too) or one of
+// its parameters (hidden, duplicate, corrupt_labels, ...), as a float64
+// when it is a number, else a string.
 func ConfigValue(r *db.Run, key string) (any, bool) {
 	aliases := map[string]string{"batch": "batch_size", "data": "dataset", "wd": "weight_decay"}
 	if a, ok := aliases[key]; ok {
 		key = a
 	}
-	raw, err := json.Marshal(r)
-	if err != nil {
-		return nil, false
+	fields := map[string]any{"name": r.Name, "model": r.Model, "dataset": r.Dataset, "optimizer": r.Optimizer,
+		"lr": r.LR, "momentum": r.Momentum, "weight_decay": r.WeightDecay, "batch_size": float64(r.BatchSize),
+		"steps": float64(r.Steps), "seed": float64(r.Seed), "snapshot_every": float64(r.SnapshotEvery),
+		"snapshot_examples": float64(r.SnapshotExamples), "full_snapshot_every": float64(r.FullSnapshotEvery),
+		"svrg_every": float64(r.SVRGEvery), "encoding": r.Encoding, "status": r.Status}
+	if v, ok := fields[key]; ok {
+		return v, true
 	}
-	var m map[string]any
-	if json.Unmarshal(raw, &m) != nil {
-		return nil, false
-	}
-	v, ok := m[key]
+	pv, ok := r.Params[key]
 	if !ok {
-		pv, pok := r.Params[key]
-		if !pok {
-			return nil, false
-		}
-		v = pv
-	}
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case string:
-		if f, err := strconv.ParseFloat(x, 64); err == nil {
-			return f, true
-		}
-		return x, true
-	case nil:
 		return nil, false
 	}
-	return fmt.Sprint(v), true
+	if f, err := strconv.ParseFloat(pv, 64); err == nil {
+		return f, true
+	}
+	return pv, true
+}
+
+// computedInWhere refuses a WHERE condition on a statistic or on an
+// item's output name, pointing to HAVING.
+func computedInWhere(s *Select) error {
+	outputs := map[string]bool{}
+	for _, it := range s.Items {
+		if _, bare := singleOperand(it.Expr).(*Name); !bare {
+			// A bare name may be an example attribute, which WHERE takes.
+			outputs[strings.ToLower(it.Expr.String())] = true
+		}
+		if it.Alias != nil {
+			outputs[strings.ToLower(*it.Alias)] = true
+		}
+	}
+	var err error
+	var walk func(c *Cond)
+	walk = func(c *Cond) {
+		for _, a := range c.Or {
+			for _, n := range a.And {
+				if n.Pred.Paren != nil {
+					walk(n.Pred.Paren)
+					continue
+				}
+				f := strings.ToLower(string(n.Pred.Field))
+				if err == nil && !keyFields[f] && (lookupStat(f) != nil || outputs[f]) {
+					err = errorf(n.Pred.Pos, "WHERE %s: %s is computed, and WHERE chooses the data before anything is computed; filter the computed rows with HAVING (SELECT ... HAVING %s ...)", n.Pred.Field, n.Pred.Field, n.Pred.Field)
+				}
+			}
+		}
+	}
+	walk(s.Where)
+	return err
 }
 
 // condField returns the one key a condition tests ("example" for example
@@ -641,6 +727,7 @@ func (p *plan) addPred(field string, c *Cond) error {
 	case isConfig(field):
 		prev := p.configOK
 		key := strings.TrimPrefix(field, "config.")
+		p.useConfig(key, firstPos(c))
 		p.configOK = func(r *db.Run) bool {
 			v, ok := ConfigValue(r, key)
 			return (prev == nil || prev(r)) && ok && evalCond(c, func(l Literal) int { return cmpConfig(v, l) }, func(g string) bool {

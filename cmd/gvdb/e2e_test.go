@@ -421,3 +421,79 @@ func dirSnapshot(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// TestExamplesAndFamilies trains on MNIST with 20% corrupted labels (two
+// seeds) and with clean labels, then asks the questions: the
+// corrupted examples are over-represented among the largest gradients,
+// GROUP BY label partitions the examples, aggregates over seeds count
+// them, and the report adds the perturbation comparison.
+func TestExamplesAndFamilies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains three runs")
+	}
+	dir := t.TempDir()
+	for _, r := range []struct {
+		name string
+		args []string
+	}{{"c20-s1", []string{"--corrupt-labels", "20", "--seed", "1"}}, {"c20-s2", []string{"--corrupt-labels", "20", "--seed", "2"}}, {"clean", nil}} {
+		args := append([]string{"train", "--db", dir, "--run", r.name, "--hidden", "32", "--steps", "150", "--batch", "32", "--lr", "0.1",
+			"--data-size", "1000", "--snapshot-every", "50", "--snapshot-examples", "128", "--full-snapshot-every", "150", "--eval-examples", "200"}, r.args...)
+		if _, errs, code := gvdb(t, args...); code != exitOK {
+			t.Fatalf("train %s: %s", r.name, errs)
+		}
+	}
+	q := func(s string) [][]string {
+		t.Helper()
+		out, errs, code := gvdb(t, "query", "--db", dir, "--format", "csv", s)
+		if code != exitOK {
+			t.Fatalf("%s: %s", s, errs)
+		}
+		var rows [][]string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			rows = append(rows, strings.Split(l, ","))
+		}
+		return rows
+	}
+	// Top 2% of the full snapshot by gradient norm: 20% of the examples
+	// are corrupted; among the largest gradients, far more.
+	top := q("SELECT corrupted, grad_norm FROM 'c20-s1' WHERE step = 150 ORDER BY grad_norm DESC LIMIT 20")
+	corrupted := 0
+	for _, r := range top {
+		if r[2] == "1" {
+			corrupted++
+		}
+	}
+	t.Logf("%d of the 20 largest gradients are corrupted examples", corrupted)
+	if len(top) != 20 || corrupted < 10 {
+		t.Errorf("%d of the %d largest gradients are corrupted examples (20%% of all)", corrupted, len(top))
+	}
+	// Per class: the examples of each label add up to the snapshot.
+	total := 0
+	for _, r := range q("SELECT examples, nvar FROM 'clean' WHERE step = 150 GROUP BY label") {
+		var n int
+		fmt.Sscan(r[2], &n)
+		total += n
+	}
+	if total != 1000 {
+		t.Errorf("GROUP BY label covers %d of 1000 examples", total)
+	}
+	if rows := q("SELECT examples FROM 'c20-s1' WHERE step = 150 AND corrupted"); len(rows) != 1 || rows[0][1] != "200" {
+		t.Errorf("WHERE corrupted: %v (want 200 examples)", rows)
+	}
+	// Seeds as a family.
+	fam := q("SELECT mean(nvar), stddev(nvar), count(run) FROM 'c20-*', 'clean' WHERE step = 150 GROUP BY config.corrupt_labels")
+	if len(fam) != 2 || fam[0][4] != "1" || fam[1][0] != "20" || fam[1][4] != "2" {
+		t.Errorf("families: %v", fam)
+	}
+	out := t.TempDir()
+	if _, errs, code := gvdb(t, "query", "--db", dir, fmt.Sprintf("PLOT mean(nvar), stddev(nvar) FROM 'c20-*' GROUP BY config.corrupt_labels TO '%s'", filepath.Join(out, "seeds.png"))); code != exitOK {
+		t.Errorf("PLOT with a band: %s", errs)
+	}
+	if _, errs, code := gvdb(t, "report", "--db", dir, "--out", out, "--k", "8"); code != exitOK {
+		t.Fatalf("report: %s", errs)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "index.md"))
+	if !strings.Contains(string(md), "perturbations-gc-sg.png") || !strings.Contains(string(md), "c20-s1: corrupt_labels 20") {
+		t.Errorf("the report lacks the perturbation comparison:\n%s", md)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"gvdb/db"
@@ -175,7 +177,99 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 			return nil, err
 		}
 	}
+	if err := m.reportPerturbations(d, runs, kMax, eval, draw); err != nil {
+		return nil, err
+	}
 	return figs, writeIndex(out, d.Dir(), figs)
+}
+
+// perturbations names a run's data perturbations (gvdb train --duplicate,
+// --corrupt-labels, --label-smoothing, --imbalance), "" for none.
+func perturbations(r *db.Run) string {
+	var out []string
+	for _, k := range []string{"duplicate", "corrupt_labels", "label_smoothing", "imbalance"} {
+		if v, ok := r.Params[k]; ok && v != "" {
+			out = append(out, k+" "+v)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// reportPerturbations draws the paper's perturbation comparison when the
+// runs include both perturbed data (duplicates, corrupted labels, label
+// smoothing, imbalance) and clean data: GC's normalized variance over
+// SG-B's, per run. Below 1 GC has the smaller variance; the paper expects
+// duplicates to widen GC's gain.
+func (m *Main) reportPerturbations(d *db.DB, runs []*db.Run, kMax int,
+	eval func(string) (*query.Result, error),
+	draw func(*query.Result, []string, string, string, string, string, ...string) error) error {
+	var perturbed, clean int
+	allFull := true
+	minSample, minBatch := 0, 0
+	var from, desc []string
+	byName := map[string]*db.Run{}
+	for _, r := range runs {
+		byName[r.Name] = r
+		p := perturbations(r)
+		if p == "" {
+			clean++
+			p = "clean data"
+		} else {
+			perturbed++
+		}
+		infos, err := d.SnapshotInfos(r, db.AllSteps)
+		if err != nil {
+			return err
+		}
+		full := false
+		for _, in := range infos {
+			if in.Population == db.Full {
+				full = true
+			} else if minSample == 0 || in.N < minSample {
+				minSample = in.N
+			}
+		}
+		allFull = allFull && full
+		if minBatch == 0 || r.BatchSize < minBatch {
+			minBatch = r.BatchSize
+		}
+		from = append(from, query.Quote(r.Name))
+		desc = append(desc, fmt.Sprintf("%s: %s", r.Name, p))
+	}
+	if perturbed == 0 || clean == 0 {
+		return nil
+	}
+	k := min(kMax, max(minBatch, 1))
+	where, pop := " WHERE population = 'full'", "on the whole training set at the full snapshots (the paper's population)"
+	if !allFull {
+		k = min(k, minSample/2)
+		where, pop = "", "held out on each snapshot's examples (not every run has full snapshots)"
+	}
+	if k < 1 {
+		return nil
+	}
+	q := fmt.Sprintf("SELECT gc_variance(%d) / variance AS gc_over_sg FROM %s%s GROUP BY run", k, strings.Join(from, ", "), where)
+	res, err := eval(q)
+	if err != nil {
+		return err
+	}
+	for i, c := range res.Columns {
+		if c == "gc_over_sg" && i < len(res.Kinds) {
+			res.Kinds[i] = "GC variance / SG-B variance"
+		}
+	}
+	// The legend names each run's perturbation.
+	runCol := slices.Index(res.Columns, "run")
+	for _, row := range res.Rows {
+		if runCol >= 0 {
+			if r, ok := byName[fmt.Sprint(row[runCol])]; ok {
+				row[runCol] = fmt.Sprintf("%s (%s)", r.Name, cmp.Or(perturbations(r), "clean"))
+			}
+		}
+	}
+	return draw(res, []string{"gc_over_sg"}, "perturbations-gc-sg.png", "GC against SG-B: clean and perturbed data",
+		fmt.Sprintf("gradient variance of GC (K = %d) over that of SG-B (B = each run's batch), %s; below 1 GC has the smaller variance (the paper: duplicates widen GC's gain). Runs: %s",
+			k, pop, strings.Join(desc, "; ")), "log", q)
 }
 
 // reportRun draws one run's figures: the four estimators' variance and

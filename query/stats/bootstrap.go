@@ -10,17 +10,22 @@ import (
 // BootstrapResamples is the number of resamples of Bootstrap.
 const BootstrapResamples = 200
 
-// Bootstrap returns a percentile bootstrap confidence interval at level
-// (0.95: the 2.5% and 97.5% quantiles) for a statistic of a snapshot's
-// examples: BootstrapResamples times, N examples are drawn with
-// replacement (seeded) and the statistic recomputed on the moments of the
-// draw. Resampling with multiplicities w keeps the Gram form,
+// Bootstrap returns a basic (pivotal) bootstrap confidence interval at
+// level for a statistic θ of a snapshot's examples: BootstrapResamples
+// times, N examples are drawn with replacement (seeded) and the statistic
+// recomputed on the moments of the draw, θ*; the interval is
+// [2θ̂ − q_{(1+level)/2}, 2θ̂ − q_{(1−level)/2}] of the θ* quantiles q.
+// The basic interval, unlike the percentile one, corrects the first-order
+// bias of the plug-in: a resample's mean norm |μ*|² exceeds |μ|² by S/N
+// on average, so θ* of gns = S/|μ|² runs low, and the percentile interval
+// of a sample's gns can miss the estimate. Resampling with multiplicities w keeps the Gram form,
 // |Σ_i w_i g_i|² = wᵀKw and g_i·μ_w = (Kw)_i / N, so one resample costs N²
 // with the Gram matrix g (the scope's, N x N); statistics that need
 // per-coordinate sums are not offered. stat receives moments with N, D,
 // SumSqNorm, SumNorm, SumNormSq, SqNorms and Inner set.
 func Bootstrap(g *Gram, d int, level float64, seed uint64, stat func(*Moments) (float64, error)) (lo, hi float64, err error) {
 	n := g.N
+	theta := math.NaN()
 	if n < 2 {
 		return nan(), nan(), nil
 	}
@@ -31,10 +36,18 @@ func Bootstrap(g *Gram, d int, level float64, seed uint64, stat func(*Moments) (
 	w := make([]float64, n)
 	kw := make([]float64, n)
 	vals := make([]float64, 0, BootstrapResamples)
-	for range BootstrapResamples {
+	for r := range BootstrapResamples + 1 {
 		clear(w)
-		for range n {
-			w[rng.IntN(n)]++
+		if r < BootstrapResamples {
+			for range n {
+				w[rng.IntN(n)]++
+			}
+		} else {
+			// Last, the statistic itself (every example once), through
+			// the same arithmetic.
+			for i := range w {
+				w[i] = 1
+			}
 		}
 		m := &Moments{N: n, D: d, SqNorms: make([]float64, 0, n), Inner: make([]float64, 0, n)}
 		// Kw, and wᵀKw.
@@ -60,11 +73,13 @@ func Bootstrap(g *Gram, d int, level float64, seed uint64, stat func(*Moments) (
 		if err != nil {
 			return nan(), nan(), err
 		}
-		if !math.IsNaN(v) {
+		if r == BootstrapResamples {
+			theta = v
+		} else if !math.IsNaN(v) {
 			vals = append(vals, v)
 		}
 	}
-	if len(vals) == 0 {
+	if len(vals) == 0 || math.IsNaN(theta) {
 		return nan(), nan(), nil
 	}
 	sort.Float64s(vals)
@@ -76,5 +91,7 @@ func Bootstrap(g *Gram, d int, level float64, seed uint64, stat func(*Moments) (
 		}
 		return vals[i] + (x-float64(i))*(vals[i+1]-vals[i])
 	}
-	return q((1 - level) / 2), q((1 + level) / 2), nil
+	// The basic (pivotal) interval: the spread of θ* − θ̂ taken as that of
+	// θ̂ − θ.
+	return 2*theta - q((1+level)/2), 2*theta - q((1-level)/2), nil
 }

@@ -753,3 +753,54 @@ func TestBootstrap(t *testing.T) {
 	gotO, _ := got.OrthoTest(16)
 	near(t, "resample ortho_test", gotO, wo, tol)
 }
+
+// TestBootstrapCoverage draws samples of N gradients from a population
+// whose values are known (g = μ + z, z ~ N(0, I_D): variance per
+// coordinate of the B-mean 1/B, gns D/|μ|²) and checks that the 90%
+// interval covers the true value about 90% of the time.
+func TestBootstrapCoverage(t *testing.T) {
+	const n, d, trials, b = 100, 20, 120, 10
+	rng := rand.New(rand.NewPCG(5, 5))
+	mu := 0.4
+	trueVar, trueGNS := 1.0/b, float64(d)/(float64(d)*mu*mu)
+	var coverVar, coverGNS int
+	for tr := range trials {
+		ids := make([]uint64, n)
+		rows := make([]float32, n*d)
+		for i := range ids {
+			ids[i] = uint64(i)
+		}
+		for i := range rows {
+			rows[i] = float32(mu + rng.NormFloat64())
+		}
+		layers := []Layer{{"x", &codec.Block{Kind: codec.Dense, IDs: ids, Dim: d, Rows: rows}}}
+		g, err := NewGram(layers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, hi, err := Bootstrap(g, d, 0.9, uint64(tr+1), func(m *Moments) (float64, error) { return m.Variance(b), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lo <= trueVar && trueVar <= hi {
+			coverVar++
+		}
+		lo, hi, err = Bootstrap(g, d, 0.9, uint64(tr+1), func(m *Moments) (float64, error) { return m.GNS(), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lo <= trueGNS && trueGNS <= hi {
+			coverGNS++
+		}
+	}
+	// gns is a ratio whose plug-in is biased (|μ̂|² runs high by S/N):
+	// its coverage falls short of the nominal level (measured: 81% basic,
+	// 66% percentile; variance 88% and 77%).
+	floor := map[string]float64{"variance": 0.82, "gns": 0.75}
+	for name, c := range map[string]int{"variance": coverVar, "gns": coverGNS} {
+		if f := float64(c) / trials; f < floor[name] || f > 0.98 {
+			t.Errorf("90%% interval of %s covers the true value in %.0f%% of %d samples", name, 100*f, trials)
+		}
+		t.Logf("%s: covered in %d of %d", name, c, trials)
+	}
+}
