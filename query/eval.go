@@ -1163,6 +1163,14 @@ func (e *evaluator) intervals(rp runPlan, layers []stats.Layer, m *stats.Moments
 			if err != nil {
 				return err
 			}
+			if v, err := def.eval(&scopeData{m: m}, ref.args); err == nil && (v < lo || v > hi) {
+				side := "above"
+				if v > hi {
+					side = "below"
+				}
+				o.warn(fmt.Sprintf("run %s step %d: the interval of ci(%s) lies %s the estimate %.6g: on these %d examples the plug-in %s is biased by more than its spread (the basic bootstrap corrects for that; docs/QUERY.md, Uncertainty)",
+					rp.run.Name, k.t, ref.name, side, v, m.N, ref.name))
+			}
 		}
 		key := ciKey(ref, ci.level)
 		o.adds = append(o.adds, cellAdd{k: k, ref: "ci_lo:" + key, v: lo}, cellAdd{k: k, ref: "ci_hi:" + key, v: hi})
