@@ -76,6 +76,10 @@ func DiskSize(dir string) (int64, error) {
 // reclaim runs Badger's value-log garbage collection until it finds
 // nothing more to rewrite (after a delete).
 func (d *DB) reclaim() error {
+	// Garbage collection reads whole value logs: check them first.
+	if err := checkLogs(d.dir, true, true); err != nil {
+		return err
+	}
 	for range 100 {
 		err := d.bdb.RunValueLogGC(0.3)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {

@@ -61,6 +61,9 @@ func Open(dir string, opts Options) (d *DB, err error) {
 	if err := checkTables(dir); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	if err := checkLogs(dir, !opts.ReadOnly, false); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	bdb, err := badger.Open(BadgerOptions(dir, opts))
 	if err != nil {
 		return nil, openError(dir, opts, err)

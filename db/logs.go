@@ -1,0 +1,154 @@
+package db
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Badger's log files (the write-ahead logs *.mem and the value logs
+// *.vlog) hold entries: a header (meta, user meta, then the key length,
+// value length and expiry as uvarints), the key, the value, and a
+// big-endian CRC-32C of all three. Badger reads an entry by allocating its
+// lengths first (three times the value length), so a damaged length would
+// ask for up to 12 GiB before any check. checkLogs walks the entries the
+// way Badger does and refuses an entry whose lengths run past the end of
+// its file, which no healthy store has: the files are preallocated and
+// every entry written whole within them.
+
+// logHeaderSize is the encryption header at the start of a log file.
+const logHeaderSize = 20
+
+// badgerMaxKey is the key length above which Badger stops reading a log.
+const badgerMaxKey = 1 << 16
+
+// checkLogs checks the write-ahead logs, which every open replays, and,
+// for a writer (which also reads the last value log to the end), the
+// value log with the highest number; allVlogs checks every value log
+// (before a value-log garbage collection reads them).
+func checkLogs(dir string, writer, allVlogs bool) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	vlogs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		return err
+	}
+	sort.Slice(vlogs, func(a, b int) bool { return logNumber(vlogs[a]) < logNumber(vlogs[b]) })
+	files := mems
+	switch {
+	case allVlogs:
+		files = append(files, vlogs...)
+	case writer && len(vlogs) > 0:
+		files = append(files, vlogs[len(vlogs)-1])
+	}
+	for _, f := range files {
+		if err := checkLog(f); err != nil {
+			return fmt.Errorf("%w: log %s: %v", ErrCorruptStore, filepath.Base(f), err)
+		}
+	}
+	return nil
+}
+
+// logNumber is the number in a log file's name (000012.vlog: 12).
+func logNumber(path string) int {
+	n, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)))
+	return n
+}
+
+// checkLog walks one log file's entries as Badger's replay does, stopping
+// where Badger stops (the end, a zero or over-long key, a checksum
+// mismatch), and returns an error for an entry that claims more bytes
+// than the file has left.
+func checkLog(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if size <= logHeaderSize {
+		return nil
+	}
+	if _, err := f.Seek(logHeaderSize, io.SeekStart); err != nil {
+		return err
+	}
+	r := &countingReader{r: bufio.NewReaderSize(f, 1<<20), h: crc32.New(crc32.MakeTable(crc32.Castagnoli))}
+	off := int64(logHeaderSize)
+	for {
+		r.h.Reset()
+		r.n = 0
+		klen, vlen, err := r.header()
+		if err != nil {
+			return nil // a partial header: Badger stops here too
+		}
+		if klen > badgerMaxKey {
+			return nil
+		}
+		need := int64(r.n) + int64(klen) + int64(vlen) + crc32.Size
+		if off+need > size {
+			return fmt.Errorf("the entry at offset %d claims a %d-byte key and a %d-byte value, past the end of the %d-byte file", off, klen, vlen, size)
+		}
+		if klen == 0 {
+			return nil // a zeroed tail
+		}
+		if _, err := io.CopyN(r.h, r.r, int64(klen)+int64(vlen)); err != nil {
+			return nil
+		}
+		var sum [crc32.Size]byte
+		if _, err := io.ReadFull(r.r, sum[:]); err != nil {
+			return nil
+		}
+		if binary.BigEndian.Uint32(sum[:]) != r.h.Sum32() {
+			return nil // a torn entry: Badger stops here
+		}
+		off += need
+	}
+}
+
+// countingReader reads an entry header, hashing and counting its bytes.
+type countingReader struct {
+	r *bufio.Reader
+	h hash.Hash32
+	n int
+}
+
+func (c *countingReader) ReadByte() (byte, error) {
+	b, err := c.r.ReadByte()
+	if err == nil {
+		c.h.Write([]byte{b})
+		c.n++
+	}
+	return b, err
+}
+
+// header reads meta, user meta, and the key length, value length and
+// expiry uvarints.
+func (c *countingReader) header() (klen, vlen uint32, err error) {
+	for range 2 {
+		if _, err := c.ReadByte(); err != nil {
+			return 0, 0, err
+		}
+	}
+	var v [3]uint64
+	for i := range v {
+		if v[i], err = binary.ReadUvarint(c); err != nil {
+			return 0, 0, err
+		}
+	}
+	// Badger keeps the low 32 bits.
+	return uint32(v[0]), uint32(v[1]), nil
+}
