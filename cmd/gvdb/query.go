@@ -38,13 +38,24 @@ Statements:
   SHOW RUNS | SHOW LAYERS FROM 'r' | SHOW STEPS FROM 'r' | SHOW SCALARS FROM 'r'
   SELECT item [AS name], ... FROM 'run' [, 'glob*' ...]
       [WHERE step >= 1000 AND step < 5000 AND layer IN ('fc1.weight') AND run GLOB 'lr-*'
-             AND population = 'full']
-      [GROUP BY window(500) | step, run, layer] [ORDER BY column [DESC]] [LIMIT n]
+             AND population = 'full' AND label = 3 AND NOT corrupted AND config.lr = 0.1]
+      [GROUP BY window(500) | step, run, layer, label, config.lr] [HAVING nvar > 0.8]
+      [ORDER BY column [DESC]] [LIMIT n]
   PLOT item, ... FROM ... [WHERE ...] [GROUP BY ...] [SCALE LOG|LINEAR] [TITLE 'text'] TO 'file.png|svg|pdf'
 
 A snapshot's population is a sample or the full training set (train
 --full-snapshot-every): Gradient Clustering is in-sample on a full snapshot
-and held out on a sample (gc_*_insample: always in-sample). An item is arithmetic (+ - * /) over statistics, step scalars (loss,
+and held out on a sample (gc_*_insample: always in-sample).
+
+WHERE on an example attribute (label, example_loss, true_label, corrupted,
+duplicate_of) chooses the examples every statistic covers; config.x
+(lr, batch_size, seed, model, corrupt_labels, ...) chooses runs. Per-example
+items (example_id, grad_norm, cos_to_mean, cluster(K), attributes) give one
+row per example. mean(x), stddev(x) and count(run) aggregate over the runs
+of a GROUP BY config.x group; ci(stat[, level]) is a bootstrap interval
+over a snapshot's examples (columns stat_lo, stat_hi).
+
+An item is arithmetic (+ - * /) over statistics, step scalars (loss,
 accuracy, lr, test_accuracy, ...) and step. Statistics (B defaults to the
 run's batch size, K to B):
 `
@@ -60,7 +71,10 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
   gvdb query "SELECT gc_variance(128, 128) / variance(128) AS gain FROM 'mlp'"
   gvdb query --format csv "SELECT nvar FROM 'lr-*' GROUP BY run, window(1000)" > nvar.csv
   echo "SHOW RUNS; SHOW LAYERS FROM 'mlp'" | gvdb query
-  gvdb query --bail --format json < script.sql     # NDJSON: one line per statement`)
+  gvdb query --bail --format json < script.sql     # NDJSON: one line per statement
+  gvdb query "SELECT nvar FROM 'mlp' WHERE step = 1000 GROUP BY label"
+  gvdb query "SELECT example_id, label, grad_norm FROM 'mlp' WHERE step = 1000 ORDER BY grad_norm DESC LIMIT 10"
+  gvdb query "SELECT mean(nvar), stddev(nvar), count(run) FROM 'seed-*' GROUP BY config.lr, window(500)"`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	format := formatFlag(fs)
 	timing := fs.Bool("timing", false, "print read, decode and compute times, and the Gradient Clustering path, to standard error")
