@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 
 	"gvdb/db"
@@ -10,25 +11,34 @@ import (
 )
 
 func init() {
-	register("export", "write a snapshot's per-example gradients as NumPy .npy files", (*Main).export)
+	register("export", "write a run's or a snapshot's per-example gradients as NumPy .npy files (or Parquet tables)", (*Main).export)
 }
 
 func (m *Main) export(ctx context.Context, args []string) error {
-	fs := m.newFlags("export --run NAME --step S --out DIR [flags]", `Write the per-example gradients of one snapshot as NumPy .npy files, with a
-manifest.json, so that any other tool can check gvdb's numbers:
+	fs := m.newFlags("export --run NAME [--step S | --from S --to S] --out DIR [flags]", `Write per-example gradients as NumPy .npy files with a manifest.json, so
+that any other tool can check gvdb's numbers (docs/INTERCHANGE.md):
   ids.npy                 uint64 (N,)        dataset index of each example
   LAYER.A.npy             float32 (N, T, In) factored layers: layer inputs a_it
   LAYER.Delta.npy         float32 (N, T, Out) and output gradients d_it
   LAYER.rows.npy          float32 (N, D)     dense blocks (biases, ...)
   LAYER.grad.npy          float32 (N, In, Out) with --materialize:
                           G_i = sum_t a_it d_it^T (factored layers)
+  attr.NAME.npy           (N,)               per-example attributes (label, ...)
 In numpy: G = np.einsum('nti,nto->nio', A, Delta). LAYER is the layer name
-with characters outside [A-Za-z0-9._-] replaced by '_'. The directory is
-written all or nothing: a failed export leaves no files.`, `  gvdb export --run mlp --step 500 --out ./mlp-500
+with characters outside [A-Za-z0-9._-] replaced by '_'.
+
+With --step, one snapshot is written to DIR. Without it, the whole run (or
+the steps from --from to --to, both included) is written as a run
+directory: run.json, scalars.jsonl and one step-<step> directory per
+snapshot, which gvdb import reads back. The directory is written all or
+nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp-run
+  gvdb export --run mlp --from 0 --to 500 --out ./mlp-early
   gvdb export --run mlp --step 500 --layer fc2.weight --materialize --out ./fc2`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	run := fs.String("run", "", "run (required)")
-	step := fs.Int64("step", -1, "snapshot step (required)")
+	step := fs.Int64("step", -1, "export only the snapshot at this step")
+	from := fs.Int64("from", 0, "whole-run export: first step")
+	to := fs.Int64("to", math.MaxInt64-1, "whole-run export: last step (included)")
 	layer := fs.String("layer", "", "only these layers (comma-separated; default all)")
 	format := fs.String("format", "npy", "file format (npy)")
 	out := fs.String("out", "", "output directory (required; new or empty: written all or nothing)")
@@ -40,12 +50,14 @@ written all or nothing: a failed export leaves no files.`, `  gvdb export --run 
 	switch {
 	case *run == "":
 		return usagef("export: --run is required")
-	case *step < 0:
-		return usagef("export: --step is required")
 	case *out == "":
 		return usagef("export: --out is required")
 	case *format != "npy":
-		return usagef("export: unknown --format %q (only npy)", *format)
+		return usagef("export: unknown --format %q (npy)", *format)
+	case *step >= 0 && (fs.Changed("from") || fs.Changed("to")):
+		return usagef("export: give --step (one snapshot) or --from/--to (a step range), not both")
+	case *from < 0 || *to < *from:
+		return usagef("export: step range %d to %d is empty", *from, *to)
 	}
 	d, err := openStore(*dir)
 	if err != nil {
@@ -60,11 +72,36 @@ written all or nothing: a failed export leaves no files.`, `  gvdb export --run 
 	if err != nil {
 		return err
 	}
-	s, err := d.Snapshot(r, *step, db.Select{Layers: layers})
+	for _, l := range layers {
+		if _, err := r.Layer(l); err != nil {
+			return err
+		}
+	}
+	opts := interchange.Options{Materialize: *materialize, MaxBytes: *maxBytes, Layers: layers}
+	if *step < 0 {
+		w := db.Window{From: *from, To: *to + 1}
+		infos, err := d.SnapshotInfos(r, w)
+		if err != nil {
+			return err
+		}
+		bar := m.newProgress("export "+*run, int64(len(infos)))
+		done := int64(0)
+		n, err := interchange.WriteRun(*out, d, r, w, opts, func(int64) {
+			done++
+			bar.update(done, "snapshots")
+		})
+		bar.finish()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stderr, "exported %s: %d snapshots to %s (read back with gvdb import %s --run NAME)\n", *run, n, *out, *out)
+		return nil
+	}
+	s, err := d.Snapshot(r, *step, db.Select{Layers: layers, Attributes: true, Anchor: true})
 	if err != nil {
 		return err
 	}
-	man, err := interchange.WriteSnapshot(*out, *run, s, interchange.Options{Materialize: *materialize, MaxBytes: *maxBytes})
+	man, err := interchange.WriteSnapshot(*out, *run, s, opts)
 	if err != nil {
 		return err
 	}

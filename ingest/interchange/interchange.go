@@ -33,24 +33,43 @@ import (
 // Definition states the layout of the per-example gradients.
 const Definition = "factored layer: per-example gradient G_i[p,q] = sum_t A[i,t,p] * Delta[i,t,q] (In x Out, the weight layout y = x W); dense block: rows are the per-example gradients"
 
-// Manifest describes the files of an export.
+// Manifest describes the files of a snapshot directory (manifest.json).
 type Manifest struct {
-	Run        string  `json:"run"`
+	Format     string  `json:"format,omitempty"`  // SnapshotFormat
+	Version    int     `json:"version,omitempty"` // FormatVersion
+	Run        string  `json:"run,omitempty"`
 	Step       int64   `json:"step"`
 	Population string  `json:"population"`
 	Examples   int     `json:"examples"`
 	IDs        string  `json:"ids"`
 	Layers     []Layer `json:"layers"`
-	Definition string  `json:"definition"`
+	// Attributes maps per-example attribute names (label, example_loss,
+	// ...) to .npy files of N int64, float64 or bool values.
+	Attributes map[string]string `json:"attributes,omitempty"`
+	// WeightLayout is the layout of 2-D dense weights written as rows
+	// (default: the run's).
+	WeightLayout string `json:"weight_layout,omitempty"`
+	// Anchor, if set, holds the same examples' gradients at the SVRG
+	// anchor parameters (full snapshots of runs trained with an anchor).
+	Anchor     *Anchor `json:"anchor,omitempty"`
+	Definition string  `json:"definition,omitempty"`
+}
+
+// Anchor describes a snapshot's SVRG anchor blocks: the examples'
+// gradients at the parameters of step Step, one layer per snapshot layer,
+// in files named "anchor.LAYER.*".
+type Anchor struct {
+	Step   int64   `json:"step"`
+	Layers []Layer `json:"layers"`
 }
 
 // Layer describes one layer's files.
 type Layer struct {
 	Name      string            `json:"name"`
-	Kind      string            `json:"kind"`
-	Encoding  string            `json:"encoding"`
-	MaxAbsErr float32           `json:"max_abs_err"`
-	Params    int               `json:"params"`
+	Kind      string            `json:"kind,omitempty"`
+	Encoding  string            `json:"encoding,omitempty"`
+	MaxAbsErr float32           `json:"max_abs_err,omitempty"`
+	Params    int               `json:"params,omitempty"`
 	Files     map[string]string `json:"files"`
 	Shapes    map[string][]int  `json:"shapes"`
 }
@@ -61,6 +80,8 @@ type Options struct {
 	Materialize bool
 	// MaxBytes bounds a materialized layer (default 2 GiB).
 	MaxBytes int64
+	// Layers, for WriteRun, are the layers to write (nil: all).
+	Layers []string
 }
 
 // ErrExists is returned when the export's directory already exists and
@@ -114,7 +135,8 @@ func WriteSnapshot(dir, run string, s *db.Snapshot, opts Options) (*Manifest, er
 }
 
 func writeFiles(dir, run string, s *db.Snapshot, opts Options) (*Manifest, error) {
-	man := &Manifest{Run: run, Step: s.Step, Population: s.Population.String(), Examples: s.N, IDs: "ids.npy", Definition: Definition}
+	man := &Manifest{Format: SnapshotFormat, Version: FormatVersion, Run: run, Step: s.Step, Population: s.Population.String(),
+		Examples: s.N, IDs: "ids.npy", WeightLayout: LayoutInOut, Definition: Definition}
 	write := func(name string, v any) error {
 		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if err != nil {
@@ -126,18 +148,65 @@ func writeFiles(dir, run string, s *db.Snapshot, opts Options) (*Manifest, error
 		}
 		return f.Close()
 	}
-	used := map[string]string{}
-	for i, lb := range s.Blocks {
-		b, err := codec.Decode(lb.Data)
+	if len(s.Blocks) > 0 {
+		b, err := codec.Decode(s.Blocks[0].Data)
 		if err != nil {
-			return nil, fmt.Errorf("%s@%d %s: %w", run, s.Step, lb.Layer, err)
+			return nil, fmt.Errorf("%s@%d %s: %w", run, s.Step, s.Blocks[0].Layer, err)
 		}
-		if i == 0 {
-			if err := write("ids.npy", b.IDs); err != nil {
+		if err := write("ids.npy", b.IDs); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if man.Layers, err = writeLayers(dir, "", run, s.Step, s.Blocks, opts, write); err != nil {
+		return nil, err
+	}
+	if s.HasAnchor && len(s.Anchor) > 0 {
+		man.Anchor = &Anchor{Step: s.AnchorStep}
+		if man.Anchor.Layers, err = writeLayers(dir, "anchor.", run, s.Step, s.Anchor, opts, write); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.Attributes) > 0 {
+		a, err := codec.DecodeAttributes(s.Attributes, s.N)
+		if err != nil {
+			return nil, fmt.Errorf("%s@%d attributes: %w", run, s.Step, err)
+		}
+		man.Attributes = map[string]string{}
+		for _, c := range a.Columns {
+			file := "attr." + c.Name + ".npy"
+			var v any
+			switch c.Type {
+			case codec.Int:
+				v = c.Ints
+			case codec.Float:
+				v = c.Floats
+			default:
+				v = c.Bools
+			}
+			if err := write(file, v); err != nil {
 				return nil, err
 			}
+			man.Attributes[c.Name] = file
 		}
-		stem := FileName(lb.Layer)
+	}
+	mj, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return man, os.WriteFile(filepath.Join(dir, "manifest.json"), append(mj, '\n'), 0o644)
+}
+
+// writeLayers writes blocks as .npy files named prefix+LAYER.*.
+func writeLayers(dir, prefix, run string, step int64, blocks []db.LayerBlock, opts Options, write func(string, any) error) ([]Layer, error) {
+	var layers []Layer
+	used := map[string]string{}
+	for _, lb := range blocks {
+		b, err := codec.Decode(lb.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s@%d %s: %w", run, step, lb.Layer, err)
+		}
+		stem := prefix + FileName(lb.Layer)
 		if other, ok := used[stem]; ok {
 			return nil, fmt.Errorf("layers %q and %q would share the file name %q", other, lb.Layer, stem)
 		}
@@ -169,13 +238,9 @@ func writeFiles(dir, run string, s *db.Snapshot, opts Options) (*Manifest, error
 		} else if err := add("rows", stem+".rows.npy", []int{n, b.Dim}, matrix(b.Rows, n, b.Dim)); err != nil {
 			return nil, err
 		}
-		man.Layers = append(man.Layers, el)
+		layers = append(layers, el)
 	}
-	mj, err := json.MarshalIndent(man, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return man, os.WriteFile(filepath.Join(dir, "manifest.json"), append(mj, '\n'), 0o644)
+	return layers, nil
 }
 
 // matrix views a flat row-major slice as rows (no copy).

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gvdb/db"
+	"gvdb/ingest"
+	"gvdb/ingest/codec"
+	"gvdb/ingest/interchange"
+)
+
+func init() {
+	register("import", "ingest a run directory (from python/gvdb_capture.py or gvdb export) into the store", (*Main).importRun)
+}
+
+// followPoll is how often --follow looks for new snapshots.
+const followPoll = 300 * time.Millisecond
+
+func (m *Main) importRun(ctx context.Context, args []string) error {
+	fs := m.newFlags("import DIR --run NAME [flags]", `Ingest a run directory into the store through the same Writer as gvdb
+train: run.json (configuration and layer schema), scalars.jsonl (step
+scalars), and one step-<step> directory per snapshot (manifest.json and
+.npy files; format in docs/INTERCHANGE.md). python/gvdb_capture.py writes
+such a directory from a PyTorch training script; gvdb export writes one
+from a stored run. Every file is checked against the schema (dtypes,
+shapes, C order, ids); float32 values are stored bit-exact (--encoding
+float32). NaN or Inf gradients are kept and warned about.
+
+With --follow, import watches DIR while the training script writes it:
+each snapshot is ingested once its directory appears (the capture module
+writes it elsewhere and renames it into place), scalars as their lines
+are completed, until the file DONE appears or Ctrl-C (the run is then
+marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
+  python train.py & gvdb import ./runs/my-mlp --run my-mlp --follow
+  gvdb export --run mlp --out ./mlp-run && gvdb import ./mlp-run --run mlp-copy`)
+	dir := fs.String("db", db.DefaultDir, "store directory")
+	run := fs.String("run", "", "name of the run to create (required)")
+	follow := fs.Bool("follow", false, "keep ingesting new snapshots and scalars until DONE appears or Ctrl-C")
+	overwrite := fs.Bool("overwrite", false, "replace a run of the same name")
+	encoding := fs.String("encoding", "float32", "block encoding: float32 (lossless), float16, bfloat16 or int8")
+	rollups := fs.String("rollups", "auto", "rollups: auto, vectors, scalars or none (as gvdb train)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) != 1:
+		return usagef("import: give one run directory (got %d arguments)", len(pos))
+	case *run == "":
+		return usagef("import: --run is required")
+	}
+	enc, err := codec.ParseEncoding(*encoding)
+	if err != nil {
+		return usagef("import: %v", err)
+	}
+	policy, err := ingest.ParseRollupPolicy(*rollups)
+	if err != nil {
+		return usagef("import: %v", err)
+	}
+	src := pos[0]
+	cfg, err := interchange.ReadRunConfig(src)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
+	r, err := cfg.Run(*run)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
+	r.Version, r.Created, r.Rollups, r.Encoding = Version, time.Now().UTC(), string(policy), enc.String()
+	d, err := openWriter(*dir, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	rec, err := ingest.Record(d, r, *overwrite, ingest.Options{Encoding: enc, Rollups: policy})
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	var (
+		done       = map[int64]bool{}
+		scalarOff  int64
+		scalarLine int
+		last       int64 = -1
+		snapshots  int
+		warned     int
+		bar        *progress
+	)
+	// pass ingests what is complete now: scalars, then snapshots in step
+	// order.
+	pass := func() error {
+		lines, off, err := interchange.ReadScalars(src, scalarOff, scalarLine)
+		for _, l := range lines {
+			if serr := rec.Scalars(l.Step, l.Values); serr != nil {
+				return serr
+			}
+			last = max(last, l.Step)
+			scalarLine = l.Line
+		}
+		scalarOff = off
+		if err != nil {
+			return err
+		}
+		steps, err := interchange.Steps(src)
+		if err != nil {
+			return err
+		}
+		for _, step := range steps {
+			if done[step] {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			s, warnings, err := interchange.ReadSnapshot(filepath.Join(src, interchange.SnapshotDir(step)), cfg, r)
+			if err != nil {
+				return err
+			}
+			if s.Step != step {
+				return fmt.Errorf("%s: manifest step %d", interchange.SnapshotDir(step), s.Step)
+			}
+			for _, w := range warnings {
+				if warned < 20 {
+					fmt.Fprintf(m.Stderr, "warning: %s\n", w)
+				}
+				warned++
+			}
+			if err := rec.Snapshot(ctx, s); err != nil {
+				return err
+			}
+			done[step] = true
+			snapshots++
+			last = max(last, step)
+			if !*follow {
+				if bar == nil {
+					bar = m.newProgress("import "+*run, int64(len(steps)))
+				}
+				bar.update(int64(snapshots), "snapshots")
+			} else {
+				fmt.Fprintf(m.Stderr, "import %s: snapshot at step %d (%d examples)\n", *run, step, s.Blocks[0].Block.N())
+			}
+		}
+		return nil
+	}
+	status := db.StatusComplete
+	err = pass()
+	if bar != nil {
+		bar.finish()
+	}
+	for err == nil && *follow {
+		if _, serr := os.Stat(filepath.Join(src, "DONE")); serr == nil {
+			err = pass() // what was completed before DONE
+			break
+		}
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(followPoll):
+			err = pass()
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		status, err = db.StatusInterrupted, nil
+	} else if err != nil {
+		status = db.StatusFailed
+	}
+	if warned > 20 {
+		fmt.Fprintf(m.Stderr, "warning: %d more NaN or Inf warnings not shown\n", warned-20)
+	}
+	ferr := rec.Finish(status, last)
+	if err != nil {
+		return fmt.Errorf("import %s: %w (the run keeps the %d snapshots ingested before; status %s)", src, err, snapshots, status)
+	}
+	if ferr != nil {
+		return ferr
+	}
+	st := rec.Stats()
+	fmt.Fprintf(m.Stderr, "imported %s: %d snapshots, %d examples, %s stored (+ %s of rollups), status %s\n",
+		*run, st.Snapshots, st.Examples, humanBytes(st.StoredBytes), humanBytes(st.RollupBytes), status)
+	return nil
+}

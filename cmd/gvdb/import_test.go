@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gvdb/ingest/interchange"
+)
+
+// roundTripQueries cover every statistic family, the populations, SVRG,
+// attributes, per-example rows and the step scalars.
+var roundTripQueries = []string{
+	"SELECT variance, nvar, gns, example_norm, snr, norm_test FROM 'lr-0.1'",
+	"SELECT variance(128), nvar(128), svrg_variance(128), gc_variance(128, 128), gc_variance_insample(128, 128) FROM 'lr-0.1' WHERE population = 'full' GROUP BY layer",
+	"SELECT svrg_variance, variance FROM 'lr-0.1' WHERE population = 'sample'",
+	"SELECT variance, nvar FROM 'lr-0.1' WHERE step BETWEEN 10 AND 30 GROUP BY label",
+	"SELECT example_id, label, grad_norm, cos_to_mean FROM 'lr-0.1' WHERE step = 20 AND population = 'full' ORDER BY grad_norm DESC LIMIT 10",
+	"SELECT loss, lr FROM 'lr-0.1'",
+	"SELECT variance, nvar, gns, pooled(nvar) FROM 'lr-0.1' GROUP BY window(20)",
+}
+
+// TestExportImportRoundTrip exports a whole run (full and sampled
+// snapshots, SVRG anchors, attributes, scalars), imports it into a new
+// store, and checks every query answers identically.
+func TestExportImportRoundTrip(t *testing.T) {
+	src := trainedStore(t)
+	out := filepath.Join(t.TempDir(), "run")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "lr-0.1", "--out", out); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	for _, f := range []string{"run.json", "scalars.jsonl", "DONE", interchange.SnapshotDir(20) + "/manifest.json", interchange.SnapshotDir(20) + "/attr.label.npy"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Fatalf("export wrote no %s: %v", f, err)
+		}
+	}
+	dst := t.TempDir()
+	if _, errs, code := gvdb(t, "import", out, "--db", dst, "--run", "lr-0.1"); code != exitOK {
+		t.Fatalf("import: %s", errs)
+	}
+	for _, q := range roundTripQueries {
+		want, errs, code := gvdb(t, "query", "--db", src, "--format", "csv", q)
+		if code != exitOK {
+			t.Fatalf("%s on the original: %s", q, errs)
+		}
+		got, errs, code := gvdb(t, "query", "--db", dst, "--format", "csv", q)
+		if code != exitOK {
+			t.Fatalf("%s on the import: %s", q, errs)
+		}
+		if got != want || strings.Count(want, "\n") < 2 {
+			t.Errorf("%s:\noriginal\n%s\nimported\n%s", q, want, got)
+		}
+	}
+	// A step range exports only its snapshots and scalars.
+	part := filepath.Join(t.TempDir(), "part")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "lr-0.1", "--from", "10", "--to", "20", "--out", part); code != exitOK {
+		t.Fatalf("export range: %s", errs)
+	}
+	if steps, _ := interchange.Steps(part); len(steps) != 2 || steps[0] != 10 || steps[1] != 20 {
+		t.Errorf("--from 10 --to 20 exported steps %v", steps)
+	}
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "lr-0.1", "--out", out); code == exitOK || !strings.Contains(errs, "not empty") {
+		t.Errorf("export over a run directory: exit %d, %s", code, errs)
+	}
+}
+
+// editJSON rewrites a JSON file through fn.
+func editJSON(t *testing.T, path string, fn func(map[string]any)) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	fn(m)
+	raw, _ = json.Marshal(m)
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyDir copies a directory tree of regular files.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if e.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), raw, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImportRefusesBadRuns damages an exported run directory one way at a
+// time: each import fails with a message naming the problem.
+func TestImportRefusesBadRuns(t *testing.T) {
+	src := trainedStore(t)
+	good := filepath.Join(t.TempDir(), "run")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "mlp", "--from", "0", "--to", "10", "--out", good); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	snap := interchange.SnapshotDir(10)
+	cases := []struct {
+		name, want string
+		damage     func(dir string)
+	}{
+		{"reserved layer", "reserved", func(dir string) {
+			editJSON(t, filepath.Join(dir, "run.json"), func(m map[string]any) {
+				m["layers"].([]any)[0].(map[string]any)["name"] = "step"
+			})
+		}},
+		{"bad layout", "weight_layout", func(dir string) {
+			editJSON(t, filepath.Join(dir, "run.json"), func(m map[string]any) { m["weight_layout"] = "cols" })
+		}},
+		{"unknown field", "unknown field", func(dir string) {
+			editJSON(t, filepath.Join(dir, "run.json"), func(m map[string]any) { m["learning_rate"] = 1 })
+		}},
+		{"reserved scalar", "reserved", func(dir string) {
+			os.WriteFile(filepath.Join(dir, "scalars.jsonl"), []byte("{\"step\": 0, \"where\": 1}\n"), 0o644)
+		}},
+		{"bad scalar line", "scalars.jsonl line 2", func(dir string) {
+			os.WriteFile(filepath.Join(dir, "scalars.jsonl"), []byte("{\"step\": 0, \"loss\": 1}\n{\"step\": -1}\n"), 0o644)
+		}},
+		{"wrong examples", "shape", func(dir string) {
+			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) { m["examples"] = 63.0 })
+		}},
+		{"wrong dtype", "dtype", func(dir string) {
+			// ids as float32: copy a float32 file over ids.npy.
+			raw, _ := os.ReadFile(filepath.Join(dir, snap, "fc1.bias.rows.npy"))
+			os.WriteFile(filepath.Join(dir, snap, "ids.npy"), raw, 0o644)
+		}},
+		{"truncated npy", "bytes", func(dir string) {
+			p := filepath.Join(dir, snap, "fc1.weight.A.npy")
+			raw, _ := os.ReadFile(p)
+			os.WriteFile(p, raw[:len(raw)/2], 0o644)
+		}},
+		{"unknown layer", "not in run.json", func(dir string) {
+			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) {
+				m["layers"].([]any)[0].(map[string]any)["name"] = "fc9.weight"
+			})
+		}},
+		{"path in file name", "no valid", func(dir string) {
+			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) {
+				m["layers"].([]any)[0].(map[string]any)["files"].(map[string]any)["A"] = "../../etc/passwd"
+			})
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "run")
+			copyDir(t, good, dir)
+			c.damage(dir)
+			_, errs, code := gvdb(t, "import", dir, "--db", t.TempDir(), "--run", "x")
+			if code == exitOK || !strings.Contains(errs, c.want) {
+				t.Errorf("exit %d, want an error with %q: %s", code, c.want, errs)
+			}
+		})
+	}
+}
+
+// TestImportFollow starts import --follow on an empty run directory, then
+// moves snapshots and scalars in as a training script would: everything
+// is ingested once, and DONE ends the import.
+func TestImportFollow(t *testing.T) {
+	src := trainedStore(t)
+	full := filepath.Join(t.TempDir(), "run")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "mlp", "--out", full); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	live := filepath.Join(t.TempDir(), "live")
+	os.Mkdir(live, 0o755)
+	raw, _ := os.ReadFile(filepath.Join(full, "run.json"))
+	os.WriteFile(filepath.Join(live, "run.json"), raw, 0o644)
+	dst := t.TempDir()
+	type result struct {
+		errs string
+		code int
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, errs, code := gvdb(t, "import", live, "--db", dst, "--run", "mlp", "--follow")
+		done <- result{errs, code}
+	}()
+	scalars, _ := os.ReadFile(filepath.Join(full, "scalars.jsonl"))
+	lines := strings.SplitAfter(string(scalars), "\n")
+	sf, _ := os.Create(filepath.Join(live, "scalars.jsonl"))
+	steps, _ := interchange.Steps(full)
+	for i, step := range steps {
+		// half a scalar line first: it waits for its newline
+		l := lines[i%len(lines)]
+		sf.WriteString(l[:len(l)/2])
+		time.Sleep(50 * time.Millisecond)
+		sf.WriteString(l[len(l)/2:])
+		if err := os.Rename(filepath.Join(full, interchange.SnapshotDir(step)), filepath.Join(live, interchange.SnapshotDir(step))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, l := range lines[len(steps)%len(lines):] {
+		sf.WriteString(l)
+	}
+	sf.Close()
+	os.WriteFile(filepath.Join(live, "DONE"), nil, 0o644)
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("import --follow did not stop after DONE")
+	}
+	if r.code != exitOK || !strings.Contains(r.errs, "5 snapshots") || !strings.Contains(r.errs, "status complete") {
+		t.Fatalf("import --follow: exit %d, %s", r.code, r.errs)
+	}
+	for _, q := range []string{"SELECT variance, gns FROM 'mlp'", "SELECT loss FROM 'mlp'"} {
+		want, _, _ := gvdb(t, "query", "--db", src, "--format", "csv", q)
+		got, errs, _ := gvdb(t, "query", "--db", dst, "--format", "csv", q)
+		if got != want {
+			t.Errorf("%s after --follow (%s):\n%s\nwant\n%s", q, errs, got, want)
+		}
+	}
+	_ = context.Background
+}
