@@ -135,7 +135,7 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 		if (l.Kind == db.DenseWeight || l.Kind == db.ConvWeight) && len(l.Shape) != 2 {
 			return nil, fmt.Errorf("run.json: layer %s: a %s weight has a 2-D shape [in, out] (a convolution's in is C·kh·kw), got %v", l.Name, l.Kind, l.Shape)
 		}
-		if l.Kind == db.DenseWeight && c.WeightLayout == LayoutOutIn {
+		if (l.Kind == db.DenseWeight || l.Kind == db.ConvWeight) && c.WeightLayout == LayoutOutIn {
 			// The schema is gvdb's: [in, out].
 			l.Shape = []int{l.Shape[1], l.Shape[0]}
 		}
@@ -413,8 +413,8 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 
 // readBlock reads one layer's files into a block: factored (A and Delta:
 // (N, T, In) and (N, T, Out), or (N, In) and (N, Out) for T = 1) or dense
-// rows (N, D), D the schema's parameter count. Dense rows of a 2-D dense
-// weight in the out_in layout are transposed to gvdb's in_out.
+// rows (N, D), D the schema's parameter count. Dense rows of a dense or
+// conv weight in the out_in layout are transposed to gvdb's in_out.
 func readBlock(dir string, ml Layer, sl db.Layer, n int, layout string) (*codec.Block, error) {
 	file := func(key string) (string, error) {
 		f, ok := ml.Files[key]
@@ -489,7 +489,7 @@ func readBlock(dir string, ml Layer, sl db.Layer, n int, layout string) (*codec.
 		if dim != sl.Params {
 			return nil, fmt.Errorf("%s rows of %d values, the schema has %d parameters", key, dim, sl.Params)
 		}
-		if sl.Kind == db.DenseWeight && layout == LayoutOutIn {
+		if (sl.Kind == db.DenseWeight || sl.Kind == db.ConvWeight) && layout == LayoutOutIn {
 			v = transposeRows(v, n, sl.Shape[1], sl.Shape[0])
 		}
 		return &codec.Block{Kind: codec.Dense, Dim: dim, Rows: v}, nil

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"encoding/json"
+
+	"codeberg.org/sbinet/npyio"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// debianPython is the interpreter that imports Debian's python3-torch and
+// python3-numpy; the python3 first on PATH may be another one.
+const debianPython = "/usr/bin/python3"
+
+// torchPython returns debianPython if it imports torch and numpy. Where it
+// does not, the test fails in CI (GVDB_REQUIRE_TORCH=1, set by .ci/run)
+// and is skipped loudly elsewhere.
+func torchPython(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(debianPython, "-c", "import torch, numpy").CombinedOutput()
+	if err == nil {
+		return debianPython
+	}
+	msg := fmt.Sprintf("%s cannot import torch and numpy (%v: %s): install python3-torch python3-numpy (apt-get); the PyTorch capture is NOT tested", debianPython, err, strings.TrimSpace(string(out)))
+	if os.Getenv("GVDB_REQUIRE_TORCH") != "" {
+		t.Fatal(msg)
+	}
+	fmt.Fprintln(os.Stderr, "SKIP:", msg)
+	t.Skip(msg)
+	return ""
+}
+
+// TestPyTorchCapture trains a PyTorch MLP and CNN with python/gvdb_capture.py
+// (python/test_capture.py checks the captured gradients against PyTorch's
+// batch-size-1 gradients to 1e-5), imports both runs, and checks gvdb's
+// variance, nvar and gns against NumPy's on the materialized gradients to
+// 1e-9. It then runs the README's PyTorch example verbatim and imports it.
+func TestPyTorchCapture(t *testing.T) {
+	py := torchPython(t)
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	cmd := exec.Command(py, filepath.Join(repo, "python", "test_capture.py"), out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("python/test_capture.py: %v\n%s", err, b)
+	} else {
+		t.Logf("%s", b)
+	}
+	var expected map[string]json.RawMessage
+	raw, err := os.ReadFile(filepath.Join(out, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(raw, &expected)
+	store := t.TempDir()
+	for _, run := range []string{"mlp", "cnn"} {
+		if _, errs, code := gvdb(t, "import", filepath.Join(out, run), "--db", store, "--run", run); code != exitOK {
+			t.Fatalf("import %s: %s", run, errs)
+		}
+		var want map[string]map[string]any
+		json.Unmarshal(expected[run], &want)
+		csv, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT variance, nvar, gns FROM '"+run+"'")
+		if code != exitOK {
+			t.Fatalf("query %s: %s", run, errs)
+		}
+		lines := strings.Split(strings.TrimSpace(csv), "\n")
+		if lines[0] != "step,variance,nvar,gns" || len(lines)-1 != len(want) {
+			t.Fatalf("%s: %d snapshots in numpy, gvdb:\n%s", run, len(want), csv)
+		}
+		worst := 0.0
+		for _, l := range lines[1:] {
+			f := strings.Split(l, ",")
+			w, ok := want[f[0]]
+			if !ok {
+				t.Fatalf("%s: gvdb has step %s, numpy does not", run, f[0])
+			}
+			for j, name := range []string{"variance", "nvar", "gns"} {
+				got, _ := strconv.ParseFloat(f[1+j], 64)
+				ref := w[name].(float64)
+				rel := math.Abs(got-ref) / math.Abs(ref)
+				worst = max(worst, rel)
+				if !(rel <= 1e-9) {
+					t.Errorf("%s step %s %s: gvdb %.17g, numpy %.17g (relative %.3g)", run, f[0], name, got, ref, rel)
+				}
+			}
+		}
+		t.Logf("%s: %d snapshots, worst relative difference gvdb vs numpy %.3g", run, len(want), worst)
+	}
+	// The CNN's full snapshot and its layers' storage.
+	if csv, _, _ := gvdb(t, "query", "--db", store, "--format", "csv", "SHOW STEPS FROM 'cnn'"); !strings.Contains(csv, "6,full,200,") {
+		t.Errorf("cnn: want the full snapshot at step 6:\n%s", csv)
+	}
+	// Layouts: the capture writes conv1's dense rows as PyTorch's (out, in);
+	// gvdb stores and exports gvdb's (in, out), its transpose.
+	back := filepath.Join(t.TempDir(), "cnn-4")
+	if _, errs, code := gvdb(t, "export", "--db", store, "--run", "cnn", "--step", "4", "--out", back); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	outIn := readF32(t, filepath.Join(out, "cnn", "step-00000000000000000004", "conv1.weight.rows.npy"))
+	inOut := readF32(t, filepath.Join(back, "conv1.weight.rows.npy"))
+	const cout, in = 4, 9
+	if len(outIn) != 16*cout*in || len(inOut) != len(outIn) {
+		t.Fatalf("conv1 rows: %d and %d values", len(outIn), len(inOut))
+	}
+	for i := range 16 {
+		for o := range cout {
+			for p := range in {
+				if a, b := outIn[i*cout*in+o*in+p], inOut[i*cout*in+p*cout+o]; a != b {
+					t.Fatalf("example %d conv1[out %d, in %d]: captured %v, stored %v (bit-exact, transposed)", i, o, p, a, b)
+				}
+			}
+		}
+	}
+
+	// The README's example, verbatim, from the repository root.
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "<!-- pytorch-example: run verbatim by TestPyTorchCapture -->\n```python\n")
+	code, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md: no PyTorch example block")
+	}
+	work := t.TempDir()
+	os.Symlink(filepath.Join(repo, "python"), filepath.Join(work, "python"))
+	script := filepath.Join(work, "example.py")
+	os.WriteFile(script, []byte(code), 0o644)
+	cmd = exec.Command(py, script)
+	cmd.Dir = work
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("README example: %v\n%s", err, b)
+	}
+	if _, errs, code := gvdb(t, "import", filepath.Join(work, "runs", "demo"), "--db", store, "--run", "demo"); code != exitOK {
+		t.Fatalf("import the README example: %s", errs)
+	}
+	q := "SELECT variance, nvar, gns, loss FROM 'demo' GROUP BY label"
+	csv, errs, rc := gvdb(t, "query", "--db", store, "--format", "csv", q)
+	if rc != exitOK || strings.Count(csv, "\n") != 1+10*3 {
+		t.Errorf("README query: exit %d, %s\n%s", rc, errs, csv)
+	}
+}
+
+// readF32 reads a float32 .npy file's values.
+func readF32(t *testing.T, path string) []float32 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var v []float32
+	if err := npyio.Read(f, &v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return v
+}

@@ -1,0 +1,350 @@
+"""Capture per-example gradients of a PyTorch model for gvdb.
+
+Copy this file next to your training script; it needs only torch (>= 1.13)
+and numpy. It writes a gvdb run directory (docs/INTERCHANGE.md) that
+
+    gvdb import DIR --run NAME [--follow]
+
+ingests. Example (synthetic data, an MLP):
+
+    import torch, torch.nn as nn, torch.nn.functional as F
+    from gvdb_capture import Capture
+
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(inplace=True), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(512, 20), torch.randint(0, 3, (512,))
+    with Capture(model, "runs/demo", loss_reduction="mean", batch_size=64, lr=0.1) as cap:
+        for step in range(100):
+            ids = torch.randperm(512)[:64]
+            with cap.snapshot(step, ids, label=y[ids]) if step % 10 == 0 else cap.off():
+                loss = F.cross_entropy(model(x[ids]), y[ids])
+                opt.zero_grad(); loss.backward()
+            opt.step(); cap.log(step, loss=loss.item())
+
+What is captured, per snapshot and per example i of the snapshot's batch:
+
+- nn.Linear: the layer input a_it and the gradient d_it of the example's
+  own loss with respect to the layer output, at every position t (the
+  dimensions between the batch and the features, flattened; a layer called
+  twice in one forward pass contributes both calls' positions). The weight
+  gradient is G_i = sum_t a_it d_it^T; the bias gradient, sum_t d_it, is
+  stored as dense rows.
+- nn.Conv2d (groups=1, zero padding): the same with a_it the unfolded input
+  patch at output position t, in the order (C, kh, kw), positions in
+  row-major (oh, ow) order (torch.nn.functional.unfold).
+- A weight is stored as factors when T*(In+Out) <= In*Out, and otherwise as
+  its dense per-example gradient, in PyTorch's (out, in) layout (the rule
+  gvdb's own trainer uses).
+- Other parameters that require gradients are refused with their names;
+  pass ignore=[...] to leave them out (or freeze them).
+
+Output gradients are captured with tensor hooks (Tensor.register_hook on
+each layer's output), not full backward hooks, so in-place activations
+(nn.ReLU(inplace=True)) work. With loss_reduction="mean", the captured
+output gradients are multiplied by the batch size N, so that the stored
+gradients are always those of each example's own loss (sum_i l_i / N is
+the mean loss; its gradient with respect to example i's output is
+(1/N) dl_i/dz_i).
+"""
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FORMAT_VERSION = 1
+
+# Names the query language reserves: not allowed as layer, scalar or
+# attribute names.
+RESERVED = {
+    "step", "run", "layer", "population", "example_id", "select", "from", "where", "group", "by", "order", "limit",
+    "having", "as", "and", "or", "not", "in", "glob", "between", "plot", "to", "show", "scale", "title", "desc",
+    "asc", "window", "config",
+}
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_name(kind, name):
+    if name.lower() in RESERVED or not _NAME.match(name):
+        raise ValueError(f"gvdb_capture: {kind} name {name!r} is reserved by gvdb's query language or not a name "
+                         "(a letter or _, then letters, digits, _)")
+
+
+class _Layer:
+    """One captured module: its schema entries and the factors of a pass."""
+
+    def __init__(self, name, module):
+        self.name, self.module = name, module
+        self.calls = []  # (a, d) per forward call: (N, T, In), (N, T, Out)
+        self.pending = 0
+
+    def schema(self):
+        m = self.module
+        out = []
+        if isinstance(m, nn.Linear):
+            out.append({"name": self.name + ".weight", "kind": "dense", "shape": [m.out_features, m.in_features]})
+        else:
+            kh, kw = m.kernel_size
+            out.append({"name": self.name + ".weight", "kind": "conv",
+                        "shape": [m.out_channels, m.in_channels * kh * kw]})
+        if m.bias is not None and m.bias.requires_grad:
+            out.append({"name": self.name + ".bias", "kind": "bias", "shape": [m.bias.shape[0]]})
+        return out
+
+    def inputs(self, x):
+        """The per-position inputs a: (N, T, In)."""
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return x.detach().reshape(x.shape[0], -1, x.shape[-1])
+        padding = (0, 0) if m.padding == "valid" else m.padding
+        a = F.unfold(x.detach(), m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
+        return a.transpose(1, 2)
+
+    @staticmethod
+    def outputs(g):
+        """The per-position output gradients: (N, T, Out)."""
+        if g.dim() == 4:  # conv: (N, C, oh, ow)
+            return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+        return g.reshape(g.shape[0], -1, g.shape[-1])
+
+
+class Capture:
+    """Writes a gvdb run directory while a PyTorch model trains.
+
+    model: the nn.Module. out_dir: the run directory (created; it must not
+    exist or be empty unless overwrite=True). loss_reduction: "mean" or
+    "sum", how the training loss combines the batch's examples.
+    batch_size: the training batch size (the default B of gvdb's
+    statistics). The other keywords go to run.json (model, dataset,
+    optimizer, lr, momentum, weight_decay, seed, params: a dict of strings).
+    ignore: parameter names (as in model.named_parameters()) to leave out.
+    """
+
+    def __init__(self, model, out_dir, *, loss_reduction, batch_size, model_name=None, dataset="", optimizer="",
+                 lr=0.0, momentum=0.0, weight_decay=0.0, seed=0, params=None, ignore=(), overwrite=False):
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"gvdb_capture: loss_reduction {loss_reduction!r}, want 'mean' or 'sum'")
+        if int(batch_size) < 1:
+            raise ValueError(f"gvdb_capture: batch_size {batch_size}, want the training batch size (>= 1)")
+        self.model, self.dir, self.reduction = model, out_dir, loss_reduction
+        self.layers = []
+        covered, ignore = set(), set(ignore)
+        for name, m in model.named_modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and any(p.requires_grad for p in m.parameters(recurse=False)):
+                if isinstance(m, nn.Conv2d):
+                    if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+                        raise ValueError(f"gvdb_capture: {name}: only Conv2d with groups=1, zero padding and "
+                                         "numeric or 'valid' padding is captured; pass ignore=[...] to leave it out")
+                if not m.weight.requires_grad:
+                    raise ValueError(f"gvdb_capture: {name}: a frozen weight with a trained bias is not captured")
+                label = name or "layer0"
+                layer = _Layer(label, m)
+                for s in layer.schema():
+                    _check_layer(s["name"])
+                if label + ".weight" in ignore:
+                    continue
+                self.layers.append(layer)
+                covered.update(f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False))
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in covered and n not in ignore]
+        if missing:
+            types = sorted({type(model.get_submodule(n.rsplit(".", 1)[0]) if "." in n else model).__name__
+                            for n in missing})
+            raise ValueError(f"gvdb_capture: per-example gradients of {', '.join(missing)} ({', '.join(types)}) "
+                             "cannot be captured (only nn.Linear and nn.Conv2d); pass ignore=[...] to leave them "
+                             "out, or freeze them")
+        if not self.layers:
+            raise ValueError("gvdb_capture: the model has no nn.Linear or nn.Conv2d layer to capture")
+        if os.path.exists(out_dir) and os.listdir(out_dir):
+            if not overwrite:
+                raise FileExistsError(f"gvdb_capture: {out_dir} exists and is not empty (overwrite=True replaces it)")
+            shutil.rmtree(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        schema = [s for l in self.layers for s in l.schema()]
+        cfg = {
+            "format": "gvdb-run", "version": FORMAT_VERSION, "model": model_name or type(model).__name__,
+            "dataset": dataset, "optimizer": optimizer, "lr": float(lr), "momentum": float(momentum),
+            "weight_decay": float(weight_decay), "batch_size": int(batch_size), "seed": int(seed),
+            "loss_reduction": loss_reduction, "weight_layout": "out_in", "conv_patch_order": "C,kh,kw; positions oh,ow",
+            "layers": schema, "params": {str(k): str(v) for k, v in (params or {}).items()},
+        }
+        _write_atomic(os.path.join(out_dir, "run.json"), json.dumps(cfg, indent=2) + "\n")
+        self._scalars = open(os.path.join(out_dir, "scalars.jsonl"), "a")
+        self._handles = []
+        self.closed = False
+
+    # -- snapshots ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def snapshot(self, step, ids, population="sample", **attributes):
+        """Captures the forward and backward passes run inside the block.
+
+        step: the training step. ids: the dataset indices of the batch's
+        examples (unique, non-negative), in batch order. population:
+        "sample" (a random batch of the training set) or "full" (all of it,
+        in one pass). attributes: per-example values, e.g. label=y,
+        example_loss=losses (int, float or bool, one per example).
+        The snapshot is written when the block ends without an exception.
+        """
+        if self.closed:
+            raise RuntimeError("gvdb_capture: snapshot after close()")
+        if population not in ("sample", "full"):
+            raise ValueError(f"gvdb_capture: population {population!r}, want 'sample' or 'full'")
+        for layer in self.layers:
+            layer.calls, layer.pending = [], 0
+            self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
+        try:
+            yield self
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles = []
+        self._write(int(step), ids, population, attributes)
+
+    @contextlib.contextmanager
+    def off(self):
+        """A block that captures nothing (for steps without a snapshot)."""
+        yield self
+
+    def _forward_hook(self, layer):
+        def hook(module, inp, out):
+            if not out.requires_grad:
+                return
+            call = [layer.inputs(inp[0]), None]
+            layer.calls.append(call)
+            layer.pending += 1
+
+            def grad_hook(g):
+                call[1] = _Layer.outputs(g.detach())
+                layer.pending -= 1
+
+            out.register_hook(grad_hook)
+
+        return hook
+
+    def _write(self, step, ids, population, attributes):
+        ids = np.asarray(ids.detach().cpu() if torch.is_tensor(ids) else ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
+            raise ValueError("gvdb_capture: ids must be a 1-D array of non-negative integers (dataset indices)")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("gvdb_capture: ids repeat an example; a snapshot holds distinct examples "
+                             "(sample without replacement)")
+        n = len(ids)
+        tmp = tempfile.mkdtemp(prefix=".tmp-step-", dir=self.dir)
+        try:
+            man = {"format": "gvdb-snapshot", "version": FORMAT_VERSION, "step": step, "population": population,
+                   "examples": n, "ids": "ids.npy", "weight_layout": "out_in", "layers": []}
+            np.save(os.path.join(tmp, "ids.npy"), ids.astype(np.int64))
+            nonfinite = []
+            for layer in self.layers:
+                if not layer.calls or layer.pending:
+                    raise RuntimeError(f"gvdb_capture: no gradient reached {layer.name} in the snapshot at step "
+                                       f"{step}: run forward and loss.backward() inside the with block")
+                a = torch.cat([c[0] for c in layer.calls], dim=1)
+                d = torch.cat([c[1] for c in layer.calls], dim=1)
+                if a.shape[0] != n:
+                    raise ValueError(f"gvdb_capture: {len(ids)} ids for a batch of {a.shape[0]} examples")
+                if self.reduction == "mean":
+                    d = d * n
+                a, d = a.to(torch.float32), d.to(torch.float32)
+                t, fin, fout = a.shape[1], a.shape[2], d.shape[2]
+                stem = _file_name(layer.name + ".weight")
+                entry = {"name": layer.name + ".weight", "files": {}, "shapes": {}}
+                if t * (fin + fout) <= fin * fout:
+                    _save(tmp, entry, "A", stem + ".A.npy", a)
+                    _save(tmp, entry, "Delta", stem + ".Delta.npy", d)
+                else:  # dense, PyTorch's (out, in) layout
+                    g = torch.einsum("nto,nti->noi", d, a).reshape(n, fout * fin)
+                    _save(tmp, entry, "rows", stem + ".rows.npy", g)
+                man["layers"].append(entry)
+                if not (torch.isfinite(a).all() and torch.isfinite(d).all()):
+                    nonfinite.append(layer.name)
+                if layer.module.bias is not None and layer.module.bias.requires_grad:
+                    b = {"name": layer.name + ".bias", "files": {}, "shapes": {}}
+                    _save(tmp, b, "rows", _file_name(layer.name + ".bias") + ".rows.npy", d.sum(dim=1))
+                    man["layers"].append(b)
+                layer.calls = []
+            if attributes:
+                man["attributes"] = {}
+                for name, v in sorted(attributes.items()):
+                    _check_name("attribute", name)
+                    v = np.asarray(v.detach().cpu() if torch.is_tensor(v) else v)
+                    if v.shape != (n,):
+                        raise ValueError(f"gvdb_capture: attribute {name} has shape {v.shape}, want ({n},)")
+                    if v.dtype == np.bool_:
+                        v = v.astype(np.bool_)
+                    elif np.issubdtype(v.dtype, np.integer):
+                        v = v.astype(np.int64)
+                    elif np.issubdtype(v.dtype, np.floating):
+                        v = v.astype(np.float64)
+                    else:
+                        raise ValueError(f"gvdb_capture: attribute {name} has dtype {v.dtype}; want int, float or bool")
+                    np.save(os.path.join(tmp, f"attr.{name}.npy"), v)
+                    man["attributes"][name] = f"attr.{name}.npy"
+            _write_atomic(os.path.join(tmp, "manifest.json"), json.dumps(man, indent=2) + "\n")
+            os.rename(tmp, os.path.join(self.dir, f"step-{step:020d}"))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if nonfinite:
+            import warnings
+            warnings.warn(f"gvdb_capture: NaN or Inf gradients at step {step} in {', '.join(nonfinite)} (kept)")
+
+    # -- scalars -----------------------------------------------------------
+
+    def log(self, step, **values):
+        """Appends the step's scalars (loss=..., accuracy=...) to scalars.jsonl."""
+        row = {"step": int(step)}
+        for k, v in values.items():
+            _check_name("scalar", k)
+            v = float(v)
+            row[k] = v if math.isfinite(v) else None  # JSON has no NaN
+        self._scalars.write(json.dumps(row) + "\n")
+        self._scalars.flush()
+
+    def close(self):
+        """Marks the run directory complete (the file DONE)."""
+        if not self.closed:
+            self._scalars.close()
+            open(os.path.join(self.dir, "DONE"), "w").close()
+            self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.close()
+        else:
+            self._scalars.close()  # no DONE: the run did not finish
+
+
+def _check_layer(name):
+    if name.lower() in RESERVED:
+        raise ValueError(f"gvdb_capture: layer name {name!r} is reserved by gvdb's query language")
+
+
+def _file_name(layer):
+    s = re.sub(r"[^A-Za-z0-9._-]", "_", layer)
+    return "_" * len(s) if s.strip(".") == "" else s
+
+
+def _save(dir, entry, key, file, t):
+    v = np.ascontiguousarray(t.detach().cpu().numpy().astype(np.float32))
+    np.save(os.path.join(dir, file), v)
+    entry["files"][key], entry["shapes"][key] = file, list(v.shape)
+
+
+def _write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

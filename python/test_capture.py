@@ -1,0 +1,137 @@
+#!/usr/bin/python3
+"""Checks gvdb_capture.py against PyTorch itself (run by cmd/gvdb's
+TestPyTorchCapture; needs python3-torch and python3-numpy, which import
+only under /usr/bin/python3).
+
+    /usr/bin/python3 python/test_capture.py OUT
+
+trains a small MLP (in-place ReLU, mean loss) and a small CNN (sum loss,
+one convolution stored as factors and one dense) on synthetic data with
+the capture module, writing run directories OUT/mlp and OUT/cnn. For every
+snapshot it checks that the per-example gradients materialized from the
+written files equal PyTorch's batch-size-1 gradients to 1e-5 relative to
+each gradient's norm, and writes OUT/expected.json: variance(B), nvar(B)
+and gns of every snapshot computed in float64 NumPy from the materialized
+gradients, which the Go test compares with gvdb's answers after import.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gvdb_capture import Capture  # noqa: E402
+
+
+def materialize(snap):
+    """Per-example gradients (N, D) from a snapshot directory, in the order
+    of its manifest's layers, weights in PyTorch's (out, in) layout."""
+    man = json.load(open(os.path.join(snap, "manifest.json")))
+    assert man["weight_layout"] == "out_in"
+    parts = {}
+    for l in man["layers"]:
+        f = {k: np.load(os.path.join(snap, v)) for k, v in l["files"].items()}
+        for k, v in f.items():
+            assert v.dtype == np.float32 and list(v.shape) == l["shapes"][k], (l["name"], k)
+        if "A" in f:
+            g = np.einsum("nto,nti->noi", f["Delta"].astype(np.float64), f["A"].astype(np.float64))
+            parts[l["name"]] = g.reshape(g.shape[0], -1)
+        else:
+            parts[l["name"]] = f["rows"].astype(np.float64)
+    ids = np.load(os.path.join(snap, "ids.npy"))
+    return man, ids, parts
+
+
+def statistics(g, batch):
+    """variance(B), nvar(B), gns of per-example gradients g (N, D), as
+    docs/QUERY.md defines them (moments with 1/N)."""
+    n, dim = g.shape
+    mu = g.mean(0)
+    s = ((g - mu) ** 2).sum(1).mean()
+    v = ((g - mu) ** 2).mean(0) / batch
+    den = mu * mu + v
+    nvar = np.where(den > 0, v / np.where(den > 0, den, 1), 0).mean()
+    return {"variance": s / (batch * dim), "nvar": float(nvar), "gns": s / float(mu @ mu)}
+
+
+def reference(model, loss_fn, x, y, names):
+    """PyTorch's gradient of each example's own loss (batch size 1)."""
+    params = dict(model.named_parameters())
+    rows = {n: [] for n in names}
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        loss_fn(model(x[i:i + 1]), y[i:i + 1], reduction="sum").backward()
+        for n in names:
+            rows[n].append(params[n].grad.detach().reshape(params[n].shape[0], -1).flatten().double().numpy().copy())
+    return {n: np.stack(r) for n, r in rows.items()}
+
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)         # T=64: dense (64*(9+4) > 36)
+        self.conv2 = nn.Conv2d(4, 16, 3, stride=2)         # T=9: factors (9*(36+16) <= 576)
+        self.fc = nn.Linear(16 * 3 * 3, 5)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x), inplace=True)
+        x = F.relu(self.conv2(x), inplace=True)
+        return self.fc(x.flatten(1))
+
+
+def train(out, name, model, data, labels, reduction, batch, steps, every, full_at=None):
+    torch.manual_seed(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    n = data.shape[0]
+    expected, worst = {}, 0.0
+    with Capture(model, os.path.join(out, name), loss_reduction=reduction, batch_size=batch, lr=0.05,
+                 optimizer="sgd", dataset="synthetic", model_name=name, seed=1) as cap:
+        for step in range(steps):
+            full = step == full_at
+            ids = torch.arange(n) if full else torch.randperm(n)[:batch]
+            x, y = data[ids], labels[ids]
+            snap = step % every == 0 or full
+            ref = None
+            if snap:
+                names = [l["name"] for l in json.load(open(os.path.join(out, name, "run.json")))["layers"]]
+                ref = reference(model, F.cross_entropy, x, y, names)
+            with cap.snapshot(step, ids, population="full" if full else "sample", label=y) if snap else cap.off():
+                loss = F.cross_entropy(model(x), y, reduction=reduction)
+                opt.zero_grad()
+                loss.backward()
+            if not full:
+                opt.step()
+            cap.log(step, loss=loss.item())
+            if snap:
+                man, got_ids, parts = materialize(os.path.join(out, name, f"step-{step:020d}"))
+                assert (got_ids == ids.numpy()).all()
+                for layer, g in parts.items():
+                    err = np.linalg.norm(g - ref[layer], axis=1) / np.maximum(np.linalg.norm(ref[layer], axis=1), 1e-30)
+                    worst = max(worst, float(err.max()))
+                    assert err.max() <= 1e-5, f"{name} step {step} {layer}: relative error {err.max():.3g}"
+                g = np.concatenate([parts[l["name"]] for l in man["layers"]], axis=1)
+                expected[str(step)] = statistics(g, batch)
+                expected[str(step)]["kinds"] = {l["name"]: sorted(l["files"]) for l in man["layers"]}
+    return expected, worst
+
+
+def main():
+    out = sys.argv[1]
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(20, 64), nn.ReLU(inplace=True), nn.Linear(64, 64), nn.ReLU(inplace=True),
+                        nn.Linear(64, 3))
+    x, y = torch.randn(300, 20), torch.randint(0, 3, (300,))
+    exp_mlp, w1 = train(out, "mlp", mlp, x, y, "mean", 32, 25, 5)
+    cnn = CNN()
+    xi, yi = torch.randn(200, 1, 8, 8), torch.randint(0, 5, (200,))
+    exp_cnn, w2 = train(out, "cnn", cnn, xi, yi, "sum", 16, 12, 4, full_at=6)
+    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "batch": {"mlp": 32, "cnn": 16}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
+    print(f"per-example gradients match batch-size-1 gradients: worst relative error {max(w1, w2):.3g}")
+
+
+if __name__ == "__main__":
+    main()
