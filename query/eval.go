@@ -1766,13 +1766,29 @@ func decodeAll(blocks []db.LayerBlock) (map[string]*codec.Block, error) {
 // only fills rows that exist.
 func (e *evaluator) scanScalars(rp runPlan, ri int) error {
 	p, g := e.p, e.g
+	// With statistics, a step's scalar goes to each of its rows: one per
+	// group when grouped by an example attribute.
+	var rows map[rowKey][]rowKey
+	if len(p.stats) > 0 {
+		rows = map[rowKey][]rowKey{}
+		for k := range g.values {
+			if k.run == ri {
+				base := k
+				base.group = noGroup
+				rows[base] = append(rows[base], k)
+			}
+		}
+	}
 	add := func(step int64, name string, v float64) {
 		for si := range rp.scopes {
 			k := g.key(ri, si, step)
-			if len(p.stats) > 0 && g.values[k] == nil {
+			if rows == nil {
+				g.add(k, "scalar:"+name, v)
 				continue
 			}
-			g.add(k, "scalar:"+name, v)
+			for _, rk := range rows[k] {
+				g.add(rk, "scalar:"+name, v)
+			}
 		}
 	}
 	found := map[string]bool{}
