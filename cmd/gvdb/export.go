@@ -27,12 +27,21 @@ that any other tool can check gvdb's numbers (docs/INTERCHANGE.md):
 In numpy: G = np.einsum('nti,nto->nio', A, Delta). LAYER is the layer name
 with characters outside [A-Za-z0-9._-] replaced by '_'.
 
+With --format parquet, the run (or the step range) is written as two
+Parquet tables for DuckDB, Spark or pandas (docs/SCALE.md): factors.parquet,
+one row per run, step, layer and example (list<float32> a and delta, or
+grad for dense blocks; example_id; label), and moments.parquet, one row per
+run, step and layer (n, d, list<double> sum and sumsq per coordinate,
+sum_sq_norm, and per example sq_norm and inner), from which variance, nvar
+and gns follow in SQL.
+
 With --step, one snapshot is written to DIR. Without it, the whole run (or
 the steps from --from to --to, both included) is written as a run
 directory: run.json, scalars.jsonl and one step-<step> directory per
 snapshot, which gvdb import reads back. The directory is written all or
 nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp-run
   gvdb export --run mlp --from 0 --to 500 --out ./mlp-early
+  gvdb export --run mlp --format parquet --out ./mlp-tables
   gvdb export --run mlp --step 500 --layer fc2.weight --materialize --out ./fc2`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	run := fs.String("run", "", "run (required)")
@@ -40,7 +49,7 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 	from := fs.Int64("from", 0, "whole-run export: first step")
 	to := fs.Int64("to", math.MaxInt64-1, "whole-run export: last step (included)")
 	layer := fs.String("layer", "", "only these layers (comma-separated; default all)")
-	format := fs.String("format", "npy", "file format (npy)")
+	format := fs.String("format", "npy", "npy (a run directory or one snapshot) or parquet (a whole run or step range as two tables)")
 	out := fs.String("out", "", "output directory (required; new or empty: written all or nothing)")
 	materialize := fs.Bool("materialize", false, "also write each factored layer's dense per-example gradients")
 	maxBytes := fs.Int64("max-bytes", 2<<30, "refuse to materialize a layer larger than this many bytes")
@@ -52,8 +61,10 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 		return usagef("export: --run is required")
 	case *out == "":
 		return usagef("export: --out is required")
-	case *format != "npy":
-		return usagef("export: unknown --format %q (npy)", *format)
+	case *format != "npy" && *format != "parquet":
+		return usagef("export: unknown --format %q (npy or parquet)", *format)
+	case *format == "parquet" && (*step >= 0 || *materialize):
+		return usagef("export: --format parquet writes a whole run or a step range (--from/--to), without --step or --materialize")
 	case *step >= 0 && (fs.Changed("from") || fs.Changed("to")):
 		return usagef("export: give --step (one snapshot) or --from/--to (a step range), not both")
 	case *from < 0 || *to < *from:
@@ -78,6 +89,26 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 		}
 	}
 	opts := interchange.Options{Materialize: *materialize, MaxBytes: *maxBytes, Layers: layers}
+	if *format == "parquet" {
+		w := db.Window{From: *from, To: *to + 1}
+		infos, err := d.SnapshotInfos(r, w)
+		if err != nil {
+			return err
+		}
+		bar := m.newProgress("export "+*run, int64(len(infos)))
+		done := int64(0)
+		st, err := interchange.WriteTables(*out, d, r, w, opts, func(int64) {
+			done++
+			bar.update(done, "snapshots")
+		})
+		bar.finish()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stderr, "exported %s: %d snapshots to %s: %s (%d rows, %s) and %s (%d rows, %s)\n", *run, st.Snapshots, *out,
+			interchange.FactorsTable, st.FactorRows, humanBytes(st.FactorBytes), interchange.MomentsTable, st.MomentRows, humanBytes(st.MomentBytes))
+		return nil
+	}
 	if *step < 0 {
 		w := db.Window{From: *from, To: *to + 1}
 		infos, err := d.SnapshotInfos(r, w)

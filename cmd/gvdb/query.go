@@ -17,6 +17,7 @@ import (
 	flag "github.com/spf13/pflag"
 
 	"gvdb/db"
+	"gvdb/ingest/interchange"
 	"gvdb/plots"
 	"gvdb/query"
 	"gvdb/query/stats"
@@ -80,7 +81,21 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	timing := fs.Bool("timing", false, "print read, decode and compute times, and the Gradient Clustering path, to standard error")
 	ef := addEvalFlags(fs)
 	bail := fs.Bool("bail", false, "stop at the first statement that fails (default: report it and go on)")
-	rest, d, err := m.openWithFormat(fs, args, dir, format, true)
+	outFile := fs.String("out", "", "with --format parquet: the Parquet file to write (one SELECT; docs/SCALE.md)")
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if *format == "parquet" {
+		if *outFile == "" {
+			return usagef("query: --format parquet writes a file: give --out FILE")
+		}
+	} else if err := checkFormat(*format); err != nil {
+		return err
+	} else if *outFile != "" {
+		return usagef("query: --out is for --format parquet (other formats print to standard output)")
+	}
+	d, err := openStore(*dir)
 	if err != nil {
 		return err
 	}
@@ -89,7 +104,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 		d.Close()
 		return err
 	}
-	out := output{format: *format, timing: *timing, opts: opts}
+	out := output{format: *format, timing: *timing, opts: opts, file: *outFile}
 	defer d.Close()
 	// run runs a script's statements one by one: a statement that fails
 	// is reported with its position and the rest still run (unless
@@ -172,6 +187,11 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, o
 		if err := m.saveLines(res, res.Plot.File, o); err != nil {
 			return err
 		}
+	} else if format == "parquet" {
+		if err := writeParquetFile(out.file, res); err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stderr, "wrote %d rows to %s\n", len(res.Rows), out.file)
 	} else if err := resultTable(res).write(m.Stdout, format); err != nil {
 		return err
 	}
@@ -203,6 +223,7 @@ func scriptErr(failed, ran int) error {
 // output says how runStatement evaluates and prints.
 type output struct {
 	format string
+	file   string // --format parquet: the file
 	timing bool
 	opts   query.Options
 }
@@ -388,4 +409,25 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
 			}
 		}
 	}
+}
+
+// writeParquetFile writes a query result as a Parquet file, all or
+// nothing (a temporary file renamed into place).
+func writeParquetFile(path string, res *query.Result) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".gvdb-query-*.parquet")
+	if err != nil {
+		return err
+	}
+	err = interchange.WriteResultParquet(tmp, res.Columns, res.Rows)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
