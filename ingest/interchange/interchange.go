@@ -17,14 +17,15 @@
 package interchange
 
 import (
+	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-
-	"codeberg.org/sbinet/npyio"
 
 	"gvdb/db"
 	"gvdb/ingest/codec"
@@ -137,23 +138,15 @@ func WriteSnapshot(dir, run string, s *db.Snapshot, opts Options) (*Manifest, er
 func writeFiles(dir, run string, s *db.Snapshot, opts Options) (*Manifest, error) {
 	man := &Manifest{Format: SnapshotFormat, Version: FormatVersion, Run: run, Step: s.Step, Population: s.Population.String(),
 		Examples: s.N, IDs: "ids.npy", WeightLayout: LayoutInOut, Definition: Definition}
-	write := func(name string, v any) error {
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
-			return err
-		}
-		if err := npyio.Write(f, v); err != nil {
-			f.Close()
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		return f.Close()
+	write := func(name string, shape []int, v any) error {
+		return writeNpy(filepath.Join(dir, name), shape, v)
 	}
 	if len(s.Blocks) > 0 {
 		b, err := codec.Decode(s.Blocks[0].Data)
 		if err != nil {
 			return nil, fmt.Errorf("%s@%d %s: %w", run, s.Step, s.Blocks[0].Layer, err)
 		}
-		if err := write("ids.npy", b.IDs); err != nil {
+		if err := write("ids.npy", []int{len(b.IDs)}, b.IDs); err != nil {
 			return nil, err
 		}
 	}
@@ -184,7 +177,7 @@ func writeFiles(dir, run string, s *db.Snapshot, opts Options) (*Manifest, error
 			default:
 				v = c.Bools
 			}
-			if err := write(file, v); err != nil {
+			if err := write(file, []int{s.N}, v); err != nil {
 				return nil, err
 			}
 			man.Attributes[c.Name] = file
@@ -198,7 +191,7 @@ func writeFiles(dir, run string, s *db.Snapshot, opts Options) (*Manifest, error
 }
 
 // writeLayers writes blocks as .npy files named prefix+LAYER.*.
-func writeLayers(dir, prefix, run string, step int64, blocks []db.LayerBlock, opts Options, write func(string, any) error) ([]Layer, error) {
+func writeLayers(dir, prefix, run string, step int64, blocks []db.LayerBlock, opts Options, write func(string, []int, any) error) ([]Layer, error) {
 	var layers []Layer
 	used := map[string]string{}
 	for _, lb := range blocks {
@@ -216,14 +209,14 @@ func writeLayers(dir, prefix, run string, step int64, blocks []db.LayerBlock, op
 			Params: b.Params(), Files: map[string]string{}, Shapes: map[string][]int{}}
 		add := func(key, file string, shape []int, v any) error {
 			el.Files[key], el.Shapes[key] = file, shape
-			return write(file, v)
+			return write(file, shape, v)
 		}
 		n := b.N()
 		if b.Kind == codec.Factored {
-			if err := add("A", stem+".A.npy", []int{n, b.T, b.In}, cube(b.A, n, b.T, b.In)); err != nil {
+			if err := add("A", stem+".A.npy", []int{n, b.T, b.In}, b.A); err != nil {
 				return nil, err
 			}
-			if err := add("Delta", stem+".Delta.npy", []int{n, b.T, b.Out}, cube(b.Delta, n, b.T, b.Out)); err != nil {
+			if err := add("Delta", stem+".Delta.npy", []int{n, b.T, b.Out}, b.Delta); err != nil {
 				return nil, err
 			}
 			if opts.Materialize {
@@ -231,11 +224,11 @@ func writeLayers(dir, prefix, run string, step int64, blocks []db.LayerBlock, op
 					return nil, fmt.Errorf("materializing %s takes %d bytes (over the limit of %d); export fewer layers or raise the limit", lb.Layer, size, opts.MaxBytes)
 				}
 				g := b.Materialized().Rows
-				if err := add("grad", stem+".grad.npy", []int{n, b.In, b.Out}, cube(g, n, b.In, b.Out)); err != nil {
+				if err := add("grad", stem+".grad.npy", []int{n, b.In, b.Out}, g); err != nil {
 					return nil, err
 				}
 			}
-		} else if err := add("rows", stem+".rows.npy", []int{n, b.Dim}, matrix(b.Rows, n, b.Dim)); err != nil {
+		} else if err := add("rows", stem+".rows.npy", []int{n, b.Dim}, b.Rows); err != nil {
 			return nil, err
 		}
 		layers = append(layers, el)
@@ -243,20 +236,51 @@ func writeLayers(dir, prefix, run string, step int64, blocks []db.LayerBlock, op
 	return layers, nil
 }
 
-// matrix views a flat row-major slice as rows (no copy).
-func matrix(v []float32, rows, cols int) [][]float32 {
-	out := make([][]float32, rows)
-	for i := range out {
-		out[i] = v[i*cols : (i+1)*cols]
+// writeNpy writes a flat little-endian slice ([]float32, []float64,
+// []int64, []uint64 or []bool) as a C-ordered .npy file (format 1.0) of
+// the given shape, failing if the file exists.
+func writeNpy(path string, shape []int, v any) error {
+	var descr string
+	switch v.(type) {
+	case []float32:
+		descr = "<f4"
+	case []float64:
+		descr = "<f8"
+	case []int64:
+		descr = "<i8"
+	case []uint64:
+		descr = "<u8"
+	case []bool:
+		descr = "|b1"
+	default:
+		return fmt.Errorf("write %s: unsupported type %T", filepath.Base(path), v)
 	}
-	return out
-}
-
-// cube views a flat slice as a (a, b, c) array (no copy).
-func cube(v []float32, a, b, c int) [][][]float32 {
-	out := make([][][]float32, a)
-	for i := range out {
-		out[i] = matrix(v[i*b*c:(i+1)*b*c], b, c)
+	dims := make([]string, len(shape))
+	for i, d := range shape {
+		dims[i] = strconv.Itoa(d)
 	}
-	return out
+	tuple := strings.Join(dims, ", ")
+	if len(shape) == 1 {
+		tuple += ","
+	}
+	header := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, tuple)
+	// magic (6) + version (2) + length (2) + header + '\n', padded to 64.
+	pad := 64 - (10+len(header)+1)%64
+	if pad == 64 {
+		pad = 0
+	}
+	header += strings.Repeat(" ", pad) + "\n"
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString("\x93NUMPY\x01\x00")
+	binary.Write(w, binary.LittleEndian, uint16(len(header)))
+	w.WriteString(header)
+	err = binary.Write(w, binary.LittleEndian, v)
+	if err = errors.Join(err, w.Flush(), f.Close()); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return nil
 }
