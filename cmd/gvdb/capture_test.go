@@ -104,6 +104,21 @@ func TestPyTorchCapture(t *testing.T) {
 	if _, errs, code := gvdb(t, "export", "--db", store, "--run", "cnn", "--step", "4", "--out", back); code != exitOK {
 		t.Fatalf("export: %s", errs)
 	}
+	// NumPy reads what gvdb writes, with the manifest's shapes.
+	check := `import json, sys, numpy as np
+d = sys.argv[1]
+m = json.load(open(d + "/manifest.json"))
+assert np.load(d + "/" + m["ids"]).shape == (m["examples"],)
+for name, f in m.get("attributes", {}).items():
+    assert np.load(d + "/" + f).shape == (m["examples"],), name
+for l in m["layers"]:
+    for k, f in l["files"].items():
+        a = np.load(d + "/" + f)
+        assert a.dtype == np.float32 and list(a.shape) == l["shapes"][k], (f, a.dtype, a.shape)
+`
+	if b, err := exec.Command(py, "-c", check, back).CombinedOutput(); err != nil {
+		t.Fatalf("numpy reading gvdb's export: %v\n%s", err, b)
+	}
 	outIn := readF32(t, filepath.Join(out, "cnn", "step-00000000000000000004", "conv1.weight.rows.npy"))
 	inOut := readF32(t, filepath.Join(back, "conv1.weight.rows.npy"))
 	const cout, in = 4, 9
