@@ -83,6 +83,52 @@ class CNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class Shared(nn.Module):
+    """A layer applied twice in one forward pass (weight sharing), on a
+    sequence (positions between the batch and the features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):  # x: (N, 3, 6)
+        h = self.fc(torch.tanh(self.fc(x)))
+        return self.head(h.mean(dim=1))
+
+
+def misuse(out):
+    """Refusals name what is wrong."""
+    def raises(exc, text, fn):
+        try:
+            fn()
+        except exc as e:
+            assert text in str(e), f"{exc.__name__} {e!r} does not say {text!r}"
+            return
+        raise AssertionError(f"no {exc.__name__} ({text})")
+
+    ln = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    raises(ValueError, "1.weight, 1.bias (LayerNorm)", lambda: Capture(ln, os.path.join(out, "ln"), loss_reduction="mean", batch_size=4))
+    Capture(ln, os.path.join(out, "ln-ignored"), loss_reduction="mean", batch_size=4, ignore=["1.weight", "1.bias"]).close()
+    m = nn.Linear(3, 2)
+    raises(ValueError, "loss_reduction", lambda: Capture(m, os.path.join(out, "r"), loss_reduction="avg", batch_size=4))
+    cap = Capture(m, os.path.join(out, "misuse"), loss_reduction="sum", batch_size=4)
+    x = torch.randn(4, 3)
+
+    def dup():
+        with cap.snapshot(0, [1, 1, 2, 3]):
+            m(x).sum().backward()
+    raises(ValueError, "repeat", dup)
+
+    def no_backward():
+        with cap.snapshot(1, [0, 1, 2, 3]):
+            m(x)
+    raises(RuntimeError, "no gradient reached", no_backward)
+    raises(ValueError, "reserved", lambda: cap.log(2, where=1.0))
+    assert not [e for e in os.listdir(os.path.join(out, "misuse")) if e.startswith("step-")], "a refused snapshot left a directory"
+    cap.close()
+
+
 def train(out, name, model, data, labels, reduction, batch, steps, every, full_at=None):
     torch.manual_seed(1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -129,7 +175,11 @@ def main():
     cnn = CNN()
     xi, yi = torch.randn(200, 1, 8, 8), torch.randint(0, 5, (200,))
     exp_cnn, w2 = train(out, "cnn", cnn, xi, yi, "sum", 16, 12, 4, full_at=6)
-    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "batch": {"mlp": 32, "cnn": 16}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
+    xs, ys = torch.randn(40, 3, 6), torch.randint(0, 2, (40,))
+    exp_shared, w3 = train(out, "shared", Shared(), xs, ys, "mean", 8, 3, 1)
+    misuse(os.path.join(out, "misuse"))
+    w2 = max(w2, w3)
+    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "shared": exp_shared, "batch": {"mlp": 32, "cnn": 16, "shared": 8}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
     print(f"per-example gradients match batch-size-1 gradients: worst relative error {max(w1, w2):.3g}")
 
 

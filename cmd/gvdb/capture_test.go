@@ -36,7 +36,8 @@ func torchPython(t *testing.T) string {
 	return ""
 }
 
-// TestPyTorchCapture trains a PyTorch MLP and CNN with python/gvdb_capture.py
+// TestPyTorchCapture trains a PyTorch MLP, a CNN and a model applying a
+// layer twice with python/gvdb_capture.py
 // (python/test_capture.py checks the captured gradients against PyTorch's
 // batch-size-1 gradients to 1e-5), imports both runs, and checks gvdb's
 // variance, nvar and gns against NumPy's on the materialized gradients to
@@ -61,7 +62,7 @@ func TestPyTorchCapture(t *testing.T) {
 	}
 	json.Unmarshal(raw, &expected)
 	store := t.TempDir()
-	for _, run := range []string{"mlp", "cnn"} {
+	for _, run := range []string{"mlp", "cnn", "shared"} {
 		if _, errs, code := gvdb(t, "import", filepath.Join(out, run), "--db", store, "--run", run); code != exitOK {
 			t.Fatalf("import %s: %s", run, errs)
 		}

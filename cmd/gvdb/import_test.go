@@ -175,6 +175,29 @@ func TestImportRefusesBadRuns(t *testing.T) {
 	}
 }
 
+// TestImportKeepsNaN: a NaN gradient is stored and warned about, and the
+// statistics it touches are NaN.
+func TestImportKeepsNaN(t *testing.T) {
+	src := trainedStore(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "mlp", "--from", "10", "--to", "10", "--out", dir); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	p := filepath.Join(dir, interchange.SnapshotDir(10), "fc2.bias.rows.npy")
+	raw, _ := os.ReadFile(p)
+	copy(raw[len(raw)-4:], []byte{0, 0, 0xc0, 0x7f}) // the last value: a float32 NaN
+	os.WriteFile(p, raw, 0o644)
+	store := t.TempDir()
+	_, errs, code := gvdb(t, "import", dir, "--db", store, "--run", "nan")
+	if code != exitOK || !strings.Contains(errs, "warning: step 10 layer fc2.bias: NaN or Inf gradient (example row 63), kept") {
+		t.Fatalf("import: exit %d, %s", code, errs)
+	}
+	out, _, _ := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT variance FROM 'nan' GROUP BY layer")
+	if !strings.Contains(out, "fc2.bias,10,NaN") || !strings.Contains(out, "fc1.bias,10,0.") {
+		t.Errorf("variance by layer after a NaN in fc2.bias:\n%s", out)
+	}
+}
+
 // TestImportFollow starts import --follow on an empty run directory, then
 // moves snapshots and scalars in as a training script would: everything
 // is ingested once, and DONE ends the import.

@@ -111,6 +111,9 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	// --bail); the exit status is 1 if any failed. "exit" ends the script.
 	run := func(src string) error {
 		chunks := query.Split(query.Until(src))
+		if out.format == "parquet" && len(chunks) != 1 {
+			return usagef("query: --format parquet writes one statement's result to --out (got %d statements)", len(chunks))
+		}
 		if len(chunks) > 1 && out.format == "json" {
 			out.format = "ndjson" // one JSON document per statement, one per line
 		}
@@ -145,6 +148,8 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	switch {
 	case len(rest) > 0:
 		return run(strings.Join(rest, " "))
+	case m.Interactive && out.format == "parquet":
+		return usagef("query: --format parquet writes a file: give the query as an argument or on standard input")
 	case m.Interactive:
 		return m.prompt(ctx, d, out)
 	default:
