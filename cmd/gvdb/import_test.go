@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -257,5 +258,29 @@ func TestImportFollow(t *testing.T) {
 			t.Errorf("%s after --follow (%s):\n%s\nwant\n%s", q, errs, got, want)
 		}
 	}
-	_ = context.Background
+}
+
+// TestImportFollowInterrupted stops import --follow as Ctrl-C does, with
+// no DONE: the run keeps what was ingested, marked interrupted.
+func TestImportFollowInterrupted(t *testing.T) {
+	src := trainedStore(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "mlp", "--from", "0", "--to", "10", "--out", dir); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	os.Remove(filepath.Join(dir, "DONE"))
+	store := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	time.AfterFunc(2*time.Second, cancel) // Ctrl-C
+	var out, errb bytes.Buffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb}
+	code := m.Exit(m.Run(ctx, []string{"import", dir, "--db", store, "--run", "live", "--follow"}))
+	if code != exitOK || !strings.Contains(errb.String(), "imported live: 2 snapshots") || !strings.Contains(errb.String(), "status interrupted") {
+		t.Fatalf("interrupted import: exit %d, %s", code, errb.String())
+	}
+	csv, _, _ := gvdb(t, "runs", "--db", store, "--format", "csv")
+	if !strings.Contains(csv, "live,") || !strings.Contains(csv, ",interrupted,") {
+		t.Errorf("run not marked interrupted:\n%s", csv)
+	}
 }
