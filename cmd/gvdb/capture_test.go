@@ -179,3 +179,62 @@ func readF32(t *testing.T, path string) []float32 {
 	}
 	return v
 }
+
+// TestInterchangeDocExample runs docs/INTERCHANGE.md's NumPy writer (the
+// JAX section) verbatim on random gradients with a run.json, imports the
+// run, and checks gvdb's variance against NumPy's.
+func TestInterchangeDocExample(t *testing.T) {
+	py := torchPython(t)
+	doc, err := os.ReadFile("../../docs/INTERCHANGE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Writing a run without gvdb's code (JAX)")
+	_, rest, ok2 := strings.Cut(rest, "```python\n")
+	code, _, ok3 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("docs/INTERCHANGE.md: no JAX example")
+	}
+	dir := t.TempDir()
+	driver := code + `
+import sys
+run_dir = sys.argv[1]
+os.makedirs(run_dir)
+rng = np.random.default_rng(0)
+json.dump({"format": "gvdb-run", "version": 1, "model": "m", "dataset": "d", "batch_size": 8, "seed": 0,
+           "loss_reduction": "mean", "weight_layout": "in_out",
+           "layers": [{"name": "Dense_0.kernel", "kind": "dense", "shape": [5, 3]},
+                      {"name": "Dense_0.bias", "kind": "bias", "shape": [3]}]}, open(run_dir + "/run.json", "w"))
+out = []
+for step in (0, 10):
+    k, b = rng.normal(size=(16, 5, 3)).astype(np.float32), rng.normal(size=(16, 3)).astype(np.float32)
+    write_snapshot(run_dir, step, np.arange(16) + step, {"Dense_0.kernel": k, "Dense_0.bias": b}, rng.integers(0, 3, 16))
+    g = np.concatenate([k.reshape(16, -1), b], axis=1).astype(np.float64)
+    s = ((g - g.mean(0)) ** 2).sum(1).mean()
+    out.append(repr(s / (8 * g.shape[1])))
+print(" ".join(out))
+`
+	script := filepath.Join(dir, "write.py")
+	os.WriteFile(script, []byte(driver), 0o644)
+	b, err := exec.Command(py, script, filepath.Join(dir, "run")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the documented writer: %v\n%s", err, b)
+	}
+	want := strings.Fields(string(b))
+	store := t.TempDir()
+	if _, errs, code := gvdb(t, "import", filepath.Join(dir, "run"), "--db", store, "--run", "jax"); code != exitOK {
+		t.Fatalf("import: %s", errs)
+	}
+	csv, errs, rc := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT variance FROM 'jax'")
+	lines := strings.Split(strings.TrimSpace(csv), "\n")
+	if rc != exitOK || len(lines) != 3 || len(want) != 2 {
+		t.Fatalf("query: exit %d, %s\n%s (numpy %v)", rc, errs, csv, want)
+	}
+	for i, l := range lines[1:] {
+		got, _ := strconv.ParseFloat(strings.Split(l, ",")[1], 64)
+		w, _ := strconv.ParseFloat(want[i], 64)
+		if math.Abs(got-w) > 1e-12*w {
+			t.Errorf("step row %d: gvdb variance %.17g, numpy %.17g", i, got, w)
+		}
+	}
+}

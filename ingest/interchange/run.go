@@ -148,6 +148,15 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 // ReadRunConfig reads dir/run.json.
 func ReadRunConfig(dir string) (*RunConfig, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, "run.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
+			return nil, fmt.Errorf("no directory %s", dir)
+		}
+		if _, merr := os.Stat(filepath.Join(dir, "manifest.json")); merr == nil {
+			return nil, errors.New("this is one snapshot (gvdb export --step), not a run directory: export the whole run (gvdb export --run R --out DIR) or add run.json and a step-<step> directory (docs/INTERCHANGE.md)")
+		}
+		return nil, errors.New("no run.json: not a run directory (docs/INTERCHANGE.md; python/gvdb_capture.py and gvdb export write one)")
+	}
 	if err != nil {
 		return nil, err
 	}
