@@ -39,8 +39,7 @@ func Reindex(d *db.DB, r *db.Run, policy RollupPolicy, replace bool, progress fu
 			if err != nil {
 				return indexed, bytes, fmt.Errorf("reindex %s@%d %s: %w", r.Name, in.Step, lb.Layer, err)
 			}
-			vectors := policy == RollupsVectors || policy == RollupsAuto && 16*b.Params() <= len(lb.Data)
-			ro, err := stats.NewRollup(stats.Layer{Name: lb.Layer, Block: b}, vectors)
+			ro, err := stats.NewRollup(stats.Layer{Name: lb.Layer, Block: b}, policy.vectors(b))
 			if err != nil {
 				return indexed, bytes, fmt.Errorf("reindex %s@%d %s: %w", r.Name, in.Step, lb.Layer, err)
 			}

@@ -58,7 +58,7 @@ type Options struct {
 	// Rollups says which per-layer rollups (query/stats.Rollup) to store
 	// beside the blocks: RollupsAuto (the default: always the scalars and
 	// the per-example table, the per-coordinate vectors when they take
-	// fewer bytes than the layer's encoded block), RollupsVectors (always
+	// fewer bytes than the block's values as float32), RollupsVectors (always
 	// the vectors), RollupsScalars (never the vectors) or RollupsNone.
 	Rollups RollupPolicy
 }
@@ -73,6 +73,14 @@ const (
 	RollupsScalars RollupPolicy = "scalars"
 	RollupsNone    RollupPolicy = "none"
 )
+
+// vectors reports whether the policy stores block b's per-coordinate
+// vectors. Under auto: when they take at most the bytes of the block's
+// values as float32 (16 bytes per parameter against 4 per stored value),
+// so that rollups at most double a store, whatever the compression gets.
+func (p RollupPolicy) vectors(b *codec.Block) bool {
+	return p == RollupsVectors || p == RollupsAuto && 16*int64(b.Params()) <= 4*int64(b.StoredValues())
+}
 
 // ParseRollupPolicy parses "auto", "vectors", "scalars" or "none".
 func ParseRollupPolicy(s string) (RollupPolicy, error) {
@@ -284,8 +292,7 @@ func (w *Writer) encodeLoop() {
 			}
 			var r *stats.Rollup
 			if err == nil {
-				vectors := w.opts.Rollups == RollupsVectors || w.opts.Rollups == RollupsAuto && 16*b.Params() <= len(data)
-				r, err = stats.NewRollup(stats.Layer{Name: nb.Layer, Block: b}, vectors)
+				r, err = stats.NewRollup(stats.Layer{Name: nb.Layer, Block: b}, w.opts.Rollups.vectors(b))
 			}
 			if err != nil {
 				err = fmt.Errorf("rollup %s@%d %s: %w", w.run, t.j.snap.Step, nb.Layer, err)

@@ -77,7 +77,8 @@ func ParseEncoding(s string) (Encoding, error) {
 
 const (
 	compNone = 0
-	compZstd = 1
+	compZstd = 1 // the hot stream is a zstd frame; cold is raw
+	compBoth = 2 // hot and cold, concatenated, are one zstd frame
 )
 
 const (
@@ -130,11 +131,12 @@ type Header struct {
 	Version  int
 	Kind     Kind
 	Encoding Encoding
-	// Compressed is true when the payload is zstd-compressed.
-	Compressed bool
-	N          int
-	T, In, Out int // factored blocks
-	Dim        int // dense blocks
+	// Compressed is true when the hot stream is zstd-compressed;
+	// ColdCompressed when the cold stream is too (one frame for both).
+	Compressed, ColdCompressed bool
+	N                          int
+	T, In, Out                 int // factored blocks
+	Dim                        int // dense blocks
 	// MaxAbsErr is the largest absolute error the encoding introduced.
 	MaxAbsErr float32
 	// RawLen is the length of the compressible part of the payload before
@@ -222,15 +224,40 @@ func encode(b *Block, enc Encoding) ([]byte, float32, error) {
 	zstdInit()
 	body := len(dst)
 	dst = slices.Grow(dst, len(payload)+len(cold)+8)
-	dst = zenc.EncodeAll(payload, dst)
-	if len(dst)-body >= len(payload) {
-		dst = append(dst[:body], payload...)
+	if coldCompresses(cold) {
+		// Quantized values (8-bit pixels, standardized) repeat their low
+		// bytes too: one frame for both streams.
+		both := append(payload, cold...)
+		sk.hot = both // keep the grown buffer for the pool
+		dst = zenc.EncodeAll(both, dst)
+		dst[compAt] = compBoth
 	} else {
-		dst[compAt] = compZstd
+		dst = zenc.EncodeAll(payload, dst)
+		if len(dst)-body >= len(payload) {
+			dst = append(dst[:body], payload...)
+		} else {
+			dst[compAt] = compZstd
+		}
+		dst = append(dst, cold...)
 	}
-	dst = append(dst, cold...)
 	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst, crcTable))
 	return dst, maxErr, nil
+}
+
+// coldSample is how much of the cold stream coldCompresses tries.
+const coldSample = 64 << 10
+
+// coldCompresses reports whether zstd shrinks a sample of the cold stream
+// (low mantissa bytes) below 80%: true for quantized values such as
+// standardized 8-bit pixels, false for gradients, whose low bytes are
+// noise (the sample then costs about 0.1 ms per block).
+func coldCompresses(cold []byte) bool {
+	if len(cold) < 4096 {
+		return false
+	}
+	sample := cold[:min(len(cold), coldSample)]
+	z := zenc.EncodeAll(sample, make([]byte, 0, len(sample)))
+	return len(z) < len(sample)*4/5
 }
 
 // matrix appends one rows x cols matrix to the sink and returns the largest
@@ -390,6 +417,8 @@ func readHeader(data []byte) (Header, int, error) {
 	case compNone:
 	case compZstd:
 		h.Compressed = true
+	case compBoth:
+		h.Compressed, h.ColdCompressed = true, true
 	default:
 		return h, 0, corrupt("unknown compression %d", data[5])
 	}
@@ -441,7 +470,7 @@ func readHeader(data []byte) (Header, int, error) {
 	if h.ColdLen, err = next("cold length"); err != nil {
 		return h, 0, err
 	}
-	if h.ColdLen > len(body)-off {
+	if !h.ColdCompressed && h.ColdLen > len(body)-off {
 		return h, 0, corrupt("cold section of %d bytes past the end", h.ColdLen)
 	}
 	// Every value takes at least one bit (bitmap) in the payload: bound the
@@ -467,6 +496,18 @@ func Decode(data []byte) (*Block, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.ColdCompressed {
+		zstdInit()
+		frame := data[off : len(data)-4]
+		all, err := zdec.DecodeAll(frame, make([]byte, 0, min(h.RawLen+h.ColdLen, 64*len(frame)+4096)))
+		if err != nil {
+			return nil, corrupt("zstd: %v", err)
+		}
+		if len(all) != h.RawLen+h.ColdLen {
+			return nil, corrupt("payload is %d bytes, header says %d", len(all), h.RawLen+h.ColdLen)
+		}
+		return decodePayload(h, all[:h.RawLen], all[h.RawLen:])
+	}
 	payload := data[off : len(data)-4-h.ColdLen]
 	cold := data[len(data)-4-h.ColdLen : len(data)-4]
 	if h.Compressed {
@@ -479,6 +520,11 @@ func Decode(data []byte) (*Block, error) {
 			return nil, corrupt("payload is %d bytes, header says %d", len(payload), h.RawLen)
 		}
 	}
+	return decodePayload(h, payload, cold)
+}
+
+// decodePayload parses a block's uncompressed hot and cold streams.
+func decodePayload(h Header, payload, cold []byte) (*Block, error) {
 	r := reader{buf: payload, cold: cold}
 	b := &Block{Kind: h.Kind, IDs: make([]uint64, h.N), MaxAbsErr: h.MaxAbsErr}
 	for i := range b.IDs {

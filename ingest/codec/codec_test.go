@@ -303,3 +303,80 @@ func TestParseEncoding(t *testing.T) {
 		t.Error("fp8 accepted")
 	}
 }
+
+// quantizedBlock is a first layer's factors on standardized 8-bit pixels:
+// A takes 256 distinct values, so its low bytes repeat; Delta is noise.
+func quantizedBlock(rng *rand.Rand, n, in int) *Block {
+	b := &Block{Kind: Factored, IDs: make([]uint64, n), T: 1, In: in, Out: 8, A: make([]float32, n*in), Delta: make([]float32, n*8)}
+	for i := range b.IDs {
+		b.IDs[i] = uint64(i)
+	}
+	for i := range b.A {
+		k := 0
+		if rng.IntN(5) == 0 { // mostly background, as in MNIST
+			k = rng.IntN(256)
+		}
+		b.A[i] = (float32(k)/255 - 0.1307) / 0.3081
+	}
+	for i := range b.Delta {
+		b.Delta[i] = float32(rng.NormFloat64() * 1e-3)
+	}
+	return b
+}
+
+// TestColdCompression: where the low byte planes repeat (quantized
+// inputs) both streams are compressed, bit-exact, and the block shrinks;
+// where they are noise (gradients) only the hot stream is; every bit
+// flip of the compressed form is still caught.
+func TestColdCompression(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	q := quantizedBlock(rng, 64, 784)
+	data, err := Encode(q, Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ReadHeader(data)
+	if err != nil || !h.ColdCompressed {
+		t.Fatalf("quantized inputs: header %+v, %v; want the cold stream compressed", h, err)
+	}
+	raw := 4 * (len(q.A) + len(q.Delta))
+	if len(data)*2 > raw { // the cold stream raw alone is 75%
+		t.Errorf("quantized inputs: %d bytes for %d float32 bytes; want under 50%%", len(data), raw)
+	}
+	got, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range values(q) {
+		if w := values(got)[i]; math.Float32bits(v) != math.Float32bits(w) {
+			t.Fatalf("value %d: %v, want %v bit-exact", i, w, v)
+		}
+	}
+	noise := randBlock(rng, Dense, 2000)
+	nd, err := Encode(noise, Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := ReadHeader(nd); h.ColdCompressed {
+		t.Error("noise: the cold stream was compressed")
+	}
+	small := quantizedBlock(rng, 32, 64)
+	data, _ = Encode(small, Float32)
+	if h, _ := ReadHeader(data); !h.ColdCompressed {
+		t.Skip("the small block did not compress its cold stream") // the flip test needs one that does
+	}
+	for k := range data {
+		for bit := range 8 {
+			c := append([]byte(nil), data...)
+			c[k] ^= 1 << bit
+			if _, err := Decode(c); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("flip byte %d bit %d: got %v, want ErrCorrupt", k, bit, err)
+			}
+		}
+	}
+	for k := range data {
+		if _, err := Decode(data[:k]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated to %d: got %v", k, err)
+		}
+	}
+}

@@ -40,7 +40,12 @@ func seedBlocks() [][]byte {
 			}
 		}
 	}
-	return out
+	// Both streams in one zstd frame (quantized inputs).
+	data, err := Encode(quantizedBlock(rng, 32, 64), Float32)
+	if err != nil {
+		panic(err)
+	}
+	return append(out, data)
 }
 
 // TestFuzzCorpus keeps the checked-in seed corpus in step with the format:
