@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // debianPython is the interpreter that imports Debian's python3-torch and
@@ -150,10 +151,33 @@ for l in m["layers"]:
 	os.Symlink(filepath.Join(repo, "python"), filepath.Join(work, "python"))
 	script := filepath.Join(work, "example.py")
 	os.WriteFile(script, []byte(code), 0o644)
+	// import --follow starts first, as "python train.py & gvdb import
+	// --follow" may: it waits for run.json, ingests while the script
+	// writes, and stops at DONE.
+	live := t.TempDir()
+	type result struct {
+		errs string
+		code int
+	}
+	followed := make(chan result, 1)
+	go func() {
+		_, errs, code := gvdb(t, "import", filepath.Join(work, "runs", "demo"), "--db", live, "--run", "demo", "--follow")
+		followed <- result{errs, code}
+	}()
+	time.Sleep(500 * time.Millisecond)
 	cmd = exec.Command(py, script)
 	cmd.Dir = work
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("README example: %v\n%s", err, b)
+	}
+	var fr result
+	select {
+	case fr = <-followed:
+	case <-time.After(60 * time.Second):
+		t.Fatal("import --follow did not stop at DONE")
+	}
+	if fr.code != exitOK || !strings.Contains(fr.errs, "waiting for") || !strings.Contains(fr.errs, "10 snapshots") {
+		t.Fatalf("import --follow of the README example: exit %d, %s", fr.code, fr.errs)
 	}
 	if _, errs, code := gvdb(t, "import", filepath.Join(work, "runs", "demo"), "--db", store, "--run", "demo"); code != exitOK {
 		t.Fatalf("import the README example: %s", errs)
@@ -162,6 +186,9 @@ for l in m["layers"]:
 	csv, errs, rc := gvdb(t, "query", "--db", store, "--format", "csv", q)
 	if rc != exitOK || strings.Count(csv, "\n") != 1+10*3 {
 		t.Errorf("README query: exit %d, %s\n%s", rc, errs, csv)
+	}
+	if got, _, _ := gvdb(t, "query", "--db", live, "--format", "csv", q); got != csv {
+		t.Errorf("import --follow while the script ran:\n%s\nafter it:\n%s", got, csv)
 	}
 }
 

@@ -31,8 +31,8 @@ from a stored run. Every file is checked against the schema (dtypes,
 shapes, C order, ids); float32 values are stored bit-exact (--encoding
 float32). NaN or Inf gradients are kept and warned about.
 
-With --follow, import watches DIR while the training script writes it:
-each snapshot is ingested once its directory appears (the capture module
+With --follow, import watches DIR while the training script writes it
+(waiting for run.json if the script has not written it yet): each snapshot is ingested once its directory appears (the capture module
 writes it elsewhere and renames it into place), scalars as their lines
 are completed, until the file DONE appears or Ctrl-C (the run is then
 marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
@@ -64,6 +64,18 @@ marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
 	}
 	src := pos[0]
 	cfg, err := interchange.ReadRunConfig(src)
+	if *follow && err != nil && !fileExists(filepath.Join(src, "run.json")) {
+		// The training script may not have started writing yet.
+		fmt.Fprintf(m.Stderr, "import %s: waiting for %s (Ctrl-C stops)\n", *run, filepath.Join(src, "run.json"))
+		for err != nil && !fileExists(filepath.Join(src, "run.json")) {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("import %s: stopped before run.json appeared; nothing was imported", src)
+			case <-time.After(followPoll):
+			}
+			cfg, err = interchange.ReadRunConfig(src)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
@@ -182,4 +194,10 @@ marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
 	fmt.Fprintf(m.Stderr, "imported %s: %d snapshots, %d examples, %s stored (+ %s of rollups), status %s\n",
 		*run, st.Snapshots, st.Examples, humanBytes(st.StoredBytes), humanBytes(st.RollupBytes), status)
 	return nil
+}
+
+// fileExists reports whether path exists.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
