@@ -33,6 +33,10 @@ type Options struct {
 	Scale string
 	// YLabel names the y axis (default: from the statistics plotted).
 	YLabel string
+	// ZerosExplained says the figure's caption explains its values <= 0
+	// (SVRG's variance at its anchor's own step): a log scale leaves them
+	// out without a warning.
+	ZerosExplained bool
 }
 
 func (o Options) size() (vg.Length, vg.Length, int) {
@@ -372,7 +376,7 @@ func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
 	if points == 0 {
 		return nil, nil, fmt.Errorf("%w: every value is NaN or missing (see the query's warnings)", ErrNothingToPlot)
 	}
-	if dropped > 0 {
+	if dropped > 0 && !o.ZerosExplained {
 		warnings = append(warnings, fmt.Sprintf("%d values <= 0 left out of the log-scale plot (use SCALE LINEAR to see them)", dropped))
 	}
 	if cut > 0 {

@@ -483,6 +483,8 @@ func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result
 
 // partialWindows warns about windows that extend past a run's data (or
 // the WHERE clause's last step): their values cover only part of them.
+// The last window of a completed run, which training itself ended, is
+// not flagged: no data is missing from it.
 func (e *evaluator) partialWindows(runs []*db.Run) {
 	if e.g.window == 0 {
 		return
@@ -491,6 +493,9 @@ func (e *evaluator) partialWindows(runs []*db.Run) {
 	for _, k := range e.g.order {
 		end := min(e.last[k.run], e.p.stepHi-1)
 		if done[k.run] || k.t+e.g.window-1 <= end || end < k.t {
+			continue
+		}
+		if r := runs[k.run]; end == e.last[k.run] && r.Status == db.StatusComplete && end >= r.Steps {
 			continue
 		}
 		done[k.run] = true

@@ -497,3 +497,17 @@ func TestExamplesAndFamilies(t *testing.T) {
 		t.Errorf("the report lacks the perturbation comparison:\n%s", md)
 	}
 }
+
+// TestFinalWindow: the last window of a completed run, which training
+// ended, is not flagged as partial; one cut by WHERE is.
+func TestFinalWindow(t *testing.T) {
+	dir := trainedStore(t)
+	_, errs, code := gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT variance FROM 'mlp' GROUP BY window(30)")
+	if code != exitOK || strings.Contains(errs, "warning") {
+		t.Errorf("final window of a complete run: exit %d, %q", code, errs)
+	}
+	_, errs, _ = gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT variance FROM 'mlp' WHERE step < 35 GROUP BY window(30)")
+	if !strings.Contains(errs, "window of steps 30 to 59 has data only up to step 30") {
+		t.Errorf("window cut by WHERE: %q", errs)
+	}
+}

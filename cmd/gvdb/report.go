@@ -133,6 +133,7 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		if ff.scale == "" {
 			o.Scale = scale
 		}
+		o.ZerosExplained = strings.Contains(caption, svrgZerosNote)
 		warnings, err := drawLines(sub, filepath.Join(out, file), o)
 		if err != nil {
 			return fmt.Errorf("report figure %s: %w", file, err)
@@ -354,7 +355,7 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 	}
 	pop += fmt.Sprintf(" on each snapshot's examples (%d sampled, %d full); %s, K = %d", sample, full, gcPop, k)
 	if anchored > 0 {
-		pop += ". SVRG is 0 at its anchor's own steps, which a log axis cannot show"
+		pop += ". " + svrgZerosNote
 	}
 	queries := []string{qSG}
 	if qGC != "" {
@@ -424,3 +425,7 @@ func writeIndex(out, store string, figs []figure) error {
 	}
 	return nil
 }
+
+// svrgZerosNote is the caption's note on SVRG's zeros: a figure whose
+// caption carries it leaves them out of a log scale without a warning.
+const svrgZerosNote = "SVRG is 0 at its anchor's own steps, which a log axis cannot show"
