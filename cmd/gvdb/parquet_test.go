@@ -23,20 +23,22 @@ const text = readFileSync(doc, 'utf8');
 const block = (name) => {
   const parts = text.split('<!-- sql:' + name + ' -->\n` + "```sql" + `\n');
   if (parts.length != 2) throw new Error('docs/SCALE.md: no sql:' + name + ' block');
-  return parts[1].split('` + "```" + `')[0].replaceAll("'moments.parquet'", "'" + dir + "/moments.parquet'");
+  return parts[1].split('` + "```" + `')[0].replaceAll("'moments.parquet'", "'" + dir + "/moments.parquet'")
+    .replaceAll("'factors.parquet'", "'" + dir + "/factors.parquet'");
 };
 const inst = await DuckDBInstance.create(':memory:');
 const c = await inst.connect();
 const out = {};
 await c.run(block('setup'));
-for (const name of ['snapshot', 'window-mean', 'window-pooled', 'run']) {
+for (const name of ['snapshot', 'window-mean', 'window-pooled', 'run', 'attributes']) {
   let r;
   for (const s of block(name).split(';').map(s => s.trim()).filter(s => s)) r = await c.runAndReadAll(s);
   out[name] = r.getRowObjectsJson();
 }
 out.result = (await c.runAndReadAll("SELECT * FROM read_parquet('" + result + "')")).getRowObjectsJson();
 out.factors = (await c.runAndReadAll(
-  "SELECT f.step, f.layer, count(*) AS rows, sum(list_sum([x::DOUBLE * x for x in a]) * list_sum([x::DOUBLE * x for x in delta])) AS sq, max(m.sum_sq_norm) AS want " +
+  "SELECT f.step, f.layer, count(*) AS rows, sum(list_sum([x::DOUBLE * x for x in a]) * list_sum([x::DOUBLE * x for x in delta])) AS sq, max(m.sum_sq_norm) AS want, " +
+  "bool_and(f.attributes['label'] = f.label) AS labels, count(f.attributes['example_loss']) AS losses " +
   "FROM read_parquet('" + dir + "/factors.parquet') f JOIN read_parquet('" + dir + "/moments.parquet') m " +
   "ON f.run = m.run AND f.step = m.step AND f.layer = m.layer WHERE f.t = 1 GROUP BY f.step, f.layer")).getRowObjectsJson();
 console.log(JSON.stringify(out));
@@ -146,6 +148,17 @@ func TestParquetDuckDB(t *testing.T) {
 			}
 		}
 	}
+	// The attributes example runs: one group per snapshot (this run has no
+	// corrupted attribute), each of the snapshot's 64 examples.
+	if rows := got["attributes"]; len(rows) != len(lines0(t, src, "SELECT variance FROM 'mlp'")) {
+		t.Errorf("attributes example: %v", rows)
+	} else {
+		for _, r := range rows {
+			if num(r["examples"]) != 64 || !(num(r["mean_sq_norm"]) > 0) {
+				t.Errorf("attributes example row %v", r)
+			}
+		}
+	}
 	// Factors: Σ_i |a_i|² |δ_i|² (T = 1) is the moments' Σ_i |g_i|², in float32.
 	if len(got["factors"]) == 0 {
 		t.Fatal("factors table: no factored layers")
@@ -154,5 +167,18 @@ func TestParquetDuckDB(t *testing.T) {
 		if sq, want := num(r["sq"]), num(r["want"]); num(r["rows"]) != 64 || !(math.Abs(sq-want) <= 1e-9*want) {
 			t.Errorf("factors %v: want 64 examples and sum %g", r, want)
 		}
+		if r["labels"] != true || num(r["losses"]) != 64 {
+			t.Errorf("factors %v: want attributes['label'] = label and 64 example losses", r)
+		}
 	}
+}
+
+// lines0 returns a CSV query's data rows.
+func lines0(t *testing.T, db, q string) []string {
+	t.Helper()
+	csv, errs, code := gvdb(t, "query", "--db", db, "--format", "csv", q)
+	if code != exitOK {
+		t.Fatalf("%s: %s", q, errs)
+	}
+	return strings.Split(strings.TrimSpace(csv), "\n")[1:]
 }

@@ -28,9 +28,10 @@ const (
 )
 
 // FactorsSchema is factors.parquet: one row per run, step, layer and
-// example. A factored layer fills a (T·In values, row-major (t, in)) and
-// delta (T·Out); a dense block fills grad (D values, gvdb's (in, out)
-// order for weights).
+// example. label is the example's label attribute, attributes all its
+// attributes as numbers (booleans 0 or 1). A factored layer fills a (T·In
+// values, row-major (t, in)) and delta (T·Out); a dense block fills grad
+// (D values, gvdb's (in, out) order for weights).
 var FactorsSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "run", Type: arrow.BinaryTypes.String},
 	{Name: "step", Type: arrow.PrimitiveTypes.Int64},
@@ -38,6 +39,7 @@ var FactorsSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "layer", Type: arrow.BinaryTypes.String},
 	{Name: "example_id", Type: arrow.PrimitiveTypes.Int64},
 	{Name: "label", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "attributes", Type: arrow.MapOf(arrow.BinaryTypes.String, arrow.PrimitiveTypes.Float64), Nullable: true},
 	{Name: "t", Type: arrow.PrimitiveTypes.Int32},
 	{Name: "in", Type: arrow.PrimitiveTypes.Int32},
 	{Name: "out", Type: arrow.PrimitiveTypes.Int32},
@@ -125,16 +127,11 @@ func WriteTables(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, pro
 	mb := array.NewRecordBuilder(mem, MomentsSchema)
 	defer mb.Release()
 	err = d.Snapshots(r, w, db.Select{Layers: opts.Layers, Attributes: true}, func(s *db.Snapshot) error {
-		var labels []int64
+		var attrs *codec.Attributes
 		if len(s.Attributes) > 0 {
-			a, err := codec.DecodeAttributes(s.Attributes, s.N)
-			if err != nil {
+			var err error
+			if attrs, err = codec.DecodeAttributes(s.Attributes, s.N); err != nil {
 				return fmt.Errorf("%s@%d attributes: %w", r.Name, s.Step, err)
-			}
-			for _, c := range a.Columns {
-				if c.Name == "label" && c.Type == codec.Int {
-					labels = c.Ints
-				}
 			}
 		}
 		for _, lb := range s.Blocks {
@@ -142,7 +139,7 @@ func WriteTables(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, pro
 			if err != nil {
 				return fmt.Errorf("%s@%d %s: %w", r.Name, s.Step, lb.Layer, err)
 			}
-			if err := appendFactors(fb, r.Name, s, lb.Layer, b, labels); err != nil {
+			if err := appendFactors(fb, r.Name, s, lb.Layer, b, attrs); err != nil {
 				return err
 			}
 			st.FactorRows += b.N()
@@ -191,7 +188,15 @@ func WriteTables(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, pro
 }
 
 // appendFactors adds a block's rows to factors.parquet's builder.
-func appendFactors(fb *array.RecordBuilder, run string, s *db.Snapshot, layer string, b *codec.Block, labels []int64) error {
+func appendFactors(fb *array.RecordBuilder, run string, s *db.Snapshot, layer string, b *codec.Block, attrs *codec.Attributes) error {
+	var labels []int64
+	if attrs != nil {
+		for _, c := range attrs.Columns {
+			if c.Name == "label" && c.Type == codec.Int {
+				labels = c.Ints
+			}
+		}
+	}
 	n := b.N()
 	t, in, out := b.T, b.In, b.Out
 	if b.Kind != codec.Factored {
@@ -220,17 +225,35 @@ func appendFactors(fb *array.RecordBuilder, run string, s *db.Snapshot, layer st
 		} else {
 			fb.Field(5).(*array.Int64Builder).AppendNull()
 		}
-		fb.Field(6).(*array.Int32Builder).Append(int32(t))
-		fb.Field(7).(*array.Int32Builder).Append(int32(in))
-		fb.Field(8).(*array.Int32Builder).Append(int32(out))
-		if b.Kind == codec.Factored {
-			list(9, b.A[i*t*in:(i+1)*t*in])
-			list(10, b.Delta[i*t*out:(i+1)*t*out])
-			list(11, nil)
+		mb := fb.Field(6).(*array.MapBuilder)
+		if attrs == nil {
+			mb.AppendNull()
 		} else {
-			list(9, nil)
+			mb.Append(true)
+			kb, vb := mb.KeyBuilder().(*array.StringBuilder), mb.ItemBuilder().(*array.Float64Builder)
+			for _, c := range attrs.Columns {
+				kb.Append(c.Name)
+				switch c.Type {
+				case codec.Int:
+					vb.Append(float64(c.Ints[i]))
+				case codec.Float:
+					vb.Append(c.Floats[i])
+				default:
+					vb.Append(map[bool]float64{false: 0, true: 1}[c.Bools[i]])
+				}
+			}
+		}
+		fb.Field(7).(*array.Int32Builder).Append(int32(t))
+		fb.Field(8).(*array.Int32Builder).Append(int32(in))
+		fb.Field(9).(*array.Int32Builder).Append(int32(out))
+		if b.Kind == codec.Factored {
+			list(10, b.A[i*t*in:(i+1)*t*in])
+			list(11, b.Delta[i*t*out:(i+1)*t*out])
+			list(12, nil)
+		} else {
 			list(10, nil)
-			list(11, b.Rows[i*b.Dim:(i+1)*b.Dim])
+			list(11, nil)
+			list(12, b.Rows[i*b.Dim:(i+1)*b.Dim])
 		}
 	}
 	return nil
