@@ -28,12 +28,12 @@ In numpy: G = np.einsum('nti,nto->nio', A, Delta). LAYER is the layer name
 with characters outside [A-Za-z0-9._-] replaced by '_'.
 
 With --format parquet, the run (or the step range) is written as two
-Parquet tables for DuckDB, Spark or pandas (docs/SCALE.md): factors.parquet,
-one row per run, step, layer and example (list<float32> a and delta, or
-grad for dense blocks; example_id; label), and moments.parquet, one row per
-run, step and layer (n, d, list<double> sum and sumsq per coordinate,
-sum_sq_norm, and per example sq_norm and inner), from which variance, nvar
-and gns follow in SQL.
+Parquet tables for DuckDB, Spark or pandas (docs/SCALE.md):
+factors.parquet, one row per run, step, layer and example (list<float32>
+a and delta, or grad for dense blocks; example_id, label and a map of
+attributes), and moments.parquet, one row per run, step and layer (n, d,
+list<double> sum and sumsq per coordinate, sum_sq_norm, and per example
+sq_norm and inner), from which variance, nvar and gns follow in SQL.
 
 With --step, one snapshot is written to DIR. Without it, the whole run (or
 the steps from --from to --to, both included) is written as a run
