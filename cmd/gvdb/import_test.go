@@ -118,59 +118,71 @@ func TestImportRefusesBadRuns(t *testing.T) {
 		t.Fatalf("export: %s", errs)
 	}
 	snap := interchange.SnapshotDir(10)
+	// runJSON marks faults of run.json, found before a store is created.
+	const runJSON = true
 	cases := []struct {
 		name, want string
 		damage     func(dir string)
+		runJSON    bool
 	}{
 		{"reserved layer", "reserved", func(dir string) {
 			editJSON(t, filepath.Join(dir, "run.json"), func(m map[string]any) {
 				m["layers"].([]any)[0].(map[string]any)["name"] = "step"
 			})
-		}},
+		}, runJSON},
+		{"slash in a layer name", "character '/'", func(dir string) {
+			editJSON(t, filepath.Join(dir, "run.json"), func(m map[string]any) {
+				m["layers"].([]any)[0].(map[string]any)["name"] = "Dense_0/kernel"
+			})
+		}, runJSON},
 		{"bad layout", "weight_layout", func(dir string) {
 			editJSON(t, filepath.Join(dir, "run.json"), func(m map[string]any) { m["weight_layout"] = "cols" })
-		}},
+		}, runJSON},
 		{"unknown field", "unknown field", func(dir string) {
 			editJSON(t, filepath.Join(dir, "run.json"), func(m map[string]any) { m["learning_rate"] = 1 })
-		}},
+		}, runJSON},
 		{"reserved scalar", "reserved", func(dir string) {
 			os.WriteFile(filepath.Join(dir, "scalars.jsonl"), []byte("{\"step\": 0, \"where\": 1}\n"), 0o644)
-		}},
+		}, false},
 		{"bad scalar line", "scalars.jsonl line 2", func(dir string) {
 			os.WriteFile(filepath.Join(dir, "scalars.jsonl"), []byte("{\"step\": 0, \"loss\": 1}\n{\"step\": -1}\n"), 0o644)
-		}},
+		}, false},
 		{"wrong examples", "shape", func(dir string) {
 			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) { m["examples"] = 63.0 })
-		}},
+		}, false},
 		{"wrong dtype", "dtype", func(dir string) {
 			// ids as float32: copy a float32 file over ids.npy.
 			raw, _ := os.ReadFile(filepath.Join(dir, snap, "fc1.bias.rows.npy"))
 			os.WriteFile(filepath.Join(dir, snap, "ids.npy"), raw, 0o644)
-		}},
+		}, false},
 		{"truncated npy", "bytes", func(dir string) {
 			p := filepath.Join(dir, snap, "fc1.weight.A.npy")
 			raw, _ := os.ReadFile(p)
 			os.WriteFile(p, raw[:len(raw)/2], 0o644)
-		}},
+		}, false},
 		{"unknown layer", "not in run.json", func(dir string) {
 			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) {
 				m["layers"].([]any)[0].(map[string]any)["name"] = "fc9.weight"
 			})
-		}},
+		}, false},
 		{"path in file name", "no valid", func(dir string) {
 			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) {
 				m["layers"].([]any)[0].(map[string]any)["files"].(map[string]any)["A"] = "../../etc/passwd"
 			})
-		}},
+		}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "run")
 			copyDir(t, good, dir)
 			c.damage(dir)
-			_, errs, code := gvdb(t, "import", dir, "--db", t.TempDir(), "--run", "x")
+			store := filepath.Join(t.TempDir(), "store")
+			_, errs, code := gvdb(t, "import", dir, "--db", store, "--run", "x")
 			if code == exitOK || !strings.Contains(errs, c.want) {
 				t.Errorf("exit %d, want an error with %q: %s", code, c.want, errs)
+			}
+			if _, err := os.Stat(store); c.runJSON && err == nil {
+				t.Errorf("a refused run.json created the store %s", store)
 			}
 		})
 	}

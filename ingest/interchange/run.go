@@ -103,6 +103,9 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 	if len(c.Layers) == 0 {
 		return nil, errors.New("run.json: no layers")
 	}
+	if err := db.ValidateName("run", name); err != nil {
+		return nil, err
+	}
 	r := &db.Run{Name: name, Model: c.Model, Dataset: c.Dataset, Optimizer: c.Optimizer, LR: c.LR, Momentum: c.Momentum,
 		WeightDecay: c.WeightDecay, BatchSize: c.BatchSize, Seed: c.Seed, Params: map[string]string{}}
 	for k, v := range c.Params {
@@ -113,10 +116,18 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 	if c.ConvPatch != "" {
 		r.Params["conv_patch_order"] = c.ConvPatch
 	}
+	seen := map[string]bool{}
 	for _, l := range c.Layers {
 		if Reserved(l.Name) {
 			return nil, fmt.Errorf("run.json: layer name %q is reserved by the query language", l.Name)
 		}
+		if err := db.ValidateName("layer", l.Name); err != nil {
+			return nil, fmt.Errorf("run.json: %w", err)
+		}
+		if seen[l.Name] {
+			return nil, fmt.Errorf("run.json: layer %q listed twice", l.Name)
+		}
+		seen[l.Name] = true
 		switch l.Kind {
 		case db.DenseWeight, db.ConvWeight, db.Bias, db.Other:
 		default:
