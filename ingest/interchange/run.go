@@ -14,8 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"codeberg.org/sbinet/npyio"
-
 	"gvdb/db"
 	"gvdb/ingest"
 	"gvdb/ingest/codec"
@@ -319,13 +317,13 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 	}
 	n := man.Examples
 	var ids []uint64
-	if err := readNpy(filepath.Join(dir, man.IDs), []int{n}, func(h npyio.Header, rd *npyio.Reader) error {
-		switch dtype(h) {
+	if err := readNpy(filepath.Join(dir, man.IDs), []int{n}, func(a *npyArray) error {
+		switch a.Dtype {
 		case "<u8":
-			return rd.Read(&ids)
+			return a.Read(&ids)
 		case "<i8":
 			var v []int64
-			if err := rd.Read(&v); err != nil {
+			if err := a.Read(&v); err != nil {
 				return err
 			}
 			for _, x := range v {
@@ -336,7 +334,7 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 			}
 			return nil
 		}
-		return fmt.Errorf("dtype %s, want uint64 or int64", dtype(h))
+		return fmt.Errorf("dtype %s, want uint64 or int64", a.Dtype)
 	}); err != nil {
 		return bad("ids: %v", err)
 	}
@@ -405,19 +403,19 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 				return bad("attribute name %q is reserved or not a name", name)
 			}
 			col := codec.Column{Name: name}
-			if err := readNpy(filepath.Join(dir, man.Attributes[name]), []int{n}, func(h npyio.Header, rd *npyio.Reader) error {
-				switch dtype(h) {
+			if err := readNpy(filepath.Join(dir, man.Attributes[name]), []int{n}, func(a *npyArray) error {
+				switch a.Dtype {
 				case "<i8":
 					col.Type = codec.Int
-					return rd.Read(&col.Ints)
+					return a.Read(&col.Ints)
 				case "<f8":
 					col.Type = codec.Float
-					return rd.Read(&col.Floats)
+					return a.Read(&col.Floats)
 				case "|b1":
 					col.Type = codec.Bool
-					return rd.Read(&col.Bools)
+					return a.Read(&col.Bools)
 				}
-				return fmt.Errorf("dtype %s, want int64, float64 or bool", dtype(h))
+				return fmt.Errorf("dtype %s, want int64, float64 or bool", a.Dtype)
 			}); err != nil {
 				return bad("attribute %s: %v", name, err)
 			}
@@ -450,18 +448,18 @@ func readBlock(dir string, ml Layer, sl db.Layer, n int, layout string) (*codec.
 		}
 		var v []float32
 		var shape []int
-		err = readNpy(path, nil, func(h npyio.Header, rd *npyio.Reader) error {
-			if dtype(h) != "<f4" {
-				return fmt.Errorf("%s: dtype %s, want float32 (<f4)", filepath.Base(path), dtype(h))
+		err = readNpy(path, nil, func(a *npyArray) error {
+			if a.Dtype != "<f4" {
+				return fmt.Errorf("dtype %s, want float32 (<f4)", a.Dtype)
 			}
-			shape = h.Descr.Shape
+			shape = a.Shape
 			if len(shape) == 0 || shape[0] != n {
-				return fmt.Errorf("%s: shape %v, want %d examples first", filepath.Base(path), shape, n)
+				return fmt.Errorf("shape %v, want %d examples first", shape, n)
 			}
 			if len(shape) != 2 && !(rank3 && len(shape) == 3) {
-				return fmt.Errorf("%s: shape %v has the wrong rank", filepath.Base(path), shape)
+				return fmt.Errorf("shape %v has the wrong rank", shape)
 			}
-			return rd.Read(&v)
+			return a.Read(&v)
 		})
 		return v, shape, err
 	}
@@ -530,53 +528,6 @@ func transposeRows(v []float32, n, r, c int) []float32 {
 		}
 	}
 	return out
-}
-
-// dtype is a header's NumPy type string ("<f4"), without the quotes of
-// its Python repr.
-func dtype(h npyio.Header) string { return strings.Trim(h.Descr.Type, `'"`) }
-
-// readNpy opens a .npy file, checks it is C-ordered, that its data fits
-// the file (so a hostile shape cannot ask for memory the file does not
-// back) and, when shape is given, its shape, then hands it to read.
-func readNpy(path string, shape []int, read func(npyio.Header, *npyio.Reader) error) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	rd, err := npyio.NewReader(bufio.NewReaderSize(f, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%s: %w", filepath.Base(path), err)
-	}
-	h := rd.Header
-	if h.Descr.Fortran {
-		return fmt.Errorf("%s: Fortran order; write C order (np.ascontiguousarray)", filepath.Base(path))
-	}
-	if shape != nil && !slices.Equal(h.Descr.Shape, shape) {
-		return fmt.Errorf("%s: shape %v, want %v", filepath.Base(path), h.Descr.Shape, shape)
-	}
-	elems := int64(1)
-	for _, d := range h.Descr.Shape {
-		if d < 0 || (d > 0 && elems > st.Size()/int64(d)) {
-			return fmt.Errorf("%s: shape %v does not fit the file", filepath.Base(path), h.Descr.Shape)
-		}
-		elems *= int64(d)
-	}
-	size := int64(8)
-	if t := dtype(h); len(t) >= 3 {
-		if k, err := strconv.Atoi(t[2:]); err == nil && k > 0 {
-			size = int64(k)
-		}
-	}
-	if elems*size > st.Size() {
-		return fmt.Errorf("%s: shape %v needs %d bytes, the file has %d", filepath.Base(path), h.Descr.Shape, elems*size, st.Size())
-	}
-	return read(h, rd)
 }
 
 // RunConfigOf returns the configuration of a stored run, for export.
