@@ -32,11 +32,18 @@ What is captured, per snapshot and per example i of the snapshot's batch:
 - nn.Conv2d (groups=1, zero padding): the same with a_it the unfolded input
   patch at output position t, in the order (C, kh, kw), positions in
   row-major (oh, ow) order (torch.nn.functional.unfold).
+- nn.Embedding: the same with a_it the one-hot row of token t (In = the
+  vocabulary) and d_it the gradient of its output row; a padding_idx row
+  gets no gradient. Its weight, (vocabulary, dim) in PyTorch, is (in, out):
+  the run's out_in layout writes it as its transpose.
 - A weight is stored as factors when T*(In+Out) <= In*Out, and otherwise as
-  its dense per-example gradient, in PyTorch's (out, in) layout (the rule
-  gvdb's own trainer uses).
-- Other parameters that require gradients are refused with their names;
-  pass ignore=[...] to leave them out (or freeze them).
+  its dense per-example gradient, in the (out, in) layout (the rule gvdb's
+  own trainer uses).
+- nn.LayerNorm (elementwise affine): dense rows, sum_t d_it * xhat_it for
+  the weight and sum_t d_it for the bias, xhat the normalized input.
+- Other parameters that require gradients (BatchNorm's, whose per-example
+  gradients the batch couples, or any other module's) are refused with
+  their names; pass ignore=[...] to leave them out (or freeze them).
 
 Output gradients are captured with tensor hooks (Tensor.register_hook on
 each layer's output), not full backward hooks, so in-place activations
@@ -80,11 +87,13 @@ def _check_name(kind, name):
 
 
 class _Layer:
-    """One captured module: its schema entries and the factors of a pass."""
+    """One captured module: its schema entries, what its hooks record in a
+    pass (per forward call: the input side and the output gradient, both
+    (N, T, ...)), and the per-example gradients written from them."""
 
     def __init__(self, name, module):
         self.name, self.module = name, module
-        self.calls = []  # (a, d) per forward call: (N, T, In), (N, T, Out)
+        self.calls = []  # [input side, output gradient] per forward call
         self.pending = 0
 
     def schema(self):
@@ -92,29 +101,103 @@ class _Layer:
         out = []
         if isinstance(m, nn.Linear):
             out.append({"name": self.name + ".weight", "kind": "dense", "shape": [m.out_features, m.in_features]})
-        else:
+        elif isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
             out.append({"name": self.name + ".weight", "kind": "conv",
                         "shape": [m.out_channels, m.in_channels * kh * kw]})
-        if m.bias is not None and m.bias.requires_grad:
-            out.append({"name": self.name + ".bias", "kind": "bias", "shape": [m.bias.shape[0]]})
+        elif isinstance(m, nn.Embedding):
+            # y = onehot(idx) W: W is (in, out) = (vocabulary, dim); in the
+            # run's out_in layout its shape is written (dim, vocabulary).
+            out.append({"name": self.name + ".weight", "kind": "dense", "shape": [m.embedding_dim, m.num_embeddings]})
+        else:  # LayerNorm
+            out.append({"name": self.name + ".weight", "kind": "other", "shape": list(m.normalized_shape)})
+        bias = getattr(m, "bias", None)
+        if bias is not None and bias.requires_grad:
+            out.append({"name": self.name + ".bias", "kind": "bias", "shape": list(bias.shape)})
         return out
 
     def inputs(self, x):
-        """The per-position inputs a: (N, T, In)."""
+        """The input side of one call, (N, T, ...): a layer's input (Linear),
+        unfolded patches (Conv2d), token indices (Embedding) or the
+        normalized input (LayerNorm)."""
         m = self.module
+        x = x.detach()
         if isinstance(m, nn.Linear):
-            return x.detach().reshape(x.shape[0], -1, x.shape[-1])
-        padding = (0, 0) if m.padding == "valid" else m.padding
-        a = F.unfold(x.detach(), m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
-        return a.transpose(1, 2)
+            return x.reshape(x.shape[0], -1, x.shape[-1])
+        if isinstance(m, nn.Conv2d):
+            padding = (0, 0) if m.padding == "valid" else m.padding
+            return F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride).transpose(1, 2)
+        if isinstance(m, nn.Embedding):
+            return x.reshape(x.shape[0], -1)
+        k = len(m.normalized_shape)
+        xh = F.layer_norm(x, m.normalized_shape, eps=m.eps)
+        return xh.reshape(x.shape[0], -1, *x.shape[x.dim() - k:])
 
-    @staticmethod
-    def outputs(g):
-        """The per-position output gradients: (N, T, Out)."""
-        if g.dim() == 4:  # conv: (N, C, oh, ow)
+    def outputs(self, g):
+        """The output gradient of one call, (N, T, ...)."""
+        m = self.module
+        if isinstance(m, nn.Conv2d):  # (N, C, oh, ow)
             return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+        if isinstance(m, nn.LayerNorm):
+            k = len(m.normalized_shape)
+            return g.reshape(g.shape[0], -1, *g.shape[g.dim() - k:])
         return g.reshape(g.shape[0], -1, g.shape[-1])
+
+    def write(self, dir, n, scale):
+        """Writes the pass's per-example gradients (output gradients times
+        scale) to dir; returns the manifest entries and whether any value is
+        NaN or Inf."""
+        m = self.module
+        a = torch.cat([c[0] for c in self.calls], dim=1)
+        d = torch.cat([c[1] for c in self.calls], dim=1).to(torch.float32) * scale
+        if a.shape[0] != n:
+            raise ValueError(f"gvdb_capture: {n} ids for a batch of {a.shape[0]} examples")
+        finite = bool(torch.isfinite(d).all())
+        stem = _file_name(self.name + ".weight")
+        w = {"name": self.name + ".weight", "files": {}, "shapes": {}}
+        if isinstance(m, nn.LayerNorm):
+            a = a.to(torch.float32)
+            finite = finite and bool(torch.isfinite(a).all())
+            _save(dir, w, "rows", stem + ".rows.npy", (d * a).sum(dim=1).reshape(n, -1))
+        else:
+            if isinstance(m, nn.Embedding):
+                if m.padding_idx is not None:  # no gradient flows to the padding row
+                    d = d * (a != m.padding_idx).unsqueeze(-1)
+                a = F.one_hot(a, m.num_embeddings)
+            a = a.to(torch.float32)
+            finite = finite and bool(torch.isfinite(a).all())
+            t, fin, fout = a.shape[1], a.shape[2], d.shape[2]
+            if t * (fin + fout) <= fin * fout:
+                _save(dir, w, "A", stem + ".A.npy", a)
+                _save(dir, w, "Delta", stem + ".Delta.npy", d)
+            else:  # dense, PyTorch's (out, in) layout
+                _save(dir, w, "rows", stem + ".rows.npy", torch.einsum("nto,nti->noi", d, a).reshape(n, fout * fin))
+        entries = [w]
+        bias = getattr(m, "bias", None)
+        if bias is not None and bias.requires_grad:
+            b = {"name": self.name + ".bias", "files": {}, "shapes": {}}
+            _save(dir, b, "rows", _file_name(self.name + ".bias") + ".rows.npy", d.sum(dim=1).reshape(n, -1))
+            entries.append(b)
+        self.calls = []
+        return entries, finite
+
+
+def _supported(name, m):
+    """Whether gvdb_capture captures module m (raising if it is a kind it
+    captures, configured in a way it cannot)."""
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+            raise ValueError(f"gvdb_capture: {name}: only Conv2d with groups=1, zero padding and "
+                             "numeric or 'valid' padding is captured; pass ignore=[...] to leave it out")
+        return True
+    if isinstance(m, nn.Embedding):
+        if m.max_norm is not None or m.scale_grad_by_freq:
+            raise ValueError(f"gvdb_capture: {name}: an Embedding with max_norm or scale_grad_by_freq is not "
+                             "captured; pass ignore=[...] to leave it out")
+        return True
+    if isinstance(m, nn.LayerNorm):
+        return m.elementwise_affine
+    return isinstance(m, nn.Linear)
 
 
 class Capture:
@@ -139,11 +222,7 @@ class Capture:
         self.layers = []
         covered, ignore = set(), set(ignore)
         for name, m in model.named_modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)) and any(p.requires_grad for p in m.parameters(recurse=False)):
-                if isinstance(m, nn.Conv2d):
-                    if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
-                        raise ValueError(f"gvdb_capture: {name}: only Conv2d with groups=1, zero padding and "
-                                         "numeric or 'valid' padding is captured; pass ignore=[...] to leave it out")
+            if any(p.requires_grad for p in m.parameters(recurse=False)) and _supported(name, m):
                 if not m.weight.requires_grad:
                     raise ValueError(f"gvdb_capture: {name}: a frozen weight with a trained bias is not captured")
                 label = name or "layer0"
@@ -159,10 +238,10 @@ class Capture:
             types = sorted({type(model.get_submodule(n.rsplit(".", 1)[0]) if "." in n else model).__name__
                             for n in missing})
             raise ValueError(f"gvdb_capture: per-example gradients of {', '.join(missing)} ({', '.join(types)}) "
-                             "cannot be captured (only nn.Linear and nn.Conv2d); pass ignore=[...] to leave them "
+                             "cannot be captured (only nn.Linear, nn.Conv2d, nn.Embedding and nn.LayerNorm); pass ignore=[...] to leave them "
                              "out, or freeze them")
         if not self.layers:
-            raise ValueError("gvdb_capture: the model has no nn.Linear or nn.Conv2d layer to capture")
+            raise ValueError("gvdb_capture: the model has no nn.Linear, nn.Conv2d, nn.Embedding or nn.LayerNorm layer to capture")
         if os.path.exists(out_dir) and os.listdir(out_dir):
             if not overwrite:
                 raise FileExistsError(f"gvdb_capture: {out_dir} exists and is not empty (overwrite=True replaces it)")
@@ -223,7 +302,7 @@ class Capture:
             layer.pending += 1
 
             def grad_hook(g):
-                call[1] = _Layer.outputs(g.detach())
+                call[1] = layer.outputs(g.detach())
                 layer.pending -= 1
 
             out.register_hook(grad_hook)
@@ -244,34 +323,15 @@ class Capture:
                    "examples": n, "ids": "ids.npy", "weight_layout": "out_in", "layers": []}
             np.save(os.path.join(tmp, "ids.npy"), ids.astype(np.int64))
             nonfinite = []
+            scale = n if self.reduction == "mean" else 1
             for layer in self.layers:
                 if not layer.calls or layer.pending:
                     raise RuntimeError(f"gvdb_capture: no gradient reached {layer.name} in the snapshot at step "
                                        f"{step}: run forward and loss.backward() inside the with block")
-                a = torch.cat([c[0] for c in layer.calls], dim=1)
-                d = torch.cat([c[1] for c in layer.calls], dim=1)
-                if a.shape[0] != n:
-                    raise ValueError(f"gvdb_capture: {len(ids)} ids for a batch of {a.shape[0]} examples")
-                if self.reduction == "mean":
-                    d = d * n
-                a, d = a.to(torch.float32), d.to(torch.float32)
-                t, fin, fout = a.shape[1], a.shape[2], d.shape[2]
-                stem = _file_name(layer.name + ".weight")
-                entry = {"name": layer.name + ".weight", "files": {}, "shapes": {}}
-                if t * (fin + fout) <= fin * fout:
-                    _save(tmp, entry, "A", stem + ".A.npy", a)
-                    _save(tmp, entry, "Delta", stem + ".Delta.npy", d)
-                else:  # dense, PyTorch's (out, in) layout
-                    g = torch.einsum("nto,nti->noi", d, a).reshape(n, fout * fin)
-                    _save(tmp, entry, "rows", stem + ".rows.npy", g)
-                man["layers"].append(entry)
-                if not (torch.isfinite(a).all() and torch.isfinite(d).all()):
+                entries, finite = layer.write(tmp, n, scale)
+                man["layers"].extend(entries)
+                if not finite:
                     nonfinite.append(layer.name)
-                if layer.module.bias is not None and layer.module.bias.requires_grad:
-                    b = {"name": layer.name + ".bias", "files": {}, "shapes": {}}
-                    _save(tmp, b, "rows", _file_name(layer.name + ".bias") + ".rows.npy", d.sum(dim=1))
-                    man["layers"].append(b)
-                layer.calls = []
             if attributes:
                 man["attributes"] = {}
                 for name, v in sorted(attributes.items()):

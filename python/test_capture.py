@@ -61,12 +61,16 @@ def statistics(g, batch):
 def reference(model, loss_fn, x, y, names):
     """PyTorch's gradient of each example's own loss (batch size 1)."""
     params = dict(model.named_parameters())
+    embeddings = {f"{k}.weight" for k, m in model.named_modules() if isinstance(m, nn.Embedding)}
     rows = {n: [] for n in names}
     for i in range(x.shape[0]):
         model.zero_grad()
         loss_fn(model(x[i:i + 1]), y[i:i + 1], reduction="sum").backward()
         for n in names:
-            rows[n].append(params[n].grad.detach().reshape(params[n].shape[0], -1).flatten().double().numpy().copy())
+            g = params[n].grad.detach()
+            if n in embeddings:  # (vocabulary, dim) = (in, out): the run's out_in layout is its transpose
+                g = g.T
+            rows[n].append(g.reshape(g.shape[0], -1).flatten().double().numpy().copy())
     return {n: np.stack(r) for n, r in rows.items()}
 
 
@@ -97,6 +101,20 @@ class Shared(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+class Text(nn.Module):
+    """Token sequences: an embedding (with a padding row), LayerNorm, and
+    a linear head on the mean over positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(30, 8, padding_idx=0)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens):  # (N, 5)
+        return self.head(self.norm(self.emb(tokens)).mean(dim=1))
+
+
 def misuse(out):
     """Refusals name what is wrong."""
     def raises(exc, text, fn):
@@ -107,9 +125,11 @@ def misuse(out):
             return
         raise AssertionError(f"no {exc.__name__} ({text})")
 
-    ln = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
-    raises(ValueError, "1.weight, 1.bias (LayerNorm)", lambda: Capture(ln, os.path.join(out, "ln"), loss_reduction="mean", batch_size=4))
-    Capture(ln, os.path.join(out, "ln-ignored"), loss_reduction="mean", batch_size=4, ignore=["1.weight", "1.bias"]).close()
+    bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    raises(ValueError, "1.weight, 1.bias (BatchNorm1d)", lambda: Capture(bn, os.path.join(out, "bn"), loss_reduction="mean", batch_size=4))
+    Capture(bn, os.path.join(out, "bn-ignored"), loss_reduction="mean", batch_size=4, ignore=["1.weight", "1.bias"]).close()
+    emb = nn.Embedding(10, 4, max_norm=1.0)
+    raises(ValueError, "max_norm", lambda: Capture(emb, os.path.join(out, "emb"), loss_reduction="mean", batch_size=4))
     m = nn.Linear(3, 2)
     raises(ValueError, "loss_reduction", lambda: Capture(m, os.path.join(out, "r"), loss_reduction="avg", batch_size=4))
     cap = Capture(m, os.path.join(out, "misuse"), loss_reduction="sum", batch_size=4)
@@ -177,9 +197,12 @@ def main():
     exp_cnn, w2 = train(out, "cnn", cnn, xi, yi, "sum", 16, 12, 4, full_at=6)
     xs, ys = torch.randn(40, 3, 6), torch.randint(0, 2, (40,))
     exp_shared, w3 = train(out, "shared", Shared(), xs, ys, "mean", 8, 3, 1)
+    xt, yt = torch.randint(0, 30, (60, 5)), torch.randint(0, 3, (60,))
+    exp_text, w4 = train(out, "text", Text(), xt, yt, "mean", 8, 3, 1)
+    w3 = max(w3, w4)
     misuse(os.path.join(out, "misuse"))
     w2 = max(w2, w3)
-    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "shared": exp_shared, "batch": {"mlp": 32, "cnn": 16, "shared": 8}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
+    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "shared": exp_shared, "text": exp_text, "batch": {"mlp": 32, "cnn": 16, "shared": 8, "text": 8}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
     print(f"per-example gradients match batch-size-1 gradients: worst relative error {max(w1, w2):.3g}")
 
 
