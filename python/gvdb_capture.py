@@ -221,7 +221,12 @@ class Capture:
         self.model, self.dir, self.reduction = model, out_dir, loss_reduction
         self.layers = []
         covered, ignore = set(), set(ignore)
+        # nn.MultiheadAttention computes its projections from their weights
+        # without calling its out_proj module: no hook would fire there.
+        attention = [k for k, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
         for name, m in model.named_modules():
+            if any(name.startswith(k + ".") for k in attention):
+                continue
             if any(p.requires_grad for p in m.parameters(recurse=False)) and _supported(name, m):
                 if not m.weight.requires_grad:
                     raise ValueError(f"gvdb_capture: {name}: a frozen weight with a trained bias is not captured")
@@ -235,8 +240,13 @@ class Capture:
                 covered.update(f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False))
         missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in covered and n not in ignore]
         if missing:
-            types = sorted({type(model.get_submodule(n.rsplit(".", 1)[0]) if "." in n else model).__name__
-                            for n in missing})
+            def owner(n):
+                for k in attention:
+                    if n.startswith(k + "."):
+                        return "MultiheadAttention, which computes its projections without calling its submodules"
+                return type(model.get_submodule(n.rsplit(".", 1)[0]) if "." in n else model).__name__
+
+            types = sorted({owner(n) for n in missing})
             raise ValueError(f"gvdb_capture: per-example gradients of {', '.join(missing)} ({', '.join(types)}) "
                              "cannot be captured (only nn.Linear, nn.Conv2d, nn.Embedding and nn.LayerNorm); pass ignore=[...] to leave them "
                              "out, or freeze them")

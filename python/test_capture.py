@@ -128,6 +128,13 @@ def misuse(out):
     bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     raises(ValueError, "1.weight, 1.bias (BatchNorm1d)", lambda: Capture(bn, os.path.join(out, "bn"), loss_reduction="mean", batch_size=4))
     Capture(bn, os.path.join(out, "bn-ignored"), loss_reduction="mean", batch_size=4, ignore=["1.weight", "1.bias"]).close()
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(4, 2)
+            self.head = nn.Linear(4, 2)
+    raises(ValueError, "attn.out_proj.weight", lambda: Capture(Attn(), os.path.join(out, "attn"), loss_reduction="mean", batch_size=4))
+    raises(ValueError, "MultiheadAttention, which computes", lambda: Capture(Attn(), os.path.join(out, "attn"), loss_reduction="mean", batch_size=4))
     emb = nn.Embedding(10, 4, max_norm=1.0)
     raises(ValueError, "max_norm", lambda: Capture(emb, os.path.join(out, "emb"), loss_reduction="mean", batch_size=4))
     m = nn.Linear(3, 2)
