@@ -1,19 +1,32 @@
-// Package interchange is gvdb's interchange format for per-example
-// gradients: a directory of NumPy .npy files and a manifest.json, which
-// `gvdb export` writes so that any other tool (NumPy, a lab's own code)
-// can check gvdb's numbers.
+// Package interchange moves per-example gradients in and out of gvdb as
+// plain files (docs/INTERCHANGE.md, docs/SCALE.md):
+//
+//   - a snapshot directory: NumPy .npy files and a manifest.json
+//     (interchange.go: WriteSnapshot), which `gvdb export --step` writes;
+//   - a run directory: run.json, scalars.jsonl, one snapshot directory per
+//     step and DONE (run.go: WriteRun, and ReadRunConfig, ReadScalars and
+//     ReadSnapshot for `gvdb import`, which check every file against the
+//     run's schema);
+//   - .npy files, read and written here (npy.go), so that a damaged
+//     header is an error, never a panic;
+//   - Parquet tables: per-example factors and per-layer moments
+//     (parquet.go: WriteTables), and any query result (WriteResultParquet).
+//
+// A snapshot directory holds
 //
 //	ids.npy           uint64 (N,)          dataset index of each example
 //	LAYER.A.npy       float32 (N, T, In)   factored layers: layer inputs a_it
 //	LAYER.Delta.npy   float32 (N, T, Out)  and output gradients d_it
 //	LAYER.rows.npy    float32 (N, D)       dense blocks (biases, ...)
 //	LAYER.grad.npy    float32 (N, In, Out) optional: G_i = Σ_t a_it d_itᵀ
+//	attr.NAME.npy     (N,)                 per-example attributes
 //
 // LAYER is the layer's name with every character outside [A-Za-z0-9._-]
 // replaced by '_' (FileName); the manifest maps each layer to its files.
-// A directory is written all or nothing.
+// Every directory and file is written all or nothing.
 //
-// interchange imports db (block values) and ingest/codec.
+// interchange imports db, ingest (the Writer's snapshot type),
+// ingest/codec and query/stats (moments for the Parquet tables).
 package interchange
 
 import (
