@@ -29,9 +29,12 @@ What is captured, per snapshot and per example i of the snapshot's batch:
   twice in one forward pass contributes both calls' positions). The weight
   gradient is G_i = sum_t a_it d_it^T; the bias gradient, sum_t d_it, is
   stored as dense rows.
-- nn.Conv2d (groups=1, zero padding): the same with a_it the unfolded input
-  patch at output position t, in the order (C, kh, kw), positions in
-  row-major (oh, ow) order (torch.nn.functional.unfold).
+- nn.Conv2d (zero padding): the same with a_it the unfolded input patch at
+  output position t, in the order (C, kh, kw), positions in row-major
+  (oh, ow) order (torch.nn.functional.unfold). A grouped convolution
+  (groups > 1, depthwise included) is stored dense: each group's output
+  channels see their own input channels, so no single pair of factors
+  exists; its weight is (out, in/groups·kh·kw).
 - nn.Embedding: the same with a_it the one-hot row of token t (In = the
   vocabulary) and d_it the gradient of its output row; a padding_idx row
   gets no gradient. Its weight, (vocabulary, dim) in PyTorch, is (in, out):
@@ -104,7 +107,7 @@ class _Layer:
         elif isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
             out.append({"name": self.name + ".weight", "kind": "conv",
-                        "shape": [m.out_channels, m.in_channels * kh * kw]})
+                        "shape": [m.out_channels, m.in_channels // m.groups * kh * kw]})
         elif isinstance(m, nn.Embedding):
             # y = onehot(idx) W: W is (in, out) = (vocabulary, dim); in the
             # run's out_in layout its shape is written (dim, vocabulary).
@@ -167,7 +170,16 @@ class _Layer:
             a = a.to(torch.float32)
             finite = finite and bool(torch.isfinite(a).all())
             t, fin, fout = a.shape[1], a.shape[2], d.shape[2]
-            if t * (fin + fout) <= fin * fout:
+            groups = getattr(m, "groups", 1)
+            if groups > 1:
+                # Each group of output channels sees its own input
+                # channels: no single pair of factors; dense, (out, in/groups)
+                # per group, stacked as PyTorch's weight is.
+                ag = a.reshape(n, t, groups, fin // groups)
+                dg = d.reshape(n, t, groups, fout // groups)
+                g = torch.einsum("ntgo,ntgi->ngoi", dg, ag).reshape(n, fout * (fin // groups))
+                _save(dir, w, "rows", stem + ".rows.npy", g)
+            elif t * (fin + fout) <= fin * fout:
                 _save(dir, w, "A", stem + ".A.npy", a)
                 _save(dir, w, "Delta", stem + ".Delta.npy", d)
             else:  # dense, PyTorch's (out, in) layout
@@ -186,9 +198,9 @@ def _supported(name, m):
     """Whether gvdb_capture captures module m (raising if it is a kind it
     captures, configured in a way it cannot)."""
     if isinstance(m, nn.Conv2d):
-        if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
-            raise ValueError(f"gvdb_capture: {name}: only Conv2d with groups=1, zero padding and "
-                             "numeric or 'valid' padding is captured; pass ignore=[...] to leave it out")
+        if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+            raise ValueError(f"gvdb_capture: {name}: only Conv2d with zero padding and numeric or 'valid' "
+                             "padding is captured; pass ignore=[...] to leave it out")
         return True
     if isinstance(m, nn.Embedding):
         if m.max_norm is not None or m.scale_grad_by_freq:

@@ -79,11 +79,14 @@ class CNN(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1)         # T=64: dense (64*(9+4) > 36)
         self.conv2 = nn.Conv2d(4, 16, 3, stride=2)         # T=9: factors (9*(36+16) <= 576)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1, groups=16)  # depthwise: dense
+        self.conv4 = nn.Conv2d(16, 16, 1, groups=4)        # grouped: dense
         self.fc = nn.Linear(16 * 3 * 3, 5)
 
     def forward(self, x):
         x = F.relu(self.conv1(x), inplace=True)
         x = F.relu(self.conv2(x), inplace=True)
+        x = self.conv4(F.relu(self.conv3(x)))
         return self.fc(x.flatten(1))
 
 
