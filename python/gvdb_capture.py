@@ -34,7 +34,8 @@ What is captured, per snapshot and per example i of the snapshot's batch:
   (oh, ow) order (torch.nn.functional.unfold). A grouped convolution
   (groups > 1, depthwise included) is stored dense: each group's output
   channels see their own input channels, so no single pair of factors
-  exists; its weight is (out, in/groups·kh·kw).
+  exists; its weight is (out, in/groups·kh·kw). nn.Conv1d is captured as a
+  Conv2d of height 1 (patches in (C, k) order).
 - nn.Embedding: the same with a_it the one-hot row of token t (In = the
   vocabulary) and d_it the gradient of its output row; a padding_idx row
   gets no gradient. Its weight, (vocabulary, dim) in PyTorch, is (in, out):
@@ -104,10 +105,9 @@ class _Layer:
         out = []
         if isinstance(m, nn.Linear):
             out.append({"name": self.name + ".weight", "kind": "dense", "shape": [m.out_features, m.in_features]})
-        elif isinstance(m, nn.Conv2d):
-            kh, kw = m.kernel_size
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
             out.append({"name": self.name + ".weight", "kind": "conv",
-                        "shape": [m.out_channels, m.in_channels // m.groups * kh * kw]})
+                        "shape": [m.out_channels, m.in_channels // m.groups * math.prod(m.kernel_size)]})
         elif isinstance(m, nn.Embedding):
             # y = onehot(idx) W: W is (in, out) = (vocabulary, dim); in the
             # run's out_in layout its shape is written (dim, vocabulary).
@@ -130,6 +130,10 @@ class _Layer:
         if isinstance(m, nn.Conv2d):
             padding = (0, 0) if m.padding == "valid" else m.padding
             return F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride).transpose(1, 2)
+        if isinstance(m, nn.Conv1d):  # as a Conv2d of height 1
+            padding = 0 if m.padding == "valid" else m.padding[0]
+            return F.unfold(x.unsqueeze(2), (1, m.kernel_size[0]), dilation=(1, m.dilation[0]), padding=(0, padding),
+                            stride=(1, m.stride[0])).transpose(1, 2)
         if isinstance(m, nn.Embedding):
             return x.reshape(x.shape[0], -1)
         k = len(m.normalized_shape)
@@ -139,7 +143,7 @@ class _Layer:
     def outputs(self, g):
         """The output gradient of one call, (N, T, ...)."""
         m = self.module
-        if isinstance(m, nn.Conv2d):  # (N, C, oh, ow)
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):  # (N, C, ol) or (N, C, oh, ow)
             return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
         if isinstance(m, nn.LayerNorm):
             k = len(m.normalized_shape)
@@ -197,10 +201,10 @@ class _Layer:
 def _supported(name, m):
     """Whether gvdb_capture captures module m (raising if it is a kind it
     captures, configured in a way it cannot)."""
-    if isinstance(m, nn.Conv2d):
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
-            raise ValueError(f"gvdb_capture: {name}: only Conv2d with zero padding and numeric or 'valid' "
-                             "padding is captured; pass ignore=[...] to leave it out")
+            raise ValueError(f"gvdb_capture: {name}: only convolutions with zero padding and numeric or 'valid' "
+                             "padding are captured; pass ignore=[...] to leave it out")
         return True
     if isinstance(m, nn.Embedding):
         if m.max_norm is not None or m.scale_grad_by_freq:
@@ -260,7 +264,7 @@ class Capture:
 
             types = sorted({owner(n) for n in missing})
             raise ValueError(f"gvdb_capture: per-example gradients of {', '.join(missing)} ({', '.join(types)}) "
-                             "cannot be captured (only nn.Linear, nn.Conv2d, nn.Embedding and nn.LayerNorm); pass ignore=[...] to leave them "
+                             "cannot be captured (only nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding and nn.LayerNorm); pass ignore=[...] to leave them "
                              "out, or freeze them")
         if not self.layers:
             raise ValueError("gvdb_capture: the model has no nn.Linear, nn.Conv2d, nn.Embedding or nn.LayerNorm layer to capture")

@@ -104,6 +104,19 @@ class Shared(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+class Seq1d(nn.Module):
+    """1-D convolutions over a signal, one of them grouped and strided."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv1d(6, 4, 3, stride=2, groups=2)
+        self.head = nn.Linear(4 * 5, 2)
+
+    def forward(self, x):  # (N, 3, 12)
+        return self.head(self.c2(torch.relu(self.c1(x))).flatten(1))
+
+
 class Text(nn.Module):
     """Token sequences: an embedding (with a padding row), LayerNorm, and
     a linear head on the mean over positions."""
@@ -207,12 +220,15 @@ def main():
     exp_cnn, w2 = train(out, "cnn", cnn, xi, yi, "sum", 16, 12, 4, full_at=6)
     xs, ys = torch.randn(40, 3, 6), torch.randint(0, 2, (40,))
     exp_shared, w3 = train(out, "shared", Shared(), xs, ys, "mean", 8, 3, 1)
+    x1, y1 = torch.randn(40, 3, 12), torch.randint(0, 2, (40,))
+    exp_seq, w5 = train(out, "seq1d", Seq1d(), x1, y1, "sum", 8, 3, 1)
+    w3 = max(w3, w5)
     xt, yt = torch.randint(0, 30, (60, 5)), torch.randint(0, 3, (60,))
     exp_text, w4 = train(out, "text", Text(), xt, yt, "mean", 8, 3, 1)
     w3 = max(w3, w4)
     misuse(os.path.join(out, "misuse"))
     w2 = max(w2, w3)
-    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "shared": exp_shared, "text": exp_text, "batch": {"mlp": 32, "cnn": 16, "shared": 8, "text": 8}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
+    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "shared": exp_shared, "text": exp_text, "seq1d": exp_seq, "batch": {"mlp": 32, "cnn": 16, "shared": 8, "text": 8, "seq1d": 8}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
     print(f"per-example gradients match batch-size-1 gradients: worst relative error {max(w1, w2):.3g}")
 
 

@@ -37,13 +37,13 @@ func torchPython(t *testing.T) string {
 	return ""
 }
 
-// TestPyTorchCapture trains four PyTorch models with python/gvdb_capture.py
-// (an MLP, a CNN, a layer applied twice over a sequence, and an embedding
-// with LayerNorm on token sequences; python/test_capture.py checks the
-// captured gradients against PyTorch's batch-size-1 gradients to 1e-5),
-// imports the runs, and checks gvdb's
-// variance, nvar and gns against NumPy's on the materialized gradients to
-// 1e-9. It then runs the README's PyTorch example verbatim and imports it.
+// TestPyTorchCapture trains five PyTorch models with python/gvdb_capture.py
+// (an MLP, a CNN, a layer applied twice over a sequence, an embedding with
+// LayerNorm on token sequences, and 1-D convolutions; python/test_capture.py
+// checks the captured gradients against PyTorch's batch-size-1 gradients
+// to 1e-5), imports the runs, and checks gvdb's variance, nvar and gns
+// against NumPy's on the materialized gradients to 1e-9. It then runs the
+// README's PyTorch example verbatim while import --follow ingests it.
 func TestPyTorchCapture(t *testing.T) {
 	py := torchPython(t)
 	repo, err := filepath.Abs("../..")
@@ -64,7 +64,7 @@ func TestPyTorchCapture(t *testing.T) {
 	}
 	json.Unmarshal(raw, &expected)
 	store := t.TempDir()
-	for _, run := range []string{"mlp", "cnn", "shared", "text"} {
+	for _, run := range []string{"mlp", "cnn", "shared", "text", "seq1d"} {
 		if _, errs, code := gvdb(t, "import", filepath.Join(out, run), "--db", store, "--run", run); code != exitOK {
 			t.Fatalf("import %s: %s", run, errs)
 		}
