@@ -5,9 +5,12 @@ only under /usr/bin/python3).
 
     /usr/bin/python3 python/test_capture.py OUT
 
-trains a small MLP (in-place ReLU, mean loss) and a small CNN (sum loss,
-one convolution stored as factors and one dense) on synthetic data with
-the capture module, writing run directories OUT/mlp and OUT/cnn. For every
+trains small models on synthetic data with the capture module, writing a
+run directory for each: OUT/mlp (in-place ReLU, mean loss), OUT/cnn (sum
+loss; convolutions stored as factors, dense, depthwise and grouped; a full
+snapshot), OUT/shared (a layer applied twice over a sequence), OUT/text
+(an embedding with a padding row, LayerNorm) and OUT/seq1d (1-D
+convolutions), then checks that refusals name what is wrong. For every
 snapshot it checks that the per-example gradients materialized from the
 written files equal PyTorch's batch-size-1 gradients to 1e-5 relative to
 each gradient's norm, and writes OUT/expected.json: variance(B), nvar(B)
