@@ -147,6 +147,9 @@ func TestImportRefusesBadRuns(t *testing.T) {
 		{"bad scalar line", "scalars.jsonl line 2", func(dir string) {
 			os.WriteFile(filepath.Join(dir, "scalars.jsonl"), []byte("{\"step\": 0, \"loss\": 1}\n{\"step\": -1}\n"), 0o644)
 		}, false},
+		{"unpadded step directory", "20 digits", func(dir string) {
+			os.Rename(filepath.Join(dir, snap), filepath.Join(dir, "step-10"))
+		}, false},
 		{"wrong examples", "shape", func(dir string) {
 			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) { m["examples"] = 63.0 })
 		}, false},

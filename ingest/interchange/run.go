@@ -179,7 +179,8 @@ func ReadRunConfig(dir string) (*RunConfig, error) {
 }
 
 // Steps lists the complete snapshot directories of a run directory, by
-// step.
+// step; a directory named step-... otherwise than SnapshotDir names it is
+// an error (it would be ignored silently).
 func Steps(dir string) ([]int64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -192,8 +193,8 @@ func Steps(dir string) ([]int64, error) {
 			continue
 		}
 		s, err := strconv.ParseInt(rest, 10, 64)
-		if err != nil || s < 0 {
-			continue
+		if err != nil || s < 0 || e.Name() != SnapshotDir(s) {
+			return nil, fmt.Errorf("%s: a snapshot directory is named step- and the step in 20 digits (step-00000000000000000100)", e.Name())
 		}
 		steps = append(steps, s)
 	}
