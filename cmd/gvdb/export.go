@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path"
 	"strings"
 
 	"gvdb/db"
@@ -42,9 +43,10 @@ snapshot, which gvdb import reads back. The directory is written all or
 nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp-run
   gvdb export --run mlp --from 0 --to 500 --out ./mlp-early
   gvdb export --run mlp --format parquet --out ./mlp-tables
+  gvdb export --run 'lr-*' --format parquet --out ./sweep-tables
   gvdb export --run mlp --step 500 --layer fc2.weight --materialize --out ./fc2`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
-	run := fs.String("run", "", "run (required)")
+	run := fs.String("run", "", "run (required); with --format parquet, a glob ('lr-*') exports several runs into the same tables")
 	step := fs.Int64("step", -1, "export only the snapshot at this step")
 	from := fs.Int64("from", 0, "whole-run export: first step")
 	to := fs.Int64("to", math.MaxInt64-1, "whole-run export: last step (included)")
@@ -79,25 +81,32 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 	if *layer != "" {
 		layers = strings.Split(*layer, ",")
 	}
-	r, err := d.Run(*run)
+	runs, err := exportRuns(d, *run, *format == "parquet")
 	if err != nil {
 		return err
 	}
-	for _, l := range layers {
-		if _, err := r.Layer(l); err != nil {
-			return err
+	r := runs[0]
+	for _, r := range runs {
+		for _, l := range layers {
+			if _, err := r.Layer(l); err != nil {
+				return err
+			}
 		}
 	}
 	opts := interchange.Options{Materialize: *materialize, MaxBytes: *maxBytes, Layers: layers}
 	if *format == "parquet" {
 		w := db.Window{From: *from, To: *to + 1}
-		infos, err := d.SnapshotInfos(r, w)
-		if err != nil {
-			return err
+		total := 0
+		for _, r := range runs {
+			infos, err := d.SnapshotInfos(r, w)
+			if err != nil {
+				return err
+			}
+			total += len(infos)
 		}
-		bar := m.newProgress("export "+*run, int64(len(infos)))
+		bar := m.newProgress("export "+*run, int64(total))
 		done := int64(0)
-		st, err := interchange.WriteTables(*out, d, r, w, opts, func(int64) {
+		st, err := interchange.WriteTables(*out, d, runs, w, opts, func(int64) {
 			done++
 			bar.update(done, "snapshots")
 		})
@@ -105,7 +114,7 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(m.Stderr, "exported %s: %d snapshots to %s: %s (%d rows, %s) and %s (%d rows, %s)\n", *run, st.Snapshots, *out,
+		fmt.Fprintf(m.Stderr, "exported %s (%d runs): %d snapshots to %s: %s (%d rows, %s) and %s (%d rows, %s)\n", *run, len(runs), st.Snapshots, *out,
 			interchange.FactorsTable, st.FactorRows, humanBytes(st.FactorBytes), interchange.MomentsTable, st.MomentRows, humanBytes(st.MomentBytes))
 		return nil
 	}
@@ -138,4 +147,40 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 	}
 	fmt.Fprintf(m.Stderr, "exported %s@%d: %d examples, %d layers to %s\n", *run, *step, man.Examples, len(man.Layers), *out)
 	return nil
+}
+
+// exportRuns resolves --run: one run's name, or, for the Parquet tables
+// (glob set), a glob such as 'lr-*' matching several.
+func exportRuns(d *db.DB, name string, glob bool) ([]*db.Run, error) {
+	if !strings.ContainsAny(name, "*?[") {
+		r, err := d.Run(name)
+		if err != nil {
+			return nil, err
+		}
+		return []*db.Run{r}, nil
+	}
+	if !glob {
+		return nil, usagef("export: --run %q is a pattern: only --format parquet exports several runs (into the same tables)", name)
+	}
+	if _, err := path.Match(name, ""); err != nil {
+		return nil, usagef("export: bad --run pattern %q", name)
+	}
+	names, err := d.RunNames()
+	if err != nil {
+		return nil, err
+	}
+	var runs []*db.Run
+	for _, n := range names {
+		if ok, _ := path.Match(name, n); ok {
+			r, err := d.Run(n)
+			if err != nil {
+				return nil, err
+			}
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		return nil, fmt.Errorf("no run matches %q (runs: %s)", name, strings.Join(names, ", "))
+	}
+	return runs, nil
 }

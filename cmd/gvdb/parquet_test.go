@@ -85,14 +85,18 @@ func TestParquetDuckDB(t *testing.T) {
 	}
 	defer os.Remove(script)
 	doc, _ := filepath.Abs("../../docs/SCALE.md")
-	b, err := exec.Command("node", script, doc, out, result).CombinedOutput()
-	if err != nil {
-		t.Fatalf("DuckDB: %v\n%s", err, b)
+	duckdb := func(tables string) map[string][]map[string]any {
+		b, err := exec.Command("node", script, doc, tables, result).CombinedOutput()
+		if err != nil {
+			t.Fatalf("DuckDB: %v\n%s", err, b)
+		}
+		var got map[string][]map[string]any
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("DuckDB output: %v\n%s", err, b)
+		}
+		return got
 	}
-	var got map[string][]map[string]any
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatalf("DuckDB output: %v\n%s", err, b)
-	}
+	got := duckdb(out)
 	num := func(v any) float64 {
 		switch x := v.(type) {
 		case float64:
@@ -130,6 +134,20 @@ func TestParquetDuckDB(t *testing.T) {
 	compare("window-mean", "SELECT variance, nvar, gns FROM 'mlp' GROUP BY window(20)", "window_start")
 	compare("window-pooled", "SELECT pooled(variance), pooled(nvar), pooled(gns) FROM 'mlp' GROUP BY window(20)", "window_start")
 	compare("run", "SELECT variance, nvar, gns FROM 'mlp' GROUP BY window(1000000)", "")
+
+	// Several runs in one pair of tables: per snapshot and per run, keyed
+	// by run (full snapshots of 2000 examples and samples of 64 mixed).
+	sweep := filepath.Join(t.TempDir(), "sweep")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "lr-*", "--format", "parquet", "--out", sweep); code != exitOK || !strings.Contains(errs, "(2 runs)") {
+		t.Fatalf("export of a glob: exit %d, %s", code, errs)
+	}
+	got = duckdb(sweep)
+	compare("snapshot", "SELECT variance, nvar, gns FROM 'lr-*'", "run")
+	compare("run", "SELECT variance, nvar, gns FROM 'lr-*' GROUP BY run, window(1000000)", "run")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "lr-*", "--out", filepath.Join(t.TempDir(), "x")); code != exitUsage || !strings.Contains(errs, "only --format parquet") {
+		t.Errorf("a glob without --format parquet: exit %d, %s", code, errs)
+	}
+	got = duckdb(out)
 
 	// The query's Parquet file holds its CSV's values.
 	csv, _, _ := gvdb(t, "query", "--db", src, "--format", "csv", resultQ)

@@ -81,11 +81,11 @@ type TableStats struct {
 	FactorBytes, MomentBytes          int64
 }
 
-// WriteTables writes run r's snapshots in window w as two Parquet tables
+// WriteTables writes the runs' snapshots in window w as two Parquet tables
 // in dir, FactorsTable and MomentsTable, all or nothing (dir must not
 // exist or be empty). The moments are computed from the blocks (exactly
-// what a query computes), whatever rollups the run stored.
-func WriteTables(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, progress func(step int64)) (st TableStats, err error) {
+// what a query computes), whatever rollups the runs stored.
+func WriteTables(dir string, d *db.DB, runs []*db.Run, w db.Window, opts Options, progress func(step int64)) (st TableStats, err error) {
 	if s, err := os.Lstat(dir); err == nil {
 		entries, rerr := os.ReadDir(dir)
 		if !s.IsDir() || rerr != nil || len(entries) > 0 {
@@ -126,7 +126,32 @@ func WriteTables(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, pro
 	defer fb.Release()
 	mb := array.NewRecordBuilder(mem, MomentsSchema)
 	defer mb.Release()
-	err = d.Snapshots(r, w, db.Select{Layers: opts.Layers, Attributes: true}, func(s *db.Snapshot) error {
+	for _, r := range runs {
+		if err := writeRunTables(d, r, w, opts, fw, fb, mw, mb, &st, progress); err != nil {
+			return st, err
+		}
+	}
+	if err = errors.Join(fw.Close(), mw.Close()); err != nil {
+		return st, err
+	}
+	os.Remove(dir) // an empty directory, if any
+	if err := os.Rename(tmp, dir); err != nil {
+		return st, err
+	}
+	if fi, err := os.Stat(filepath.Join(dir, FactorsTable)); err == nil {
+		st.FactorBytes = fi.Size()
+	}
+	if fi, err := os.Stat(filepath.Join(dir, MomentsTable)); err == nil {
+		st.MomentBytes = fi.Size()
+	}
+	return st, nil
+}
+
+// writeRunTables appends run r's snapshots to the two tables, a row group
+// per snapshot in each.
+func writeRunTables(d *db.DB, r *db.Run, w db.Window, opts Options, fw *pqarrow.FileWriter, fb *array.RecordBuilder,
+	mw *pqarrow.FileWriter, mb *array.RecordBuilder, st *TableStats, progress func(step int64)) error {
+	return d.Snapshots(r, w, db.Select{Layers: opts.Layers, Attributes: true}, func(s *db.Snapshot) error {
 		var attrs *codec.Attributes
 		if len(s.Attributes) > 0 {
 			var err error
@@ -168,23 +193,6 @@ func WriteTables(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, pro
 		}
 		return nil
 	})
-	if err != nil {
-		return st, err
-	}
-	if err = errors.Join(fw.Close(), mw.Close()); err != nil {
-		return st, err
-	}
-	os.Remove(dir) // an empty directory, if any
-	if err := os.Rename(tmp, dir); err != nil {
-		return st, err
-	}
-	if fi, err := os.Stat(filepath.Join(dir, FactorsTable)); err == nil {
-		st.FactorBytes = fi.Size()
-	}
-	if fi, err := os.Stat(filepath.Join(dir, MomentsTable)); err == nil {
-		st.MomentBytes = fi.Size()
-	}
-	return st, nil
 }
 
 // appendFactors adds a block's rows to factors.parquet's builder.
