@@ -49,6 +49,12 @@ What is captured, per snapshot and per example i of the snapshot's batch:
   gradients the batch couples, or any other module's) are refused with
   their names; pass ignore=[...] to leave them out (or freeze them).
 
+SVRG: inside a snapshot block, `with cap.anchor(anchor_model, anchor_step):`
+captures the same examples' gradients under a copy of the model holding
+the anchor parameters (run its forward and backward on the same batch in
+that block); gvdb's svrg_variance and svrg_nvar then measure SVRG on the
+snapshot.
+
 Output gradients are captured with tensor hooks (Tensor.register_hook on
 each layer's output), not full backward hooks, so in-place activations
 (nn.ReLU(inplace=True)) work. With loss_reduction="mean", the captured
@@ -150,7 +156,7 @@ class _Layer:
             return g.reshape(g.shape[0], -1, *g.shape[g.dim() - k:])
         return g.reshape(g.shape[0], -1, g.shape[-1])
 
-    def write(self, dir, n, scale):
+    def write(self, dir, n, scale, prefix=""):
         """Writes the pass's per-example gradients (output gradients times
         scale) to dir; returns the manifest entries and whether any value is
         NaN or Inf."""
@@ -160,7 +166,7 @@ class _Layer:
         if a.shape[0] != n:
             raise ValueError(f"gvdb_capture: {n} ids for a batch of {a.shape[0]} examples")
         finite = bool(torch.isfinite(d).all())
-        stem = _file_name(self.name + ".weight")
+        stem = prefix + _file_name(self.name + ".weight")
         w = {"name": self.name + ".weight", "files": {}, "shapes": {}}
         if isinstance(m, nn.LayerNorm):
             a = a.to(torch.float32)
@@ -192,7 +198,7 @@ class _Layer:
         bias = getattr(m, "bias", None)
         if bias is not None and bias.requires_grad:
             b = {"name": self.name + ".bias", "files": {}, "shapes": {}}
-            _save(dir, b, "rows", _file_name(self.name + ".bias") + ".rows.npy", d.sum(dim=1).reshape(n, -1))
+            _save(dir, b, "rows", prefix + _file_name(self.name + ".bias") + ".rows.npy", d.sum(dim=1).reshape(n, -1))
             entries.append(b)
         self.calls = []
         return entries, finite
@@ -284,6 +290,7 @@ class Capture:
         _write_atomic(os.path.join(out_dir, "run.json"), json.dumps(cfg, indent=2) + "\n")
         self._scalars = open(os.path.join(out_dir, "scalars.jsonl"), "a")
         self._handles = []
+        self._anchor = None
         self.closed = False
 
     # -- snapshots ---------------------------------------------------------
@@ -306,13 +313,44 @@ class Capture:
         for layer in self.layers:
             layer.calls, layer.pending = [], 0
             self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
+        self._anchor = None
         try:
             yield self
         finally:
             for h in self._handles:
                 h.remove()
             self._handles = []
-        self._write(int(step), ids, population, attributes)
+        anchor, self._anchor = self._anchor, None
+        self._write(int(step), ids, population, attributes, anchor)
+
+    @contextlib.contextmanager
+    def anchor(self, model, step):
+        """Inside a snapshot block: captures the same examples' gradients
+        under model, a copy of the trained model holding the SVRG anchor
+        parameters of training step step (<= the snapshot's). Run model's
+        forward and backward on the snapshot's batch inside this block;
+        gvdb's svrg_variance and svrg_nvar then measure SVRG's estimator
+        on the snapshot (docs/QUERY.md)."""
+        if not self._handles:
+            raise RuntimeError("gvdb_capture: anchor() belongs inside a snapshot block")
+        if self._anchor is not None:
+            raise RuntimeError("gvdb_capture: one anchor per snapshot")
+        modules = dict(model.named_modules())
+        layers = []
+        for l in self.layers:
+            name = "" if l.name == "layer0" and l.module is self.model else l.name
+            m = modules.get(name)
+            if m is None or type(m) is not type(l.module):
+                raise ValueError(f"gvdb_capture: the anchor model has no {type(l.module).__name__} {l.name}: "
+                                 "it must be a copy of the trained model (copy.deepcopy)")
+            layers.append(_Layer(l.name, m))
+        handles = [a.module.register_forward_hook(self._forward_hook(a)) for a in layers]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+        self._anchor = (int(step), layers)
 
     @contextlib.contextmanager
     def off(self):
@@ -335,7 +373,7 @@ class Capture:
 
         return hook
 
-    def _write(self, step, ids, population, attributes):
+    def _write(self, step, ids, population, attributes, anchor=None):
         ids = np.asarray(ids.detach().cpu() if torch.is_tensor(ids) else ids)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
             raise ValueError("gvdb_capture: ids must be a 1-D array of non-negative integers (dataset indices)")
@@ -358,6 +396,19 @@ class Capture:
                 man["layers"].extend(entries)
                 if not finite:
                     nonfinite.append(layer.name)
+            if anchor is not None:
+                anchor_step, layers = anchor
+                if not 0 <= anchor_step <= step:
+                    raise ValueError(f"gvdb_capture: anchor step {anchor_step} for a snapshot at step {step}")
+                man["anchor"] = {"step": anchor_step, "layers": []}
+                for layer in layers:
+                    if not layer.calls or layer.pending:
+                        raise RuntimeError(f"gvdb_capture: no gradient reached {layer.name} of the anchor model at "
+                                           f"step {step}: run its forward and backward inside the anchor block")
+                    entries, finite = layer.write(tmp, n, scale, prefix="anchor.")
+                    man["anchor"]["layers"].extend(entries)
+                    if not finite:
+                        nonfinite.append("anchor " + layer.name)
             if attributes:
                 man["attributes"] = {}
                 for name, v in sorted(attributes.items()):

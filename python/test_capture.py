@@ -9,8 +9,9 @@ trains small models on synthetic data with the capture module, writing a
 run directory for each: OUT/mlp (in-place ReLU, mean loss), OUT/cnn (sum
 loss; convolutions stored as factors, dense, depthwise and grouped; a full
 snapshot), OUT/shared (a layer applied twice over a sequence), OUT/text
-(an embedding with a padding row, LayerNorm) and OUT/seq1d (1-D
-convolutions), then checks that refusals name what is wrong. For every
+(an embedding with a padding row, LayerNorm), OUT/seq1d (1-D
+convolutions) and OUT/svrg (SVRG anchor gradients from a copy of the
+model), then checks that refusals name what is wrong. For every
 snapshot it checks that the per-example gradients materialized from the
 written files equal PyTorch's batch-size-1 gradients to 1e-5 relative to
 each gradient's norm, and writes OUT/expected.json: variance(B), nvar(B)
@@ -30,13 +31,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gvdb_capture import Capture  # noqa: E402
 
 
-def materialize(snap):
-    """Per-example gradients (N, D) from a snapshot directory, in the order
-    of its manifest's layers, weights in PyTorch's (out, in) layout."""
+def materialize(snap, anchor=False):
+    """Per-example gradients (N, D) from a snapshot directory (or its SVRG
+    anchor's), in the order of its manifest's layers, weights in PyTorch's
+    (out, in) layout."""
     man = json.load(open(os.path.join(snap, "manifest.json")))
     assert man["weight_layout"] == "out_in"
     parts = {}
-    for l in man["layers"]:
+    for l in (man["anchor"]["layers"] if anchor else man["layers"]):
         f = {k: np.load(os.path.join(snap, v)) for k, v in l["files"].items()}
         for k, v in f.items():
             assert v.dtype == np.float32 and list(v.shape) == l["shapes"][k], (l["name"], k)
@@ -211,6 +213,53 @@ def train(out, name, model, data, labels, reduction, batch, steps, every, full_a
     return expected, worst
 
 
+def train_svrg(out):
+    """An MLP with an SVRG anchor refreshed every 4 steps: every other
+    step's snapshot also holds the same examples' gradients at the anchor.
+    Checks both against batch-size-1 gradients and returns, per snapshot,
+    svrg_variance(B) = Var_i[g_i(θ) − g_i(θ̃)] / (B·D) (moments with 1/N)."""
+    import copy
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(inplace=True), nn.Linear(16, 3))
+    x, y = torch.randn(200, 10), torch.randint(0, 3, (200,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch, expected, worst = 8, {}, 0.0
+    with Capture(model, os.path.join(out, "svrg"), loss_reduction="mean", batch_size=batch, lr=0.1) as cap:
+        names = [l["name"] for l in json.load(open(os.path.join(out, "svrg", "run.json")))["layers"]]
+        for step in range(8):
+            if step % 4 == 0:
+                anchor, anchor_step = copy.deepcopy(model), step
+            ids = torch.randperm(200)[:32]
+            snap = step % 2 == 0
+            if snap:
+                ref = reference(model, F.cross_entropy, x[ids], y[ids], names)
+                ref_anchor = reference(anchor, F.cross_entropy, x[ids], y[ids], names)
+            with cap.snapshot(step, ids) if snap else cap.off():
+                loss = F.cross_entropy(model(x[ids]), y[ids])
+                opt.zero_grad()
+                loss.backward()
+                if snap:
+                    with cap.anchor(anchor, anchor_step):
+                        F.cross_entropy(anchor(x[ids]), y[ids]).backward()
+            opt.step()
+            if snap:
+                d = os.path.join(out, "svrg", f"step-{step:020d}")
+                man, _, parts = materialize(d)
+                _, _, aparts = materialize(d, anchor=True)
+                assert man["anchor"]["step"] == anchor_step
+                for want, got in ((ref, parts), (ref_anchor, aparts)):
+                    for layer, g in got.items():
+                        err = np.linalg.norm(g - want[layer], axis=1) / np.maximum(np.linalg.norm(want[layer], axis=1), 1e-30)
+                        worst = max(worst, float(err.max()))
+                        assert err.max() <= 1e-5, f"svrg step {step} {layer}: relative error {err.max():.3g}"
+                g = np.concatenate([parts[n] for n in names], axis=1)
+                ga = np.concatenate([aparts[n] for n in names], axis=1)
+                diff = g - ga
+                s = ((diff - diff.mean(0)) ** 2).sum(1).mean()
+                expected[str(step)] = {"svrg_variance": s / (batch * g.shape[1]), "anchor_step": anchor_step}
+    return expected, worst
+
+
 def main():
     out = sys.argv[1]
     torch.manual_seed(0)
@@ -229,9 +278,11 @@ def main():
     xt, yt = torch.randint(0, 30, (60, 5)), torch.randint(0, 3, (60,))
     exp_text, w4 = train(out, "text", Text(), xt, yt, "mean", 8, 3, 1)
     w3 = max(w3, w4)
+    exp_svrg, w6 = train_svrg(out)
+    w3 = max(w3, w6)
     misuse(os.path.join(out, "misuse"))
     w2 = max(w2, w3)
-    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "shared": exp_shared, "text": exp_text, "seq1d": exp_seq, "batch": {"mlp": 32, "cnn": 16, "shared": 8, "text": 8, "seq1d": 8}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
+    json.dump({"mlp": exp_mlp, "cnn": exp_cnn, "shared": exp_shared, "text": exp_text, "seq1d": exp_seq, "svrg": exp_svrg, "batch": {"mlp": 32, "cnn": 16, "shared": 8, "text": 8, "seq1d": 8}}, open(os.path.join(out, "expected.json"), "w"), indent=1)
     print(f"per-example gradients match batch-size-1 gradients: worst relative error {max(w1, w2):.3g}")
 
 

@@ -97,6 +97,28 @@ func TestPyTorchCapture(t *testing.T) {
 		}
 		t.Logf("%s: %d snapshots, worst relative difference gvdb vs numpy %.3g", run, len(want), worst)
 	}
+	// SVRG: the run's snapshots carry anchor gradients captured from a copy
+	// of the model; gvdb's svrg_variance equals NumPy's on the differences.
+	if _, errs, code := gvdb(t, "import", filepath.Join(out, "svrg"), "--db", store, "--run", "svrg"); code != exitOK {
+		t.Fatalf("import svrg: %s", errs)
+	}
+	var wantSVRG map[string]map[string]float64
+	json.Unmarshal(expected["svrg"], &wantSVRG)
+	{
+		csv, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT svrg_variance FROM 'svrg'")
+		lines := strings.Split(strings.TrimSpace(csv), "\n")
+		if code != exitOK || len(lines)-1 != len(wantSVRG) || len(wantSVRG) == 0 {
+			t.Fatalf("svrg: exit %d, %s\n%s (numpy %v)", code, errs, csv, wantSVRG)
+		}
+		for _, l := range lines[1:] {
+			f := strings.Split(l, ",")
+			got, _ := strconv.ParseFloat(f[1], 64)
+			ref := wantSVRG[f[0]]["svrg_variance"]
+			if !(math.Abs(got-ref) <= 1e-9*math.Abs(ref)) {
+				t.Errorf("svrg step %s: gvdb svrg_variance %.17g, numpy %.17g", f[0], got, ref)
+			}
+		}
+	}
 	// The CNN's full snapshot and its layers' storage.
 	if csv, _, _ := gvdb(t, "query", "--db", store, "--format", "csv", "SHOW STEPS FROM 'cnn'"); !strings.Contains(csv, "6,full,200,") {
 		t.Errorf("cnn: want the full snapshot at step 6:\n%s", csv)
