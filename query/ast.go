@@ -148,6 +148,44 @@ type Cond struct {
 	Or []*AndCond `parser:"@@ ('OR' @@)*"`
 }
 
+// Walk calls fn for each predicate of c that is not a parenthesized
+// condition (those it enters), in order.
+func (c *Cond) Walk(fn func(*Pred)) {
+	for _, a := range c.Or {
+		for _, n := range a.And {
+			if n.Pred.Paren != nil {
+				n.Pred.Paren.Walk(fn)
+			} else {
+				fn(n.Pred)
+			}
+		}
+	}
+}
+
+// Holds evaluates c, an OR of ANDs of optionally negated predicates, with
+// leaf deciding each predicate that is not a parenthesized condition.
+func (c *Cond) Holds(leaf func(*Pred) bool) bool {
+	for _, a := range c.Or {
+		all := true
+		for _, n := range a.And {
+			var v bool
+			if n.Pred.Paren != nil {
+				v = n.Pred.Paren.Holds(leaf)
+			} else {
+				v = leaf(n.Pred)
+			}
+			if v == n.Not {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
 // AndCond is a conjunction.
 type AndCond struct {
 	And []*NotCond `parser:"@@ ('AND' @@)*"`

@@ -915,30 +915,13 @@ func splitKeys(attrs *codec.Attributes, rows []int, ids []uint64) []uint64 {
 // evalExampleCond evaluates an example condition for one example; get
 // returns an attribute's value.
 func evalExampleCond(c *Cond, get func(string) float64) bool {
-	for _, a := range c.Or {
-		all := true
-		for _, n := range a.And {
-			p := n.Pred
-			var v bool
-			switch {
-			case p.Paren != nil:
-				v = evalExampleCond(p.Paren, get)
-			case p.Bare():
-				v = get(string(p.Field)) != 0
-			default:
-				x := get(string(p.Field))
-				v = evalPred(p, func(l Literal) int { return cmpNum(x, l) }, nil)
-			}
-			if v == n.Not {
-				all = false
-				break
-			}
+	return c.Holds(func(p *Pred) bool {
+		x := get(string(p.Field))
+		if p.Bare() {
+			return x != 0
 		}
-		if all {
-			return true
-		}
-	}
-	return false
+		return evalPred(p, func(l Literal) int { return cmpNum(x, l) }, nil)
+	})
 }
 
 // checkHeaders checks every block's header against the run's schema and
@@ -1384,19 +1367,11 @@ func having(res *Result, c *Cond) error {
 		return -1
 	}
 	var err error
-	var walk func(c *Cond)
-	walk = func(c *Cond) {
-		for _, a := range c.Or {
-			for _, n := range a.And {
-				if n.Pred.Paren != nil {
-					walk(n.Pred.Paren)
-				} else if col(string(n.Pred.Field)) < 0 && err == nil {
-					err = errorf(n.Pred.Pos, "HAVING %s: not an output column (columns: %s; give an expression a name with AS)", n.Pred.Field, strings.Join(res.Columns, ", "))
-				}
-			}
+	c.Walk(func(p *Pred) {
+		if col(string(p.Field)) < 0 && err == nil {
+			err = errorf(p.Pos, "HAVING %s: not an output column (columns: %s; give an expression a name with AS)", p.Field, strings.Join(res.Columns, ", "))
 		}
-	}
-	walk(c)
+	})
 	if err != nil {
 		return err
 	}
@@ -1411,44 +1386,25 @@ func having(res *Result, c *Cond) error {
 }
 
 func havingRow(c *Cond, get func(string) any) bool {
-	for _, a := range c.Or {
-		all := true
-		for _, n := range a.And {
-			p := n.Pred
-			var v bool
-			switch {
-			case p.Paren != nil:
-				v = havingRow(p.Paren, get)
-			default:
-				x := get(string(p.Field))
-				f, isNum := cellNumber(x)
-				switch {
-				case p.Bare():
-					v = isNum && f != 0 && !math.IsNaN(f)
-				case isNum && math.IsNaN(f):
-					v = false
-				default:
-					v = evalPred(p, func(l Literal) int {
-						if l.Num != nil && isNum {
-							return cmpNum(f, l)
-						}
-						if l.Str != nil {
-							return strings.Compare(fmt.Sprint(x), *l.Str)
-						}
-						return strings.Compare(fmt.Sprint(x), strconv.FormatFloat(*l.Num, 'g', -1, 64))
-					}, func(g string) bool { ok, _ := path.Match(g, fmt.Sprint(x)); return ok })
-				}
-			}
-			if v == n.Not {
-				all = false
-				break
-			}
+	return c.Holds(func(p *Pred) bool {
+		x := get(string(p.Field))
+		f, isNum := cellNumber(x)
+		switch {
+		case p.Bare():
+			return isNum && f != 0 && !math.IsNaN(f)
+		case isNum && math.IsNaN(f):
+			return false
 		}
-		if all {
-			return true
-		}
-	}
-	return false
+		return evalPred(p, func(l Literal) int {
+			if l.Num != nil && isNum {
+				return cmpNum(f, l)
+			}
+			if l.Str != nil {
+				return strings.Compare(fmt.Sprint(x), *l.Str)
+			}
+			return strings.Compare(fmt.Sprint(x), strconv.FormatFloat(*l.Num, 'g', -1, 64))
+		}, func(g string) bool { ok, _ := path.Match(g, fmt.Sprint(x)); return ok })
+	})
 }
 
 // cellNumber returns a result cell as a number.

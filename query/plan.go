@@ -654,22 +654,12 @@ func computedInWhere(s *Select) error {
 		}
 	}
 	var err error
-	var walk func(c *Cond)
-	walk = func(c *Cond) {
-		for _, a := range c.Or {
-			for _, n := range a.And {
-				if n.Pred.Paren != nil {
-					walk(n.Pred.Paren)
-					continue
-				}
-				f := strings.ToLower(string(n.Pred.Field))
-				if err == nil && !keyFields[f] && (lookupStat(f) != nil || outputs[f]) {
-					err = errorf(n.Pred.Pos, "WHERE %s: %s is computed, and WHERE chooses the data before anything is computed; filter the computed rows with HAVING (SELECT ... HAVING %s ...)", n.Pred.Field, n.Pred.Field, n.Pred.Field)
-				}
-			}
+	s.Where.Walk(func(p *Pred) {
+		f := strings.ToLower(string(p.Field))
+		if err == nil && !keyFields[f] && (lookupStat(f) != nil || outputs[f]) {
+			err = errorf(p.Pos, "WHERE %s: %s is computed, and WHERE chooses the data before anything is computed; filter the computed rows with HAVING (SELECT ... HAVING %s ...)", p.Field, p.Field, p.Field)
 		}
-	}
-	walk(s.Where)
+	})
 	return err
 }
 
@@ -678,29 +668,22 @@ func computedInWhere(s *Select) error {
 func condField(c *Cond) (string, error) {
 	field := ""
 	var pos lexer.Position
-	var walk func(c *Cond) error
-	walk = func(c *Cond) error {
-		for _, a := range c.Or {
-			for _, n := range a.And {
-				if n.Pred.Paren != nil {
-					if err := walk(n.Pred.Paren); err != nil {
-						return err
-					}
-					continue
-				}
-				f := strings.ToLower(string(n.Pred.Field))
-				if isAttribute(f) {
-					f = "example"
-				}
-				if field != "" && f != field {
-					return errorf(n.Pred.Pos, "this condition mixes %s (at %d:%d) and %s: join conditions on different keys with AND at the top level", field, pos.Line, pos.Column, f)
-				}
-				field, pos = f, n.Pred.Pos
-			}
+	var err error
+	c.Walk(func(p *Pred) {
+		f := strings.ToLower(string(p.Field))
+		if isAttribute(f) {
+			f = "example"
 		}
-		return nil
-	}
-	return field, walk(c)
+		if err != nil {
+			return
+		}
+		if field != "" && f != field {
+			err = errorf(p.Pos, "this condition mixes %s (at %d:%d) and %s: join conditions on different keys with AND at the top level", field, pos.Line, pos.Column, f)
+			return
+		}
+		field, pos = f, p.Pos
+	})
+	return field, err
 }
 
 func (p *plan) addPred(field string, c *Cond) error {
@@ -710,19 +693,11 @@ func (p *plan) addPred(field string, c *Cond) error {
 	switch {
 	case field == "example":
 		p.exampleConds = append(p.exampleConds, c)
-		var walk func(c *Cond)
-		walk = func(c *Cond) {
-			for _, a := range c.Or {
-				for _, n := range a.And {
-					if n.Pred.Paren != nil {
-						walk(n.Pred.Paren)
-					} else if _, ok := p.attrPos[string(n.Pred.Field)]; !ok {
-						p.attrPos[string(n.Pred.Field)] = n.Pred.Pos
-					}
-				}
+		c.Walk(func(pr *Pred) {
+			if _, ok := p.attrPos[string(pr.Field)]; !ok {
+				p.attrPos[string(pr.Field)] = pr.Pos
 			}
-		}
-		walk(c)
+		})
 		return nil
 	case isConfig(field):
 		prev := p.configOK
@@ -787,7 +762,6 @@ func (p *plan) addPred(field string, c *Cond) error {
 
 func checkTypes(c *Cond, field string) error {
 	var err error
-	var walk func(c *Cond)
 	check := func(l *Literal, pos lexer.Position) {
 		if l == nil || err != nil {
 			return
@@ -800,74 +774,52 @@ func checkTypes(c *Cond, field string) error {
 			err = errorf(pos, "%s is compared with a quoted name, got %s", field, l)
 		}
 	}
-	walk = func(c *Cond) {
-		for _, a := range c.Or {
-			for _, n := range a.And {
-				pr := n.Pred
-				if pr.Paren != nil {
-					walk(pr.Paren)
-					continue
-				}
-				if pr.Bare() && field != "example" {
-					err = errorf(pr.Pos, "%s needs a comparison (WHERE %s = ...)", pr.Field, pr.Field)
-				}
-				if field == "example" || isConfig(field) {
-					if pr.Glob != nil && field == "example" {
-						err = errorf(pr.Pos, "GLOB matches names; %s is a number", pr.Field)
-					}
-					check(pr.Value, pr.Pos)
-					check(pr.Lo, pr.Pos)
-					check(pr.Hi, pr.Pos)
-					for i := range pr.In {
-						check(&pr.In[i], pr.Pos)
-					}
-					continue
-				}
-				check(pr.Value, pr.Pos)
-				check(pr.Lo, pr.Pos)
-				check(pr.Hi, pr.Pos)
-				for i := range pr.In {
-					check(&pr.In[i], pr.Pos)
-				}
-				if pr.Glob != nil && field == "step" {
-					err = errorf(pr.Pos, "GLOB matches names (layer, run), not steps")
-				}
-				if pr.Glob != nil && field != "step" {
-					if _, gerr := path.Match(*pr.Glob, ""); gerr != nil {
-						err = errorf(pr.Pos, "bad pattern %q in GLOB: %v", *pr.Glob, gerr)
-					}
-				}
-				if field != "step" && pr.Value != nil && pr.Op != "=" && pr.Op != "!=" && pr.Op != "<>" {
-					err = errorf(pr.Pos, "%s supports =, !=, IN and GLOB, not %s", field, pr.Op)
-				}
-				if field != "step" && pr.Lo != nil {
-					err = errorf(pr.Pos, "BETWEEN compares steps, not %ss", field)
-				}
+	c.Walk(func(pr *Pred) {
+		if pr.Bare() && field != "example" {
+			err = errorf(pr.Pos, "%s needs a comparison (WHERE %s = ...)", pr.Field, pr.Field)
+		}
+		check(pr.Value, pr.Pos)
+		check(pr.Lo, pr.Pos)
+		check(pr.Hi, pr.Pos)
+		for i := range pr.In {
+			check(&pr.In[i], pr.Pos)
+		}
+		if field == "example" || isConfig(field) {
+			// (a GLOB has no literal: the checks above found nothing)
+			if pr.Glob != nil && field == "example" {
+				err = errorf(pr.Pos, "GLOB matches names; %s is a number", pr.Field)
+			}
+			return
+		}
+		if pr.Glob != nil && field == "step" {
+			err = errorf(pr.Pos, "GLOB matches names (layer, run), not steps")
+		}
+		if pr.Glob != nil && field != "step" {
+			if _, gerr := path.Match(*pr.Glob, ""); gerr != nil {
+				err = errorf(pr.Pos, "bad pattern %q in GLOB: %v", *pr.Glob, gerr)
 			}
 		}
-	}
-	walk(c)
+		if field != "step" && pr.Value != nil && pr.Op != "=" && pr.Op != "!=" && pr.Op != "<>" {
+			err = errorf(pr.Pos, "%s supports =, !=, IN and GLOB, not %s", field, pr.Op)
+		}
+		if field != "step" && pr.Lo != nil {
+			err = errorf(pr.Pos, "BETWEEN compares steps, not %ss", field)
+		}
+	})
 	return err
 }
 
 func collectLiterals(c *Cond, fn func(string, lexer.Position)) {
-	for _, a := range c.Or {
-		for _, n := range a.And {
-			pr := n.Pred
-			if pr.Paren != nil {
-				collectLiterals(pr.Paren, fn)
-				continue
-			}
-			if pr.Value != nil && pr.Value.Str != nil && pr.Op == "=" {
-				fn(*pr.Value.Str, pr.Pos)
-			}
-			for _, l := range pr.In {
-				if l.Str != nil {
-					fn(*l.Str, pr.Pos)
-				}
+	c.Walk(func(pr *Pred) {
+		if pr.Value != nil && pr.Value.Str != nil && pr.Op == "=" {
+			fn(*pr.Value.Str, pr.Pos)
+		}
+		for _, l := range pr.In {
+			if l.Str != nil {
+				fn(*l.Str, pr.Pos)
 			}
 		}
-	}
+	})
 }
 
 func cmpNum(x float64, l Literal) int {
@@ -883,25 +835,12 @@ func cmpNum(x float64, l Literal) int {
 // evalCond evaluates c for one value: cmp compares it with a literal, glob
 // matches a pattern.
 func evalCond(c *Cond, cmp func(Literal) int, glob func(string) bool) bool {
-	for _, a := range c.Or {
-		all := true
-		for _, n := range a.And {
-			if evalPred(n.Pred, cmp, glob) == n.Not {
-				all = false
-				break
-			}
-		}
-		if all {
-			return true
-		}
-	}
-	return false
+	return c.Holds(func(p *Pred) bool { return evalPred(p, cmp, glob) })
 }
 
+// evalPred evaluates one comparison (not a parenthesized condition).
 func evalPred(p *Pred, cmp func(Literal) int, glob func(string) bool) bool {
 	switch {
-	case p.Paren != nil:
-		return evalCond(p.Paren, cmp, glob)
 	case p.Value != nil:
 		c := cmp(*p.Value)
 		switch p.Op {
