@@ -125,27 +125,39 @@ func WriteSnapshot(dir, run string, s *db.Snapshot, opts Options) (*Manifest, er
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 2 << 30
 	}
+	var man *Manifest
+	err := writeDir(dir, func(tmp string) (err error) {
+		man, err = writeFiles(tmp, run, s, opts)
+		return err
+	})
+	return man, err
+}
+
+// writeDir creates directory dir all or nothing: fill writes into a
+// temporary directory beside it, renamed to dir when fill succeeds and
+// removed when it fails. dir must not exist or be empty; it is never
+// written through a link.
+func writeDir(dir string, fill func(tmp string) error) error {
 	if st, err := os.Lstat(dir); err == nil {
 		entries, rerr := os.ReadDir(dir)
 		if !st.IsDir() || rerr != nil || len(entries) > 0 {
-			return nil, fmt.Errorf("export to %s: %w (pick a new one)", dir, ErrExists)
+			return fmt.Errorf("export to %s: %w (pick a new one)", dir, ErrExists)
 		}
 	}
-	parent := filepath.Dir(filepath.Clean(dir))
-	tmp, err := os.MkdirTemp(parent, ".gvdb-export-*")
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".gvdb-export-*")
 	if err != nil {
-		return nil, fmt.Errorf("export to %s: %w", dir, err)
+		return fmt.Errorf("export to %s: %w", dir, err)
 	}
-	man, err := writeFiles(tmp, run, s, opts)
+	err = fill(tmp)
 	if err == nil {
 		os.Remove(dir) // an empty directory, if any
 		err = os.Rename(tmp, dir)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("export to %s: %w", dir, err)
+		return fmt.Errorf("export to %s: %w", dir, err)
 	}
-	return man, nil
+	return nil
 }
 
 func writeFiles(dir, run string, s *db.Snapshot, opts Options) (*Manifest, error) {

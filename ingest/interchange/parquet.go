@@ -86,56 +86,11 @@ type TableStats struct {
 // exist or be empty). The moments are computed from the blocks (exactly
 // what a query computes), whatever rollups the runs stored.
 func WriteTables(dir string, d *db.DB, runs []*db.Run, w db.Window, opts Options, progress func(step int64)) (st TableStats, err error) {
-	if s, err := os.Lstat(dir); err == nil {
-		entries, rerr := os.ReadDir(dir)
-		if !s.IsDir() || rerr != nil || len(entries) > 0 {
-			return st, fmt.Errorf("export to %s: %w (pick a new one)", dir, ErrExists)
-		}
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".gvdb-export-*")
+	err = writeDir(dir, func(tmp string) error {
+		st = TableStats{}
+		return writeTables(tmp, d, runs, w, opts, progress, &st)
+	})
 	if err != nil {
-		return st, fmt.Errorf("export to %s: %w", dir, err)
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-			err = fmt.Errorf("export to %s: %w", dir, err)
-		}
-	}()
-	ff, err := os.Create(filepath.Join(tmp, FactorsTable))
-	if err != nil {
-		return st, err
-	}
-	defer ff.Close()
-	mf, err := os.Create(filepath.Join(tmp, MomentsTable))
-	if err != nil {
-		return st, err
-	}
-	defer mf.Close()
-	arrProps := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
-	fw, err := pqarrow.NewFileWriter(FactorsSchema, ff, writerProps(), arrProps)
-	if err != nil {
-		return st, err
-	}
-	mw, err := pqarrow.NewFileWriter(MomentsSchema, mf, writerProps(), arrProps)
-	if err != nil {
-		return st, err
-	}
-	mem := memory.NewGoAllocator()
-	fb := array.NewRecordBuilder(mem, FactorsSchema)
-	defer fb.Release()
-	mb := array.NewRecordBuilder(mem, MomentsSchema)
-	defer mb.Release()
-	for _, r := range runs {
-		if err := writeRunTables(d, r, w, opts, fw, fb, mw, mb, &st, progress); err != nil {
-			return st, err
-		}
-	}
-	if err = errors.Join(fw.Close(), mw.Close()); err != nil {
-		return st, err
-	}
-	os.Remove(dir) // an empty directory, if any
-	if err := os.Rename(tmp, dir); err != nil {
 		return st, err
 	}
 	if fi, err := os.Stat(filepath.Join(dir, FactorsTable)); err == nil {
@@ -145,6 +100,40 @@ func WriteTables(dir string, d *db.DB, runs []*db.Run, w db.Window, opts Options
 		st.MomentBytes = fi.Size()
 	}
 	return st, nil
+}
+
+// writeTables writes WriteTables' two files into tmp.
+func writeTables(tmp string, d *db.DB, runs []*db.Run, w db.Window, opts Options, progress func(step int64), st *TableStats) error {
+	ff, err := os.Create(filepath.Join(tmp, FactorsTable))
+	if err != nil {
+		return err
+	}
+	defer ff.Close()
+	mf, err := os.Create(filepath.Join(tmp, MomentsTable))
+	if err != nil {
+		return err
+	}
+	defer mf.Close()
+	arrProps := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
+	fw, err := pqarrow.NewFileWriter(FactorsSchema, ff, writerProps(), arrProps)
+	if err != nil {
+		return err
+	}
+	mw, err := pqarrow.NewFileWriter(MomentsSchema, mf, writerProps(), arrProps)
+	if err != nil {
+		return err
+	}
+	mem := memory.NewGoAllocator()
+	fb := array.NewRecordBuilder(mem, FactorsSchema)
+	defer fb.Release()
+	mb := array.NewRecordBuilder(mem, MomentsSchema)
+	defer mb.Release()
+	for _, r := range runs {
+		if err := writeRunTables(d, r, w, opts, fw, fb, mw, mb, st, progress); err != nil {
+			return err
+		}
+	}
+	return errors.Join(fw.Close(), mw.Close())
 }
 
 // writeRunTables appends run r's snapshots to the two tables, a row group

@@ -555,32 +555,25 @@ func RunConfigOf(r *db.Run) *RunConfig {
 // not exist or be empty). progress, if set, is called after each
 // snapshot.
 func WriteRun(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, progress func(step int64)) (snapshots int, err error) {
-	if st, err := os.Lstat(dir); err == nil {
-		entries, rerr := os.ReadDir(dir)
-		if !st.IsDir() || rerr != nil || len(entries) > 0 {
-			return 0, fmt.Errorf("export to %s: %w (pick a new one)", dir, ErrExists)
-		}
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".gvdb-export-*")
-	if err != nil {
-		return 0, fmt.Errorf("export to %s: %w", dir, err)
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-			err = fmt.Errorf("export to %s: %w", dir, err)
-		}
-	}()
+	err = writeDir(dir, func(tmp string) error {
+		snapshots = 0
+		return writeRun(tmp, d, r, w, opts, progress, &snapshots)
+	})
+	return snapshots, err
+}
+
+// writeRun writes WriteRun's files into tmp.
+func writeRun(tmp string, d *db.DB, r *db.Run, w db.Window, opts Options, progress func(step int64), snapshots *int) error {
 	cj, err := json.MarshalIndent(RunConfigOf(r), "", "  ")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(tmp, "run.json"), append(cj, '\n'), 0o644); err != nil {
-		return 0, err
+		return err
 	}
 	sf, err := os.Create(filepath.Join(tmp, "scalars.jsonl"))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	bw := bufio.NewWriter(sf)
 	err = d.Scalars(r, w, func(row db.ScalarRow) error {
@@ -600,26 +593,22 @@ func WriteRun(dir string, d *db.DB, r *db.Run, w db.Window, opts Options, progre
 		return err
 	})
 	if err = errors.Join(err, bw.Flush(), sf.Close()); err != nil {
-		return 0, err
+		return err
 	}
 	err = d.Snapshots(r, w, db.Select{Layers: opts.Layers, Attributes: true, Anchor: true}, func(s *db.Snapshot) error {
 		if _, err := writeFiles(mkdir(tmp, SnapshotDir(s.Step)), r.Name, s, opts); err != nil {
 			return err
 		}
-		snapshots++
+		*snapshots++
 		if progress != nil {
 			progress(s.Step)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, "DONE"), nil, 0o644); err != nil {
-		return 0, err
-	}
-	os.Remove(dir) // an empty directory, if any
-	return snapshots, os.Rename(tmp, dir)
+	return os.WriteFile(filepath.Join(tmp, "DONE"), nil, 0o644)
 }
 
 // mkdir creates dir/name and returns its path (an error surfaces when
