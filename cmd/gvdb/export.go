@@ -94,23 +94,14 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 		}
 	}
 	opts := interchange.Options{Materialize: *materialize, MaxBytes: *maxBytes, Layers: layers}
+	w := db.Window{From: *from, To: *to + 1}
 	if *format == "parquet" {
-		w := db.Window{From: *from, To: *to + 1}
-		total := 0
-		for _, r := range runs {
-			infos, err := d.SnapshotInfos(r, w)
-			if err != nil {
-				return err
-			}
-			total += len(infos)
+		progress, finish, err := m.snapshotProgress(d, runs, w, "export "+*run)
+		if err != nil {
+			return err
 		}
-		bar := m.newProgress("export "+*run, int64(total))
-		done := int64(0)
-		st, err := interchange.WriteTables(*out, d, runs, w, opts, func(int64) {
-			done++
-			bar.update(done, "snapshots")
-		})
-		bar.finish()
+		st, err := interchange.WriteTables(*out, d, runs, w, opts, progress)
+		finish()
 		if err != nil {
 			return err
 		}
@@ -119,18 +110,12 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 		return nil
 	}
 	if *step < 0 {
-		w := db.Window{From: *from, To: *to + 1}
-		infos, err := d.SnapshotInfos(r, w)
+		progress, finish, err := m.snapshotProgress(d, runs, w, "export "+*run)
 		if err != nil {
 			return err
 		}
-		bar := m.newProgress("export "+*run, int64(len(infos)))
-		done := int64(0)
-		n, err := interchange.WriteRun(*out, d, r, w, opts, func(int64) {
-			done++
-			bar.update(done, "snapshots")
-		})
-		bar.finish()
+		n, err := interchange.WriteRun(*out, d, r, w, opts, progress)
+		finish()
 		if err != nil {
 			return err
 		}
@@ -183,4 +168,23 @@ func exportRuns(d *db.DB, name string, glob bool) ([]*db.Run, error) {
 		return nil, fmt.Errorf("no run matches %q (runs: %s)", name, strings.Join(names, ", "))
 	}
 	return runs, nil
+}
+
+// snapshotProgress returns a progress callback counting the runs'
+// snapshots in window w, and the function that removes the bar.
+func (m *Main) snapshotProgress(d *db.DB, runs []*db.Run, w db.Window, label string) (func(int64), func(), error) {
+	total := 0
+	for _, r := range runs {
+		infos, err := d.SnapshotInfos(r, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		total += len(infos)
+	}
+	bar := m.newProgress(label, int64(total))
+	done := int64(0)
+	return func(int64) {
+		done++
+		bar.update(done, "snapshots")
+	}, bar.finish, nil
 }
