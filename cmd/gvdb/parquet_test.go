@@ -54,12 +54,7 @@ func duckdbDir(t *testing.T) string {
 	if _, nerr := exec.LookPath("node"); dir != "" && err == nil && nerr == nil {
 		return dir
 	}
-	msg := "no DuckDB: set GVDB_DUCKDB_DIR to a directory where `npm install @duckdb/node-api` ran (node on PATH); docs/SCALE.md's SQL is NOT tested"
-	if os.Getenv("GVDB_REQUIRE_DUCKDB") != "" {
-		t.Fatal(msg)
-	}
-	fmt.Fprintln(os.Stderr, "SKIP:", msg)
-	t.Skip(msg)
+	missing(t, "GVDB_REQUIRE_DUCKDB", "no DuckDB: set GVDB_DUCKDB_DIR to a directory where `npm install @duckdb/node-api` ran (node on PATH); docs/SCALE.md's SQL is NOT tested")
 	return ""
 }
 
@@ -168,7 +163,7 @@ func TestParquetDuckDB(t *testing.T) {
 	}
 	// The attributes example runs: one group per snapshot (this run has no
 	// corrupted attribute), each of the snapshot's 64 examples.
-	if rows := got["attributes"]; len(rows) != len(lines0(t, src, "SELECT variance FROM 'mlp'")) {
+	if rows := got["attributes"]; len(rows) != len(queryRows(t, src, "SELECT variance FROM 'mlp'")) {
 		t.Errorf("attributes example: %v", rows)
 	} else {
 		for _, r := range rows {
@@ -191,8 +186,8 @@ func TestParquetDuckDB(t *testing.T) {
 	}
 }
 
-// lines0 returns a CSV query's data rows.
-func lines0(t *testing.T, db, q string) []string {
+// queryRows returns a query's CSV data rows.
+func queryRows(t *testing.T, db, q string) []string {
 	t.Helper()
 	csv, errs, code := gvdb(t, "query", "--db", db, "--format", "csv", q)
 	if code != exitOK {
