@@ -1727,10 +1727,10 @@ func decodeAll(blocks []db.LayerBlock) (map[string]*codec.Block, error) {
 // only fills rows that exist.
 func (e *evaluator) scanScalars(rp runPlan, ri int) error {
 	p, g := e.p, e.g
-	// With statistics, a step's scalar goes to each of its rows: one per
-	// group when grouped by an example attribute.
+	// Grouped by an example attribute, a step's scalar goes to each of its
+	// rows, one per group.
 	var rows map[rowKey][]rowKey
-	if len(p.stats) > 0 {
+	if len(p.stats) > 0 && p.exampleGroup != "" {
 		rows = map[rowKey][]rowKey{}
 		for k := range g.values {
 			if k.run == ri {
@@ -1743,12 +1743,13 @@ func (e *evaluator) scanScalars(rp runPlan, ri int) error {
 	add := func(step int64, name string, v float64) {
 		for si := range rp.scopes {
 			k := g.key(ri, si, step)
-			if rows == nil {
+			switch {
+			case rows != nil:
+				for _, rk := range rows[k] {
+					g.add(rk, "scalar:"+name, v)
+				}
+			case len(p.stats) == 0 || g.values[k] != nil: // with statistics, only rows that exist
 				g.add(k, "scalar:"+name, v)
-				continue
-			}
-			for _, rk := range rows[k] {
-				g.add(rk, "scalar:"+name, v)
 			}
 		}
 	}
