@@ -8,6 +8,6 @@
 // committed after its blocks, and readers see only snapshots with a
 // manifest.
 //
-// db stores encoded blocks as opaque bytes; package ingest/codec knows their
+// db stores encoded blocks as opaque bytes; package db/codec knows their
 // format. db imports nothing else from gvdb and knows nothing of queries.
 package db

@@ -26,7 +26,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	// Blocks are opaque to the store (ingest/codec encodes them).
+	// Blocks are opaque to the store (db/codec encodes them).
 	for _, step := range []int64{0, 500, 1000} {
 		s := &db.Snapshot{Step: step, N: 2, Blocks: []db.LayerBlock{{Layer: "fc1.weight", Data: []byte("...")}}}
 		if err := d.PutSnapshot("mlp", s); err != nil {

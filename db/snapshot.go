@@ -73,12 +73,12 @@ type Snapshot struct {
 	Anchor     []LayerBlock
 	HasAnchor  bool
 	AnchorStep int64
-	// Rollups are per-layer sufficient statistics (query/stats.Rollup),
+	// Rollups are per-layer sufficient statistics (db/stats.Rollup),
 	// for the layers read when Select.Rollups asks; a snapshot may have
 	// none (written without, or before gvdb reindex).
 	Rollups []LayerBlock
 	// Attributes are the examples' per-example values (labels, losses,
-	// perturbation flags; ingest/codec.Attributes), when Select.Attributes
+	// perturbation flags; db/codec.Attributes), when Select.Attributes
 	// asks and the snapshot has them.
 	Attributes []byte
 
@@ -616,7 +616,7 @@ func (d *DB) Snapshot(r *Run, step int64, sel Select) (*Snapshot, error) {
 	return found, nil
 }
 
-// PutRollups adds rollups (query/stats.Rollup encodings, one per listed
+// PutRollups adds rollups (db/stats.Rollup encodings, one per listed
 // layer) to run r's existing snapshot at step, replacing any there:
 // gvdb reindex's write.
 func (d *DB) PutRollups(r *Run, step int64, rollups []LayerBlock) error {

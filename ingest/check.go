@@ -6,8 +6,8 @@ import (
 	"slices"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 )
 
 // CheckReport is what Check found.

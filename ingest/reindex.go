@@ -4,8 +4,8 @@ import (
 	"fmt"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 )
 
 // Reindex adds rollups under policy to every snapshot of run r that lacks

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 )
 
 // NamedBlock is one layer's block of a snapshot.
@@ -55,7 +55,7 @@ type Options struct {
 	Queue int
 	// Workers is the number of encoding goroutines (default GOMAXPROCS).
 	Workers int
-	// Rollups says which per-layer rollups (query/stats.Rollup) to store
+	// Rollups says which per-layer rollups (db/stats.Rollup) to store
 	// beside the blocks: RollupsAuto (the default: always the scalars and
 	// the per-example table, the per-coordinate vectors when they take
 	// fewer bytes than the block's values as float32), RollupsVectors (always

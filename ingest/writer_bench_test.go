@@ -11,7 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 	"gvdb/ingest/synth"
 )
 

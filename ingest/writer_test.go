@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 	"gvdb/ingest/synth"
 )
 

@@ -5,5 +5,5 @@
 // cluster sizes over training. The file extension picks PNG, SVG or PDF.
 //
 // plots takes results, never the store: it imports query (the Result type)
-// and query/stats (the Curve type) and gonum/plot.
+// and db/stats (the Curve type) and gonum/plot.
 package plots

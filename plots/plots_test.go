@@ -14,8 +14,8 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 
+	"gvdb/db/stats"
 	"gvdb/query"
-	"gvdb/query/stats"
 )
 
 // regen is cmpimg's -regen flag: go test ./plots -regen rewrites the goldens.

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"gvdb/db"
+	"gvdb/db/codec"
 	"gvdb/ingest"
-	"gvdb/ingest/codec"
 	"gvdb/ingest/interchange"
 	"gvdb/ingest/synth"
 )

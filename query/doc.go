@@ -6,9 +6,9 @@
 // range scan per run and window), answers moment statistics from the
 // snapshots' rollups when they have them and otherwise decodes blocks,
 // processes snapshots on a bounded pool of workers and computes the
-// statistics of package query/stats. The statistics table
+// statistics of package db/stats. The statistics table
 // (statistics.go) is the one place a statistic is defined.
 // docs/QUERY.md is the reference.
 //
-// query imports db, ingest/codec and query/stats; never trainer.
+// query imports db, db/codec and db/stats; never trainer.
 package query

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 )
 
 type statsLayer struct {

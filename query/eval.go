@@ -21,8 +21,8 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 )
 
 // Result is a statement's answer: a table, warnings beside it (never

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"gvdb/db"
-	"gvdb/query/stats"
+	"gvdb/db/stats"
 )
 
 // loadLayers decodes the blocks of run r's snapshot at step (nil layers:

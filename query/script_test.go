@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"gvdb/db"
+	"gvdb/db/codec"
 	"gvdb/ingest"
-	"gvdb/ingest/codec"
 	"gvdb/ingest/synth"
 )
 

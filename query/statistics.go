@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"gvdb/db"
-	"gvdb/query/stats"
+	"gvdb/db/stats"
 )
 
 // needs says what a statistic needs from a snapshot besides the scope's

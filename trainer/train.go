@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"gvdb/db"
+	"gvdb/db/codec"
 	"gvdb/ingest"
-	"gvdb/ingest/codec"
 )
 
 // Config is a training run.

@@ -17,7 +17,7 @@ import (
 	"codeberg.org/sbinet/npyio"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 	"gvdb/query"
 )
 

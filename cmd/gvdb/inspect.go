@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 func init() {

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"gvdb/db"
-	"gvdb/query/stats"
+	"gvdb/db/stats"
 	"gvdb/trainer"
 )
 

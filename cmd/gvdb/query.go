@@ -17,10 +17,10 @@ import (
 	flag "github.com/spf13/pflag"
 
 	"gvdb/db"
+	"gvdb/db/stats"
 	"gvdb/ingest/interchange"
 	"gvdb/plots"
 	"gvdb/query"
-	"gvdb/query/stats"
 )
 
 func init() {

@@ -14,9 +14,9 @@ import (
 	"strings"
 
 	"gvdb/db"
+	"gvdb/db/stats"
 	"gvdb/plots"
 	"gvdb/query"
-	"gvdb/query/stats"
 )
 
 func init() {

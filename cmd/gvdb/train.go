@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"gvdb/db"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 	"gvdb/ingest"
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
 	"gvdb/trainer"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 	"gvdb/ingest/synth"
 )
 

@@ -26,7 +26,7 @@
 // Every directory and file is written all or nothing.
 //
 // interchange imports db, ingest (the Writer's snapshot type),
-// ingest/codec and query/stats (moments for the Parquet tables).
+// db/codec and db/stats (moments for the Parquet tables).
 package interchange
 
 import (
@@ -41,7 +41,7 @@ import (
 	"strings"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // Definition states the layout of the per-example gradients.

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 	"gvdb/ingest/synth"
 )
 

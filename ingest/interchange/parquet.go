@@ -16,8 +16,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 )
 
 // Parquet tables (docs/SCALE.md): what `gvdb export --format parquet`

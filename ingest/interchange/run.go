@@ -15,8 +15,8 @@ import (
 	"strings"
 
 	"gvdb/db"
+	"gvdb/db/codec"
 	"gvdb/ingest"
-	"gvdb/ingest/codec"
 )
 
 // A run directory (docs/INTERCHANGE.md) holds a whole run: what `gvdb

@@ -11,7 +11,7 @@ import (
 	"strconv"
 
 	"gvdb/db"
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // Activations returns n*width ReLU-like values: about half are exact zeros,

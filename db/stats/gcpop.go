@@ -13,7 +13,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // Path says where Gradient Clustering searches for its partition. Either

@@ -7,7 +7,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // Layer is one layer's block, in the scope of a statistic.

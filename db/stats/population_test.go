@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"gvdb/query/stats"
+	"gvdb/db/stats"
 	"gvdb/trainer"
 )
 

@@ -3,8 +3,8 @@ package stats_test
 import (
 	"fmt"
 
-	"gvdb/ingest/codec"
-	"gvdb/query/stats"
+	"gvdb/db/codec"
+	"gvdb/db/stats"
 )
 
 // Two examples of a 2 x 1 dense layer, stored as factors: g_1 = [1 2]ᵀ·[1]

@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 	"gvdb/ingest/synth"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"gvdb/query/stats"
+	"gvdb/db/stats"
 	"gvdb/trainer"
 )
 

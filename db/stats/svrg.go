@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // Difference returns the block of the per-example differences

@@ -10,7 +10,7 @@ import (
 	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // sketch holds a seeded random linear projection x_i = S g_i of each

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // testLayers makes a scope with every block shape: a dense layer (T = 1),

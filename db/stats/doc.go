@@ -25,5 +25,5 @@
 // formula is checked against a float64 brute force on materialized
 // gradients in the tests.
 //
-// stats imports gvdb's ingest/codec (the block type) and gonum.
+// stats imports gvdb's db/codec (the block type) and gonum.
 package stats

@@ -6,7 +6,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
-	"gvdb/ingest/codec"
+	"gvdb/db/codec"
 )
 
 // Gram is the N x N matrix of inner products K_ij = <g_i, g_j> of N
