@@ -21,6 +21,7 @@ import (
 	"gvdb/ingest"
 	"gvdb/ingest/interchange"
 	"gvdb/ingest/synth"
+	"gvdb/query/parser"
 )
 
 var (
@@ -93,7 +94,7 @@ func benchStore(b *testing.B) (*db.DB, *db.Run) {
 func BenchmarkQuery(b *testing.B) {
 	d, r := benchStore(b)
 	defer d.Close()
-	st, err := ParseStatement("SELECT variance(128), nvar(128), gns FROM 'r' GROUP BY window(1000)")
+	st, err := parser.ParseStatement("SELECT variance(128), nvar(128), gns FROM 'r' GROUP BY window(1000)")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestNumPyBaselineAgrees(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	st, _ := ParseStatement("SELECT variance(16), nvar(16), gns FROM 'a' WHERE step <= 100")
+	st, _ := parser.ParseStatement("SELECT variance(16), nvar(16), gns FROM 'a' WHERE step <= 100")
 	res, err := Eval(context.Background(), d, st, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,4 @@
-// Package query is gvdb's query language and its evaluator: a participle
-// grammar whose tagged structs are the AST (Parse, ParseStatement), a
+// Package query evaluates gvdb's query language (parsed by query/parser): a
 // planner that checks a statement against the store (unknown runs, layers,
 // statistics and scalars are errors that name the nearest existing one),
 // and Eval, which reads only the snapshots and layers a query needs (one
@@ -10,5 +9,6 @@
 // (statistics.go) is the one place a statistic is defined.
 // docs/QUERY.md is the reference.
 //
-// query imports db, db/codec and db/stats; never trainer.
+// query imports db, db/codec, db/stats and query/parser; never ingest or
+// trainer.
 package query

@@ -9,6 +9,7 @@ import (
 	"gvdb/db"
 	"gvdb/db/codec"
 	"gvdb/db/stats"
+	"gvdb/query/parser"
 )
 
 type statsLayer struct {
@@ -63,7 +64,7 @@ func TestRollupsMatchBlockPath(t *testing.T) {
 		"SELECT variance, nvar, inner_test FROM 'a' WHERE layer GLOB 'fc1.*' GROUP BY layer",
 		"SELECT pooled(variance), pooled(nvar(8)), pooled(gns) FROM 'a' GROUP BY window(200)",
 	} {
-		st, err := ParseStatement(q)
+		st, err := parser.ParseStatement(q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +98,7 @@ func TestRollupsMatchBlockPath(t *testing.T) {
 // process snapshots.
 func TestWorkersSameAnswers(t *testing.T) {
 	d := testStore(t)
-	st, _ := ParseStatement("SELECT variance, nvar, pooled(gns) FROM 'a', 'b' GROUP BY run, window(200)")
+	st, _ := parser.ParseStatement("SELECT variance, nvar, pooled(gns) FROM 'a', 'b' GROUP BY run, window(200)")
 	one, err := Eval(context.Background(), d, st, Options{Workers: 1, NoRollups: true})
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +119,7 @@ func TestWorkersSameAnswers(t *testing.T) {
 // the cluster whose mean is nearest (the fixed point the fit ends at).
 func TestExampleRowsBruteForce(t *testing.T) {
 	d := testStore(t)
-	st, err := ParseStatement("SELECT example_id, grad_norm, cos_to_mean, cluster(3), label, example_loss FROM 'a' WHERE step = 100 AND layer GLOB 'fc1.*'")
+	st, err := parser.ParseStatement("SELECT example_id, grad_norm, cos_to_mean, cluster(3), label, example_loss FROM 'a' WHERE step = 100 AND layer GLOB 'fc1.*'")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestExampleRowsBruteForce(t *testing.T) {
 	}
 	// And it is the partition gc_variance_insample scores:
 	// gc_variance_insample(K, B = K) = J / (N² D).
-	st2, _ := ParseStatement("SELECT gc_variance_insample(3, 3) FROM 'a' WHERE step = 100 AND layer GLOB 'fc1.*'")
+	st2, _ := parser.ParseStatement("SELECT gc_variance_insample(3, 3) FROM 'a' WHERE step = 100 AND layer GLOB 'fc1.*'")
 	gv, err := Eval(context.Background(), d, st2, Options{})
 	if err != nil {
 		t.Fatal(err)

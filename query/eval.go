@@ -23,6 +23,7 @@ import (
 	"gvdb/db"
 	"gvdb/db/codec"
 	"gvdb/db/stats"
+	"gvdb/query/parser"
 )
 
 // Result is a statement's answer: a table, warnings beside it (never
@@ -107,7 +108,7 @@ type Options struct {
 }
 
 // Eval evaluates one statement against a store.
-func Eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, error) {
+func Eval(ctx context.Context, d *db.DB, st parser.Statement, opts Options) (*Result, error) {
 	if opts.MeasureMemory {
 		stop := sampleHeap()
 		res, err := eval(ctx, d, st, opts)
@@ -150,15 +151,15 @@ func sampleHeap() func() int64 {
 	}
 }
 
-func eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, error) {
+func eval(ctx context.Context, d *db.DB, st parser.Statement, opts Options) (*Result, error) {
 	switch s := st.(type) {
-	case *Show:
+	case *parser.Show:
 		return evalShow(d, s)
-	case *Select:
+	case *parser.Select:
 		return evalSelect(ctx, d, s, opts)
-	case *Plot:
+	case *parser.Plot:
 		if opts.NoFileWrites {
-			return nil, errorf(s.Pos, "PLOT writes the file %s, and file writes are off (--no-file-writes); use SELECT", quote(s.To))
+			return nil, parser.Errorf(s.Pos, "PLOT writes the file %s, and file writes are off (--no-file-writes); use SELECT", parser.Quote(s.To))
 		}
 		res, err := evalSelect(ctx, d, s.AsSelect(), opts)
 		if err != nil {
@@ -170,10 +171,10 @@ func eval(ctx context.Context, d *db.DB, st Statement, opts Options) (*Result, e
 	return nil, fmt.Errorf("unknown statement %T", st)
 }
 
-func evalShow(d *db.DB, s *Show) (*Result, error) {
+func evalShow(d *db.DB, s *parser.Show) (*Result, error) {
 	what := string(s.What)
 	if what != "RUNS" && s.From == nil {
-		return nil, errorf(s.Pos, "SHOW %s needs FROM 'run'", what)
+		return nil, parser.Errorf(s.Pos, "SHOW %s needs FROM 'run'", what)
 	}
 	res := &Result{}
 	switch what {
@@ -272,11 +273,11 @@ func evalShow(d *db.DB, s *Show) (*Result, error) {
 // posErr gives a store error (an unknown run, say) the statement's
 // position.
 func posErr(pos lexer.Position, err error) error {
-	var qe *Error
+	var qe *parser.Error
 	if errors.As(err, &qe) {
 		return err
 	}
-	return &Error{Pos: pos, Msg: err.Error(), Err: err}
+	return &parser.Error{Pos: pos, Msg: err.Error(), Err: err}
 }
 
 // rowKey identifies an output row.
@@ -428,7 +429,7 @@ type evaluator struct {
 	examples []*exampleOut
 }
 
-func evalSelect(ctx context.Context, d *db.DB, s *Select, opts Options) (*Result, error) {
+func evalSelect(ctx context.Context, d *db.DB, s *parser.Select, opts Options) (*Result, error) {
 	p, err := planSelect(s)
 	if err != nil {
 		return nil, err
@@ -655,7 +656,7 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	if err != nil {
 		var nf *db.NotFoundError
 		if errors.As(err, &nf) {
-			return &Error{Pos: e.p.sel.Pos, Msg: err.Error(), Err: err}
+			return &parser.Error{Pos: e.p.sel.Pos, Msg: err.Error(), Err: err}
 		}
 		return err
 	}
@@ -823,7 +824,7 @@ func (e *evaluator) exampleGroups(rp runPlan, s *db.Snapshot, attrs *codec.Attri
 		return []exampleGroup{{value: noGroup}}, nil
 	}
 	if attrs == nil {
-		return nil, &Error{Pos: e.p.sel.Pos, Msg: fmt.Sprintf("run %q step %d has no example attributes to filter or group by (written before gvdb 0.2, or by an importer that records none)", rp.run.Name, s.Step)}
+		return nil, &parser.Error{Pos: e.p.sel.Pos, Msg: fmt.Sprintf("run %q step %d has no example attributes to filter or group by (written before gvdb 0.2, or by an importer that records none)", rp.run.Name, s.Step)}
 	}
 	names := func() string {
 		var out []string
@@ -845,7 +846,7 @@ func (e *evaluator) exampleGroups(rp runPlan, s *db.Snapshot, attrs *codec.Attri
 				if !ok {
 					pos = e.p.sel.Pos
 				}
-				err = &Error{Pos: pos, Msg: msg}
+				err = &parser.Error{Pos: pos, Msg: msg}
 			}
 			return math.NaN()
 		}
@@ -873,7 +874,7 @@ func (e *evaluator) exampleGroups(rp runPlan, s *db.Snapshot, attrs *codec.Attri
 		return nil, err
 	}
 	if col.Type == codec.Float {
-		return nil, &Error{Pos: e.p.groupPos, Msg: fmt.Sprintf("GROUP BY %s: a real-valued attribute has no groups (group by an integer or boolean attribute)", col.Name)}
+		return nil, &parser.Error{Pos: e.p.groupPos, Msg: fmt.Sprintf("GROUP BY %s: a real-valued attribute has no groups (group by an integer or boolean attribute)", col.Name)}
 	}
 	by := map[int64][]int{}
 	for _, i := range rows {
@@ -914,13 +915,13 @@ func splitKeys(attrs *codec.Attributes, rows []int, ids []uint64) []uint64 {
 
 // evalExampleCond evaluates an example condition for one example; get
 // returns an attribute's value.
-func evalExampleCond(c *Cond, get func(string) float64) bool {
-	return c.Holds(func(p *Pred) bool {
+func evalExampleCond(c *parser.Cond, get func(string) float64) bool {
+	return c.Holds(func(p *parser.Pred) bool {
 		x := get(string(p.Field))
 		if p.Bare() {
 			return x != 0
 		}
-		return evalPred(p, func(l Literal) int { return cmpNum(x, l) }, nil)
+		return evalPred(p, func(l parser.Literal) int { return cmpNum(x, l) }, nil)
 	})
 }
 
@@ -1245,7 +1246,7 @@ func (e *evaluator) gcOptions() stats.GCOptions { return gcOptions(e.opts) }
 // buildRows lays out the columns (keys, then items) and the rows: one per
 // grid row, one per example (per-example items), or one per group of runs
 // (aggregates).
-func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan, g *grid, examples []*exampleOut) {
+func buildRows(res *Result, s *parser.Select, p *plan, runs []*db.Run, plans []runPlan, g *grid, examples []*exampleOut) {
 	// A run column whenever the query could cover several runs: a glob
 	// that matches one run today still yields one.
 	showRun := (p.byRun || len(runs) > 1 || len(s.Runs) > 1 || slices.ContainsFunc(s.Runs, isGlob)) && !p.aggregate
@@ -1296,7 +1297,7 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 		res.Columns = append(res.Columns, name)
 		res.Labels = append(res.Labels, lbl)
 		kind := kindOf(it.Expr)
-		if c, ok := singleOperand(it.Expr).(*Call); ok && p.aggregate && (c.Name == "mean" || c.Name == "stddev") {
+		if c, ok := singleOperand(it.Expr).(*parser.Call); ok && p.aggregate && (c.Name == "mean" || c.Name == "stddev") {
 			kind = string(c.Name) + ":" + kindOf(c.Args[0])
 		}
 		res.Kinds = append(res.Kinds, kind)
@@ -1314,14 +1315,14 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 		}
 		return append(row, k.t)
 	}
-	items := func(row []any, k rowKey, rp runPlan, vals map[string]*cell, leaf func(Operand) (float64, bool)) []any {
+	items := func(row []any, k rowKey, rp runPlan, vals map[string]*cell, leaf func(parser.Operand) (float64, bool)) []any {
 		for i, it := range p.items {
 			if ci, ok := p.cis[i]; ok {
 				key := ciKey(ci.stat.resolve(rp.run.BatchSize), ci.level)
 				row = append(row, vals["ci_lo:"+key].mean(), vals["ci_hi:"+key].mean())
 				continue
 			}
-			row = append(row, evalExpr(it.Expr, func(o Operand) float64 {
+			row = append(row, evalExpr(it.Expr, func(o parser.Operand) float64 {
 				if leaf != nil {
 					if v, ok := leaf(o); ok {
 						return v
@@ -1340,7 +1341,7 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 			vals := g.values[ex.k]
 			for j, id := range ex.ids {
 				row := append(keyCells(ex.k, rp), int64(id))
-				row = items(row, ex.k, rp, vals, func(o Operand) (float64, bool) { return ex.value(o, j) })
+				row = items(row, ex.k, rp, vals, func(o parser.Operand) (float64, bool) { return ex.value(o, j) })
 				res.Rows = append(res.Rows, row)
 			}
 		}
@@ -1357,7 +1358,7 @@ func buildRows(res *Result, s *Select, p *plan, runs []*db.Run, plans []runPlan,
 // having keeps the rows whose output columns pass the HAVING condition
 // (columns by name or alias; numbers compare as numbers, text as text;
 // NaN passes nothing).
-func having(res *Result, c *Cond) error {
+func having(res *Result, c *parser.Cond) error {
 	col := func(name string) int {
 		for i, n := range res.Columns {
 			if strings.EqualFold(n, name) {
@@ -1367,9 +1368,9 @@ func having(res *Result, c *Cond) error {
 		return -1
 	}
 	var err error
-	c.Walk(func(p *Pred) {
+	c.Walk(func(p *parser.Pred) {
 		if col(string(p.Field)) < 0 && err == nil {
-			err = errorf(p.Pos, "HAVING %s: not an output column (columns: %s; give an expression a name with AS)", p.Field, strings.Join(res.Columns, ", "))
+			err = parser.Errorf(p.Pos, "HAVING %s: not an output column (columns: %s; give an expression a name with AS)", p.Field, strings.Join(res.Columns, ", "))
 		}
 	})
 	if err != nil {
@@ -1385,8 +1386,8 @@ func having(res *Result, c *Cond) error {
 	return nil
 }
 
-func havingRow(c *Cond, get func(string) any) bool {
-	return c.Holds(func(p *Pred) bool {
+func havingRow(c *parser.Cond, get func(string) any) bool {
+	return c.Holds(func(p *parser.Pred) bool {
 		x := get(string(p.Field))
 		f, isNum := cellNumber(x)
 		switch {
@@ -1395,7 +1396,7 @@ func havingRow(c *Cond, get func(string) any) bool {
 		case isNum && math.IsNaN(f):
 			return false
 		}
-		return evalPred(p, func(l Literal) int {
+		return evalPred(p, func(l parser.Literal) int {
 			if l.Num != nil && isNum {
 				return cmpNum(f, l)
 			}
@@ -1419,8 +1420,8 @@ func cellNumber(v any) (float64, bool) {
 }
 
 // singleCallArg returns the first argument of an item that is one call.
-func singleCallArg(e *Expr) *Expr {
-	if c, ok := singleOperand(e).(*Call); ok && len(c.Args) > 0 {
+func singleCallArg(e *parser.Expr) *parser.Expr {
+	if c, ok := singleOperand(e).(*parser.Call); ok && len(c.Args) > 0 {
 		return c.Args[0]
 	}
 	return e
@@ -1443,16 +1444,16 @@ type exampleOut struct {
 }
 
 // value returns a per-example operand's value for example j.
-func (ex *exampleOut) value(o Operand, j int) (float64, bool) {
+func (ex *exampleOut) value(o parser.Operand, j int) (float64, bool) {
 	switch x := o.(type) {
-	case *Name:
+	case *parser.Name:
 		if v, ok := ex.cols[string(x.Name)]; ok {
 			return v[j], true
 		}
 		if exampleNames[string(x.Name)] {
 			return math.NaN(), true // an attribute this run does not record
 		}
-	case *Call:
+	case *parser.Call:
 		if x.Name == "cluster" {
 			k, _ := constant(x.Args[0])
 			if v, ok := ex.cols[fmt.Sprintf("cluster(%d)", int(k))]; ok {
@@ -1511,7 +1512,7 @@ func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
 		}
 		row = append(row, gk.t)
 		for _, it := range p.items {
-			row = append(row, evalExpr(it.Expr, func(o Operand) float64 {
+			row = append(row, evalExpr(it.Expr, func(o parser.Operand) float64 {
 				v, missing := aggregateValue(o, ks, plans, g)
 				if len(missing) > 0 {
 					res.Warnings = append(res.Warnings, fmt.Sprintf("%s at step %d covers %d of %d runs: no finite value in %s",
@@ -1528,8 +1529,8 @@ func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
 // rows ks): mean and stddev (sample, n−1) of the finite values, count(run)
 // of the runs in the group. missing names the runs whose value is NaN or
 // Inf, left out of mean and stddev.
-func aggregateValue(o Operand, ks []rowKey, plans []runPlan, g *grid) (v float64, missing []string) {
-	c, ok := o.(*Call)
+func aggregateValue(o parser.Operand, ks []rowKey, plans []runPlan, g *grid) (v float64, missing []string) {
+	c, ok := o.(*parser.Call)
 	if !ok {
 		return math.NaN(), nil
 	}
@@ -1539,7 +1540,7 @@ func aggregateValue(o Operand, ks []rowKey, plans []runPlan, g *grid) (v float64
 	var vals []float64
 	for _, k := range ks {
 		rp, cells := plans[k.run], g.values[k]
-		v := evalExpr(c.Args[0], func(o Operand) float64 { return leafValue(o, k, rp, cells) })
+		v := evalExpr(c.Args[0], func(o parser.Operand) float64 { return leafValue(o, k, rp, cells) })
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			missing = append(missing, rp.run.Name)
 			continue
@@ -1568,15 +1569,15 @@ func aggregateValue(o Operand, ks []rowKey, plans []runPlan, g *grid) (v float64
 
 // kindOf returns the first statistic or scalar an expression uses ("" for
 // none).
-func kindOf(e *Expr) string {
+func kindOf(e *parser.Expr) string {
 	kind := ""
-	e.walk(func(o Operand) {
+	e.Walk(func(o parser.Operand) {
 		if kind != "" {
 			return
 		}
 		if ref, ok, _ := statRefOf(o); ok {
 			kind = ref.name
-		} else if n, ok := o.(*Name); ok && n.Name != "step" {
+		} else if n, ok := o.(*parser.Name); ok && n.Name != "step" {
 			kind = string(n.Name)
 		}
 	})
@@ -1584,10 +1585,10 @@ func kindOf(e *Expr) string {
 }
 
 // leafValue is the value of a name or call in one row.
-func leafValue(o Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
+func leafValue(o parser.Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
 	ref, isStat, _ := statRefOf(o)
 	if !isStat {
-		x, ok := o.(*Name)
+		x, ok := o.(*parser.Name)
 		switch {
 		case !ok:
 			return math.NaN()
@@ -1609,7 +1610,7 @@ func leafValue(o Operand, k rowKey, rp runPlan, vals map[string]*cell) float64 {
 func isGlob(pat string) bool { return strings.ContainsAny(pat, "*?[") }
 
 // resolveRuns expands FROM (names and globs) and the WHERE run filter.
-func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
+func resolveRuns(d *db.DB, s *parser.Select, p *plan) ([]*db.Run, error) {
 	names, err := d.RunNames()
 	if err != nil {
 		return nil, err
@@ -1620,7 +1621,7 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 		var matched []string
 		if isGlob(pat) {
 			if _, err := path.Match(pat, ""); err != nil {
-				return nil, errorf(s.Pos, "bad run pattern %q: %v", pat, err)
+				return nil, parser.Errorf(s.Pos, "bad run pattern %q: %v", pat, err)
 			}
 			for _, n := range names {
 				if ok, _ := path.Match(pat, n); ok {
@@ -1628,7 +1629,7 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 				}
 			}
 			if len(matched) == 0 {
-				return nil, errorf(s.Pos, "no run matches %q (runs: %s)", pat, strings.Join(names, ", "))
+				return nil, parser.Errorf(s.Pos, "no run matches %q (runs: %s)", pat, strings.Join(names, ", "))
 			}
 		} else {
 			matched = []string{pat}
@@ -1640,7 +1641,7 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 			seen[n] = true
 			r, err := d.Run(n)
 			if err != nil {
-				return nil, &Error{Pos: s.Pos, Msg: err.Error(), Err: err}
+				return nil, &parser.Error{Pos: s.Pos, Msg: err.Error(), Err: err}
 			}
 			named = append(named, r)
 		}
@@ -1654,7 +1655,7 @@ func resolveRuns(d *db.DB, s *Select, p *plan) ([]*db.Run, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, errorf(s.Pos, "the WHERE clause leaves no run")
+		return nil, parser.Errorf(s.Pos, "the WHERE clause leaves no run")
 	}
 	return out, nil
 }
@@ -1664,7 +1665,7 @@ func planRun(r *db.Run, p *plan) (runPlan, error) {
 	rp := runPlan{run: r}
 	for _, lit := range p.layerLit {
 		if _, err := r.Layer(lit.name); err != nil {
-			return rp, &Error{Pos: lit.pos, Msg: err.Error(), Err: err}
+			return rp, &parser.Error{Pos: lit.pos, Msg: err.Error(), Err: err}
 		}
 	}
 	var layers []string
@@ -1674,7 +1675,7 @@ func planRun(r *db.Run, p *plan) (runPlan, error) {
 		}
 	}
 	if len(layers) == 0 {
-		return rp, errorf(p.sel.Pos, "no layer of run %q passes the WHERE clause (layers: %s)", r.Name, strings.Join(r.LayerNames(), ", "))
+		return rp, parser.Errorf(p.sel.Pos, "no layer of run %q passes the WHERE clause (layers: %s)", r.Name, strings.Join(r.LayerNames(), ", "))
 	}
 	if p.byLayer {
 		for _, l := range layers {
@@ -1807,11 +1808,11 @@ func checkScalar(d *db.DB, r *db.Run, name string, pos lexer.Position) error {
 	} else {
 		msg += " (the run has no scalars)"
 	}
-	return &Error{Pos: pos, Msg: msg}
+	return &parser.Error{Pos: pos, Msg: msg}
 }
 
 // orderAndLimit applies ORDER BY and LIMIT to a result's rows.
-func orderAndLimit(res *Result, s *Select) error {
+func orderAndLimit(res *Result, s *parser.Select) error {
 	if len(s.Order) > 0 {
 		type key struct {
 			col  int
@@ -1837,7 +1838,7 @@ func orderAndLimit(res *Result, s *Select) error {
 				}
 			}
 			if col < 0 {
-				return errorf(s.Pos, "ORDER BY %s: not an output column (columns: %s)", name, strings.Join(res.Columns, ", "))
+				return parser.Errorf(s.Pos, "ORDER BY %s: not an output column (columns: %s)", name, strings.Join(res.Columns, ", "))
 			}
 			ks = append(ks, key{col, o.Desc})
 		}

@@ -8,6 +8,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/stats"
+	"gvdb/query/parser"
 )
 
 // loadLayers decodes the blocks of run r's snapshot at step (nil layers:
@@ -125,9 +126,9 @@ func gcOptions(opts Options) stats.GCOptions {
 
 // label prints an expression with the statistics' default arguments
 // filled in for batch size batch (0: leave them out).
-func label(e *Expr, batch int) string {
-	return e.render(func(o Operand) string {
-		if x, ok := o.(*Paren); ok {
+func label(e *parser.Expr, batch int) string {
+	return e.Render(func(o parser.Operand) string {
+		if x, ok := o.(*parser.Paren); ok {
 			return "(" + label(x.Expr, batch) + ")"
 		}
 		if ref, ok, _ := statRefOf(o); ok && batch > 0 {
@@ -312,17 +313,17 @@ func (r *Result) Rename(names map[string]string) *Result {
 // has one, else the items (their aliases, or the statistics with their
 // arguments), the runs, and the population when the WHERE clause picks
 // one; never the query text.
-func Title(st Statement) string {
-	var items []*Item
+func Title(st parser.Statement) string {
+	var items []*parser.Item
 	var runs []string
-	var where *Cond
+	var where *parser.Cond
 	switch s := st.(type) {
-	case *Plot:
+	case *parser.Plot:
 		if s.Title != nil {
 			return *s.Title
 		}
 		items, runs, where = s.Items, s.Runs, s.Where
-	case *Select:
+	case *parser.Select:
 		items, runs, where = s.Items, s.Runs, s.Where
 	default:
 		return ""

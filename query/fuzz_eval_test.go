@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gvdb/query/parser"
 )
 
 // FuzzEval evaluates arbitrary statements against the test store: errors
@@ -22,11 +24,11 @@ func FuzzEval(f *testing.F) {
 	}
 	d := testStore(f)
 	f.Fuzz(func(t *testing.T, src string) {
-		st, err := ParseStatement(src)
+		st, err := parser.ParseStatement(src)
 		if err != nil {
 			return
 		}
-		if _, isPlot := st.(*Plot); isPlot {
+		if _, isPlot := st.(*parser.Plot); isPlot {
 			return // evaluation is SELECT's; drawing belongs to the CLI
 		}
 		_, _ = Eval(context.Background(), d, st, Options{GCRounds: 2})

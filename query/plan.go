@@ -11,11 +11,12 @@ import (
 	"github.com/alecthomas/participle/v2/lexer"
 
 	"gvdb/db"
+	"gvdb/query/parser"
 )
 
 // plan is a checked SELECT: what to read and how rows are keyed.
 type plan struct {
-	sel      *Select
+	sel      *parser.Select
 	stats    []statRef // distinct, as written
 	scalars  []string  // distinct step-scalar names
 	scalarAt map[string]lexer.Position
@@ -29,7 +30,7 @@ type plan struct {
 	layerLit []literalRef // layer names written literally (checked to exist)
 	runOK    func(string) bool
 	popOK    func(db.Population) bool
-	items    []*Item // items that are not bare keys, in order
+	items    []*parser.Item // items that are not bare keys, in order
 
 	// configOK filters runs by their configuration (WHERE config.lr = 0.1).
 	configOK func(*db.Run) bool
@@ -40,7 +41,7 @@ type plan struct {
 	// exampleConds filter each snapshot's examples by their attributes
 	// (WHERE label = 3 AND NOT corrupted); exampleGroup splits them by
 	// one attribute (GROUP BY label).
-	exampleConds []*Cond
+	exampleConds []*parser.Cond
 	exampleGroup string
 	groupPos     lexer.Position
 	// attrPos is where the query names each example attribute.
@@ -91,17 +92,17 @@ type literalRef struct {
 }
 
 // planSelect checks a SELECT and works out what it needs.
-func planSelect(s *Select) (*plan, error) {
+func planSelect(s *parser.Select) (*plan, error) {
 	p := &plan{sel: s, stepLo: 0, stepHi: math.MaxInt64, scalarAt: map[string]lexer.Position{}, attrPos: map[string]lexer.Position{}}
 	seen := map[string]bool{}
 	for _, g := range s.Group {
 		switch {
 		case g.Window != nil:
 			if w := *g.Window; w < 1 || w != math.Trunc(w) || w > math.MaxInt64/2 {
-				return nil, errorf(g.Pos, "window size must be a whole number of steps from 1 to %d, got %g", int64(math.MaxInt64/2), w)
+				return nil, parser.Errorf(g.Pos, "window size must be a whole number of steps from 1 to %d, got %g", int64(math.MaxInt64/2), w)
 			}
 			if p.window != 0 {
-				return nil, errorf(g.Pos, "GROUP BY has two windows")
+				return nil, parser.Errorf(g.Pos, "GROUP BY has two windows")
 			}
 			p.window = int64(*g.Window)
 		case g.Key == "RUN":
@@ -112,10 +113,10 @@ func planSelect(s *Select) (*plan, error) {
 			p.configGroups = append(p.configGroups, string(g.Attr))
 			p.useConfig(strings.TrimPrefix(string(g.Attr), "config."), g.Pos)
 		case g.Attr != "" && keyFields[string(g.Attr)]:
-			return nil, errorf(g.Pos, "GROUP BY %s: %s is not a key to group by (keys: window(n), step, run, layer, config.x, or an example attribute)", g.Attr, g.Attr)
+			return nil, parser.Errorf(g.Pos, "GROUP BY %s: %s is not a key to group by (keys: window(n), step, run, layer, config.x, or an example attribute)", g.Attr, g.Attr)
 		case g.Attr != "":
 			if p.exampleGroup != "" {
-				return nil, errorf(g.Pos, "GROUP BY has two example attributes (%s and %s); group by one", p.exampleGroup, g.Attr)
+				return nil, parser.Errorf(g.Pos, "GROUP BY has two example attributes (%s and %s); group by one", p.exampleGroup, g.Attr)
 			}
 			p.exampleGroup, p.groupPos = string(g.Attr), g.Pos
 			p.attrPos[string(g.Attr)] = g.Pos
@@ -135,7 +136,7 @@ func planSelect(s *Select) (*plan, error) {
 			}
 			continue
 		}
-		if c, ok := singleOperand(it.Expr).(*Call); ok && c.Name == "ci" {
+		if c, ok := singleOperand(it.Expr).(*parser.Call); ok && c.Name == "ci" {
 			ci, err := p.ciItem(c, seen)
 			if err != nil {
 				return nil, err
@@ -153,11 +154,11 @@ func planSelect(s *Select) (*plan, error) {
 		return nil, err
 	}
 	if len(p.items) == 0 {
-		return nil, errorf(s.Pos, "SELECT lists only keys; add a statistic (variance, nvar, gns, ...) or a scalar (loss, accuracy, ...)")
+		return nil, parser.Errorf(s.Pos, "SELECT lists only keys; add a statistic (variance, nvar, gns, ...) or a scalar (loss, accuracy, ...)")
 	}
 	if s.Limit != nil {
 		if l := *s.Limit; l < 0 || l != math.Trunc(l) {
-			return nil, errorf(s.Pos, "LIMIT must be a whole number >= 0, got %g", l)
+			return nil, parser.Errorf(s.Pos, "LIMIT must be a whole number >= 0, got %g", l)
 		}
 	}
 	// Output column names must be unique (JSON objects key rows by them).
@@ -168,7 +169,7 @@ func planSelect(s *Select) (*plan, error) {
 			name = *it.Alias
 		}
 		if names[name] {
-			return nil, errorf(it.Pos, "duplicate column name %q (rename it with AS)", name)
+			return nil, parser.Errorf(it.Pos, "duplicate column name %q (rename it with AS)", name)
 		}
 		names[name] = true
 	}
@@ -196,8 +197,8 @@ func planSelect(s *Select) (*plan, error) {
 }
 
 // bareName returns the name an expression consists of, or "".
-func bareName(e *Expr) string {
-	if n, ok := singleOperand(e).(*Name); ok {
+func bareName(e *parser.Expr) string {
+	if n, ok := singleOperand(e).(*parser.Name); ok {
 		return string(n.Name)
 	}
 	return ""
@@ -205,17 +206,17 @@ func bareName(e *Expr) string {
 
 // collect records the statistics, scalars and per-example quantities an
 // expression uses.
-func (p *plan) collect(e *Expr, seen map[string]bool) error {
+func (p *plan) collect(e *parser.Expr, seen map[string]bool) error {
 	var err error
-	e.walk(func(o Operand) {
+	e.Walk(func(o parser.Operand) {
 		if err != nil {
 			return
 		}
-		if c, ok := o.(*Call); ok && (aggregates[string(c.Name)] || c.Name == "cluster" || c.Name == "ci") {
+		if c, ok := o.(*parser.Call); ok && (aggregates[string(c.Name)] || c.Name == "cluster" || c.Name == "ci") {
 			err = p.special(c, seen)
 			return
 		}
-		if n, ok := o.(*Name); ok && exampleNames[string(n.Name)] {
+		if n, ok := o.(*parser.Name); ok && exampleNames[string(n.Name)] {
 			p.exampleRows = true
 			p.perExample[string(n.Name)] = true
 			return
@@ -227,7 +228,7 @@ func (p *plan) collect(e *Expr, seen map[string]bool) error {
 		case isStat:
 			p.addStat(ref, seen)
 		default:
-			if x, ok := o.(*Name); ok {
+			if x, ok := o.(*parser.Name); ok {
 				err = p.addScalar(x, seen)
 			}
 		}
@@ -237,18 +238,18 @@ func (p *plan) collect(e *Expr, seen map[string]bool) error {
 
 // special plans the calls that are not statistics: cluster(K), the
 // aggregates mean(x), stddev(x) and count(run), and a misplaced ci().
-func (p *plan) special(c *Call, seen map[string]bool) error {
+func (p *plan) special(c *parser.Call, seen map[string]bool) error {
 	switch n := string(c.Name); n {
 	case "cluster":
 		if len(c.Args) != 1 {
-			return errorf(c.Pos, "cluster takes the number of clusters: cluster(16)")
+			return parser.Errorf(c.Pos, "cluster takes the number of clusters: cluster(16)")
 		}
 		k, err := constant(c.Args[0])
 		if err != nil {
 			return err
 		}
 		if !(k >= 1 && k <= maxArg) || k != math.Trunc(k) {
-			return errorf(c.Pos, "cluster: K must be a whole number from 1 to %d, got %g", maxArg, k)
+			return parser.Errorf(c.Pos, "cluster: K must be a whole number from 1 to %d, got %g", maxArg, k)
 		}
 		p.exampleRows = true
 		if !slices.Contains(p.clusterKs, int(k)) {
@@ -257,43 +258,43 @@ func (p *plan) special(c *Call, seen map[string]bool) error {
 		return nil
 	case "count":
 		if len(c.Args) != 1 || bareName(c.Args[0]) != "run" {
-			return errorf(c.Pos, "count counts the runs of a group: count(run)")
+			return parser.Errorf(c.Pos, "count counts the runs of a group: count(run)")
 		}
 		p.aggregate = true
 		return nil
 	case "mean", "stddev":
 		if len(c.Args) != 1 {
-			return errorf(c.Pos, "%s takes one expression: %s(nvar)", n, n)
+			return parser.Errorf(c.Pos, "%s takes one expression: %s(nvar)", n, n)
 		}
 		inner := false
-		c.Args[0].walk(func(o Operand) {
-			if x, ok := o.(*Call); ok && aggregates[string(x.Name)] {
+		c.Args[0].Walk(func(o parser.Operand) {
+			if x, ok := o.(*parser.Call); ok && aggregates[string(x.Name)] {
 				inner = true
 			}
 		})
 		if inner {
-			return errorf(c.Pos, "%s of an aggregate: aggregates do not nest", n)
+			return parser.Errorf(c.Pos, "%s of an aggregate: aggregates do not nest", n)
 		}
 		p.aggregate = true
 		return p.collect(c.Args[0], seen)
 	}
-	return errorf(c.Pos, "ci gives two columns (low, high): make ci(stat) a whole item, not part of an expression")
+	return parser.Errorf(c.Pos, "ci gives two columns (low, high): make ci(stat) a whole item, not part of an expression")
 }
 
 // ciItem plans a ci(stat[, level]) item.
-func (p *plan) ciItem(c *Call, seen map[string]bool) (ciRef, error) {
+func (p *plan) ciItem(c *parser.Call, seen map[string]bool) (ciRef, error) {
 	if len(c.Args) < 1 || len(c.Args) > 2 {
-		return ciRef{}, errorf(c.Pos, "ci takes a statistic and a confidence level: ci(variance(128), 0.95)")
+		return ciRef{}, parser.Errorf(c.Pos, "ci takes a statistic and a confidence level: ci(variance(128), 0.95)")
 	}
 	ref, isStat, err := statRefOf(singleOperand(c.Args[0]))
 	if err != nil {
 		return ciRef{}, err
 	}
 	if !isStat || ref.pooled {
-		return ciRef{}, errorf(c.Pos, "ci takes a statistic: ci(variance(128), 0.95)")
+		return ciRef{}, parser.Errorf(c.Pos, "ci takes a statistic: ci(variance(128), 0.95)")
 	}
 	if def := lookupStat(ref.name); !bootstrappable(def) {
-		return ciRef{}, errorf(c.Pos, "ci(%s) is not offered: a bootstrap of %s would recompute it over every coordinate (or every partition) per resample; ci covers %s",
+		return ciRef{}, parser.Errorf(c.Pos, "ci(%s) is not offered: a bootstrap of %s would recompute it over every coordinate (or every partition) per resample; ci covers %s",
 			ref.name, ref.name, strings.Join(bootstrapNames(), ", "))
 	}
 	level := 0.95
@@ -302,7 +303,7 @@ func (p *plan) ciItem(c *Call, seen map[string]bool) (ciRef, error) {
 			return ciRef{}, err
 		}
 		if !(level > 0 && level < 1) {
-			return ciRef{}, errorf(c.Pos, "ci: the confidence level must be in (0, 1), got %g", level)
+			return ciRef{}, parser.Errorf(c.Pos, "ci: the confidence level must be in (0, 1), got %g", level)
 		}
 	}
 	p.addStat(ref, seen)
@@ -328,24 +329,24 @@ func bootstrapNames() []string {
 
 // checkModes checks that the per-example, aggregate and window forms of a
 // SELECT go together.
-func (p *plan) checkModes(s *Select) error {
+func (p *plan) checkModes(s *parser.Select) error {
 	switch {
 	case p.exampleRows && p.aggregate:
-		return errorf(s.Pos, "per-example items (example_id, grad_norm, ...) and aggregates over runs do not mix")
+		return parser.Errorf(s.Pos, "per-example items (example_id, grad_norm, ...) and aggregates over runs do not mix")
 	case p.exampleRows && p.window != 0:
-		return errorf(s.Pos, "per-example rows are per snapshot: drop GROUP BY window(n)")
+		return parser.Errorf(s.Pos, "per-example rows are per snapshot: drop GROUP BY window(n)")
 	case p.exampleRows && len(p.cis) > 0:
-		return errorf(s.Pos, "ci() is per snapshot; per-example rows take plain statistics")
+		return parser.Errorf(s.Pos, "ci() is per snapshot; per-example rows take plain statistics")
 	case len(p.configGroups) > 0 && !p.aggregate:
-		return errorf(s.Pos, "GROUP BY config.x groups runs: aggregate them (mean(nvar), stddev(nvar), count(run))")
+		return parser.Errorf(s.Pos, "GROUP BY config.x groups runs: aggregate them (mean(nvar), stddev(nvar), count(run))")
 	case p.aggregate:
 		for _, it := range p.items {
 			if !aggregated(it.Expr) {
-				return errorf(it.Pos, "%s is not aggregated: rows of a GROUP BY config.x (or of aggregates) take mean(...), stddev(...) or count(run)", it.Expr)
+				return parser.Errorf(it.Pos, "%s is not aggregated: rows of a GROUP BY config.x (or of aggregates) take mean(...), stddev(...) or count(run)", it.Expr)
 			}
 		}
 		if p.byRun {
-			return errorf(s.Pos, "aggregates combine runs: drop run from SELECT and GROUP BY")
+			return parser.Errorf(s.Pos, "aggregates combine runs: drop run from SELECT and GROUP BY")
 		}
 	}
 	return nil
@@ -353,13 +354,13 @@ func (p *plan) checkModes(s *Select) error {
 
 // aggregated reports whether every statistic, scalar and step of an
 // expression is inside an aggregate (numbers need not be).
-func aggregated(e *Expr) bool {
+func aggregated(e *parser.Expr) bool {
 	ok := true
-	e.walk(func(o Operand) {
+	e.Walk(func(o parser.Operand) {
 		switch x := o.(type) {
-		case *Call:
+		case *parser.Call:
 			ok = ok && aggregates[string(x.Name)]
-		case *Name:
+		case *parser.Name:
 			ok = false
 		}
 	})
@@ -367,15 +368,15 @@ func aggregated(e *Expr) bool {
 }
 
 // addScalar records a name that is not a statistic: step, or a scalar.
-func (p *plan) addScalar(x *Name, seen map[string]bool) error {
+func (p *plan) addScalar(x *parser.Name, seen map[string]bool) error {
 	n := string(x.Name)
 	switch {
 	case n == "step":
 		return nil
 	case keys[n]:
-		return errorf(x.Pos, "%s is a text key: select it on its own, not inside an expression", n)
+		return parser.Errorf(x.Pos, "%s is a text key: select it on its own, not inside an expression", n)
 	case n == "pooled":
-		return errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
+		return parser.Errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
 	}
 	if !seen["scalar:"+n] {
 		seen["scalar:"+n] = true
@@ -398,33 +399,33 @@ func unknownStat(pos lexer.Position, name string) error {
 	if s := db.Nearest(strings.ToLower(name), statNames()); s != "" {
 		msg += fmt.Sprintf("; did you mean %q?", s)
 	}
-	return errorf(pos, "%s (statistics: %s)", msg, strings.Join(statNames(), ", "))
+	return parser.Errorf(pos, "%s (statistics: %s)", msg, strings.Join(statNames(), ", "))
 }
 
 // constant evaluates an argument expression that must not depend on data.
-func constant(e *Expr) (float64, error) {
+func constant(e *parser.Expr) (float64, error) {
 	var bad error
-	v := evalExpr(e, func(o Operand) float64 {
+	v := evalExpr(e, func(o parser.Operand) float64 {
 		if bad == nil {
-			bad = errorf(posOf(o), "statistic arguments must be numbers, got %s", o)
+			bad = parser.Errorf(posOf(o), "statistic arguments must be numbers, got %s", o)
 		}
 		return math.NaN()
 	})
 	return v, bad
 }
 
-func posOf(o Operand) lexer.Position {
+func posOf(o parser.Operand) lexer.Position {
 	switch x := o.(type) {
-	case *Name:
+	case *parser.Name:
 		return x.Pos
-	case *Call:
+	case *parser.Call:
 		return x.Pos
 	}
 	return lexer.Position{}
 }
 
 // evalExpr evaluates e, asking leaf for names and calls.
-func evalExpr(e *Expr, leaf func(Operand) float64) float64 {
+func evalExpr(e *parser.Expr, leaf func(parser.Operand) float64) float64 {
 	v := evalTerm(e.Left, leaf)
 	for _, o := range e.Ops {
 		w := evalTerm(o.Term, leaf)
@@ -437,7 +438,7 @@ func evalExpr(e *Expr, leaf func(Operand) float64) float64 {
 	return v
 }
 
-func evalTerm(t *Term, leaf func(Operand) float64) float64 {
+func evalTerm(t *parser.Term, leaf func(parser.Operand) float64) float64 {
 	v := evalFactor(t.Left, leaf)
 	for _, o := range t.Ops {
 		w := evalFactor(o.Factor, leaf)
@@ -450,12 +451,12 @@ func evalTerm(t *Term, leaf func(Operand) float64) float64 {
 	return v
 }
 
-func evalFactor(f *Factor, leaf func(Operand) float64) float64 {
+func evalFactor(f *parser.Factor, leaf func(parser.Operand) float64) float64 {
 	var v float64
 	switch x := f.Operand.(type) {
-	case *Number:
+	case *parser.Number:
 		v = x.Value
-	case *Paren:
+	case *parser.Paren:
 		v = evalExpr(x.Expr, leaf)
 	default:
 		v = leaf(x)
@@ -468,7 +469,7 @@ func evalFactor(f *Factor, leaf func(Operand) float64) float64 {
 
 // where splits the WHERE clause into step, layer and run predicates. Its
 // top level must be a conjunction whose parts each test one key.
-func (p *plan) where(c *Cond) error {
+func (p *plan) where(c *parser.Cond) error {
 	if len(c.Or) != 1 {
 		field, err := condField(c)
 		if err != nil {
@@ -477,7 +478,7 @@ func (p *plan) where(c *Cond) error {
 		return p.addPred(field, c)
 	}
 	for _, n := range c.Or[0].And {
-		single := &Cond{Or: []*AndCond{{And: []*NotCond{n}}}}
+		single := &parser.Cond{Or: []*parser.AndCond{{And: []*parser.NotCond{n}}}}
 		if !n.Not && n.Pred.Paren != nil {
 			if err := p.where(n.Pred.Paren); err != nil {
 				return err
@@ -540,7 +541,7 @@ func next(s int64) int64 {
 
 // cmpConfig compares a run's configuration value with a literal: as
 // numbers when both are, else as text.
-func cmpConfig(v any, l Literal) int {
+func cmpConfig(v any, l parser.Literal) int {
 	if x, ok := v.(float64); ok && l.Num != nil {
 		return cmpNum(x, l)
 	}
@@ -564,7 +565,7 @@ func (p *plan) useConfig(key string, pos lexer.Position) {
 }
 
 // firstPos is the position of a condition's first predicate.
-func firstPos(c *Cond) lexer.Position {
+func firstPos(c *parser.Cond) lexer.Position {
 	for c != nil && len(c.Or) > 0 && len(c.Or[0].And) > 0 {
 		pr := c.Or[0].And[0].Pred
 		if pr.Paren == nil {
@@ -603,7 +604,7 @@ func checkConfigKeys(p *plan, runs []*db.Run) error {
 		if n := db.Nearest(key, known); n != "" {
 			msg += fmt.Sprintf("; did you mean config.%s?", n)
 		}
-		return &Error{Pos: pos, Msg: msg}
+		return &parser.Error{Pos: pos, Msg: msg}
 	}
 	return nil
 }
@@ -642,10 +643,10 @@ func ConfigValue(r *db.Run, key string) (any, bool) {
 
 // computedInWhere refuses a WHERE condition on a statistic or on an
 // item's output name, pointing to HAVING.
-func computedInWhere(s *Select) error {
+func computedInWhere(s *parser.Select) error {
 	outputs := map[string]bool{}
 	for _, it := range s.Items {
-		if _, bare := singleOperand(it.Expr).(*Name); !bare {
+		if _, bare := singleOperand(it.Expr).(*parser.Name); !bare {
 			// A bare name may be an example attribute, which WHERE takes.
 			outputs[strings.ToLower(it.Expr.String())] = true
 		}
@@ -654,10 +655,10 @@ func computedInWhere(s *Select) error {
 		}
 	}
 	var err error
-	s.Where.Walk(func(p *Pred) {
+	s.Where.Walk(func(p *parser.Pred) {
 		f := strings.ToLower(string(p.Field))
 		if err == nil && !keyFields[f] && (lookupStat(f) != nil || outputs[f]) {
-			err = errorf(p.Pos, "WHERE %s: %s is computed, and WHERE chooses the data before anything is computed; filter the computed rows with HAVING (SELECT ... HAVING %s ...)", p.Field, p.Field, p.Field)
+			err = parser.Errorf(p.Pos, "WHERE %s: %s is computed, and WHERE chooses the data before anything is computed; filter the computed rows with HAVING (SELECT ... HAVING %s ...)", p.Field, p.Field, p.Field)
 		}
 	})
 	return err
@@ -665,11 +666,11 @@ func computedInWhere(s *Select) error {
 
 // condField returns the one key a condition tests ("example" for example
 // attributes, which may be mixed).
-func condField(c *Cond) (string, error) {
+func condField(c *parser.Cond) (string, error) {
 	field := ""
 	var pos lexer.Position
 	var err error
-	c.Walk(func(p *Pred) {
+	c.Walk(func(p *parser.Pred) {
 		f := strings.ToLower(string(p.Field))
 		if isAttribute(f) {
 			f = "example"
@@ -678,7 +679,7 @@ func condField(c *Cond) (string, error) {
 			return
 		}
 		if field != "" && f != field {
-			err = errorf(p.Pos, "this condition mixes %s (at %d:%d) and %s: join conditions on different keys with AND at the top level", field, pos.Line, pos.Column, f)
+			err = parser.Errorf(p.Pos, "this condition mixes %s (at %d:%d) and %s: join conditions on different keys with AND at the top level", field, pos.Line, pos.Column, f)
 			return
 		}
 		field, pos = f, p.Pos
@@ -686,14 +687,14 @@ func condField(c *Cond) (string, error) {
 	return field, err
 }
 
-func (p *plan) addPred(field string, c *Cond) error {
+func (p *plan) addPred(field string, c *parser.Cond) error {
 	if err := checkTypes(c, field); err != nil {
 		return err
 	}
 	switch {
 	case field == "example":
 		p.exampleConds = append(p.exampleConds, c)
-		c.Walk(func(pr *Pred) {
+		c.Walk(func(pr *parser.Pred) {
 			if _, ok := p.attrPos[string(pr.Field)]; !ok {
 				p.attrPos[string(pr.Field)] = pr.Pos
 			}
@@ -705,7 +706,7 @@ func (p *plan) addPred(field string, c *Cond) error {
 		p.useConfig(key, firstPos(c))
 		p.configOK = func(r *db.Run) bool {
 			v, ok := ConfigValue(r, key)
-			return (prev == nil || prev(r)) && ok && evalCond(c, func(l Literal) int { return cmpConfig(v, l) }, func(g string) bool {
+			return (prev == nil || prev(r)) && ok && evalCond(c, func(l parser.Literal) int { return cmpConfig(v, l) }, func(g string) bool {
 				ok, _ := path.Match(g, fmt.Sprint(v))
 				return ok
 			})
@@ -716,13 +717,13 @@ func (p *plan) addPred(field string, c *Cond) error {
 	case "step":
 		prev := p.stepPred
 		p.stepPred = func(s int64) bool {
-			return (prev == nil || prev(s)) && evalCond(c, func(l Literal) int { return cmpNum(float64(s), l) }, nil)
+			return (prev == nil || prev(s)) && evalCond(c, func(l parser.Literal) int { return cmpNum(float64(s), l) }, nil)
 		}
 	case "population":
 		var err error
 		collectLiterals(c, func(name string, pos lexer.Position) {
 			if _, perr := db.ParsePopulation(name); perr != nil && err == nil {
-				err = errorf(pos, "%v", perr)
+				err = parser.Errorf(pos, "%v", perr)
 			}
 		})
 		if err != nil {
@@ -730,7 +731,7 @@ func (p *plan) addPred(field string, c *Cond) error {
 		}
 		prev := p.popOK
 		p.popOK = func(pop db.Population) bool {
-			return (prev == nil || prev(pop)) && evalCond(c, func(l Literal) int { return strings.Compare(pop.String(), *l.Str) }, func(g string) bool {
+			return (prev == nil || prev(pop)) && evalCond(c, func(l parser.Literal) int { return strings.Compare(pop.String(), *l.Str) }, func(g string) bool {
 				ok, _ := path.Match(g, pop.String())
 				return ok
 			})
@@ -746,7 +747,7 @@ func (p *plan) addPred(field string, c *Cond) error {
 			prev = p.runOK
 		}
 		f := func(name string) bool {
-			return (prev == nil || prev(name)) && evalCond(c, func(l Literal) int { return strings.Compare(name, *l.Str) }, func(g string) bool {
+			return (prev == nil || prev(name)) && evalCond(c, func(l parser.Literal) int { return strings.Compare(name, *l.Str) }, func(g string) bool {
 				ok, _ := path.Match(g, name)
 				return ok
 			})
@@ -760,23 +761,23 @@ func (p *plan) addPred(field string, c *Cond) error {
 	return nil
 }
 
-func checkTypes(c *Cond, field string) error {
+func checkTypes(c *parser.Cond, field string) error {
 	var err error
-	check := func(l *Literal, pos lexer.Position) {
+	check := func(l *parser.Literal, pos lexer.Position) {
 		if l == nil || err != nil {
 			return
 		}
 		switch {
 		case isConfig(field):
 		case (field == "step" || field == "example") && l.Num == nil:
-			err = errorf(pos, "%s is compared with a number, got %s", map[bool]string{true: "an example attribute", false: field}[field == "example"], l)
+			err = parser.Errorf(pos, "%s is compared with a number, got %s", map[bool]string{true: "an example attribute", false: field}[field == "example"], l)
 		case field != "step" && field != "example" && l.Str == nil:
-			err = errorf(pos, "%s is compared with a quoted name, got %s", field, l)
+			err = parser.Errorf(pos, "%s is compared with a quoted name, got %s", field, l)
 		}
 	}
-	c.Walk(func(pr *Pred) {
+	c.Walk(func(pr *parser.Pred) {
 		if pr.Bare() && field != "example" {
-			err = errorf(pr.Pos, "%s needs a comparison (WHERE %s = ...)", pr.Field, pr.Field)
+			err = parser.Errorf(pr.Pos, "%s needs a comparison (WHERE %s = ...)", pr.Field, pr.Field)
 		}
 		check(pr.Value, pr.Pos)
 		check(pr.Lo, pr.Pos)
@@ -787,30 +788,30 @@ func checkTypes(c *Cond, field string) error {
 		if field == "example" || isConfig(field) {
 			// (a GLOB has no literal: the checks above found nothing)
 			if pr.Glob != nil && field == "example" {
-				err = errorf(pr.Pos, "GLOB matches names; %s is a number", pr.Field)
+				err = parser.Errorf(pr.Pos, "GLOB matches names; %s is a number", pr.Field)
 			}
 			return
 		}
 		if pr.Glob != nil && field == "step" {
-			err = errorf(pr.Pos, "GLOB matches names (layer, run), not steps")
+			err = parser.Errorf(pr.Pos, "GLOB matches names (layer, run), not steps")
 		}
 		if pr.Glob != nil && field != "step" {
 			if _, gerr := path.Match(*pr.Glob, ""); gerr != nil {
-				err = errorf(pr.Pos, "bad pattern %q in GLOB: %v", *pr.Glob, gerr)
+				err = parser.Errorf(pr.Pos, "bad pattern %q in GLOB: %v", *pr.Glob, gerr)
 			}
 		}
 		if field != "step" && pr.Value != nil && pr.Op != "=" && pr.Op != "!=" && pr.Op != "<>" {
-			err = errorf(pr.Pos, "%s supports =, !=, IN and GLOB, not %s", field, pr.Op)
+			err = parser.Errorf(pr.Pos, "%s supports =, !=, IN and GLOB, not %s", field, pr.Op)
 		}
 		if field != "step" && pr.Lo != nil {
-			err = errorf(pr.Pos, "BETWEEN compares steps, not %ss", field)
+			err = parser.Errorf(pr.Pos, "BETWEEN compares steps, not %ss", field)
 		}
 	})
 	return err
 }
 
-func collectLiterals(c *Cond, fn func(string, lexer.Position)) {
-	c.Walk(func(pr *Pred) {
+func collectLiterals(c *parser.Cond, fn func(string, lexer.Position)) {
+	c.Walk(func(pr *parser.Pred) {
 		if pr.Value != nil && pr.Value.Str != nil && pr.Op == "=" {
 			fn(*pr.Value.Str, pr.Pos)
 		}
@@ -822,7 +823,7 @@ func collectLiterals(c *Cond, fn func(string, lexer.Position)) {
 	})
 }
 
-func cmpNum(x float64, l Literal) int {
+func cmpNum(x float64, l parser.Literal) int {
 	switch {
 	case x < *l.Num:
 		return -1
@@ -834,12 +835,12 @@ func cmpNum(x float64, l Literal) int {
 
 // evalCond evaluates c for one value: cmp compares it with a literal, glob
 // matches a pattern.
-func evalCond(c *Cond, cmp func(Literal) int, glob func(string) bool) bool {
-	return c.Holds(func(p *Pred) bool { return evalPred(p, cmp, glob) })
+func evalCond(c *parser.Cond, cmp func(parser.Literal) int, glob func(string) bool) bool {
+	return c.Holds(func(p *parser.Pred) bool { return evalPred(p, cmp, glob) })
 }
 
 // evalPred evaluates one comparison (not a parenthesized condition).
-func evalPred(p *Pred, cmp func(Literal) int, glob func(string) bool) bool {
+func evalPred(p *parser.Pred, cmp func(parser.Literal) int, glob func(string) bool) bool {
 	switch {
 	case p.Value != nil:
 		c := cmp(*p.Value)

@@ -18,6 +18,7 @@ import (
 	"gvdb/db/codec"
 	"gvdb/ingest"
 	"gvdb/ingest/synth"
+	"gvdb/query/parser"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/scripts")
@@ -202,7 +203,7 @@ func TestScripts(t *testing.T) {
 }
 
 func run(d *db.DB, src string) string {
-	st, err := ParseStatement(src)
+	st, err := parser.ParseStatement(src)
 	if err != nil {
 		return "error: " + err.Error()
 	}
@@ -217,7 +218,7 @@ func run(d *db.DB, src string) string {
 // calls into the statistics engine on the same decoded blocks.
 func TestQueryMatchesEngine(t *testing.T) {
 	d := testStore(t)
-	st, _ := ParseStatement("SELECT variance, nvar(4), gns, gc_variance(4, 8), gc_variance_insample(4, 8) FROM 'a' WHERE step = 300 AND layer GLOB 'fc1.*'")
+	st, _ := parser.ParseStatement("SELECT variance, nvar(4), gns, gc_variance(4, 8), gc_variance_insample(4, 8) FROM 'a' WHERE step = 300 AND layer GLOB 'fc1.*'")
 	res, err := Eval(context.Background(), d, st, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/stats"
+	"gvdb/query/parser"
 )
 
 // needs says what a statistic needs from a snapshot besides the scope's
@@ -234,26 +235,26 @@ type statRef struct {
 // a bare statistic name, a call such as gc_variance(128, 256), or
 // pooled(stat). ok is false for operands that are not statistics (numbers,
 // scalars, keys); err reports a malformed statistic call.
-func statRefOf(o Operand) (ref statRef, ok bool, err error) {
+func statRefOf(o parser.Operand) (ref statRef, ok bool, err error) {
 	switch x := o.(type) {
-	case *Name:
+	case *parser.Name:
 		n := string(x.Name)
 		return statRef{name: n}, isStat(n), nil
-	case *Call:
+	case *parser.Call:
 		n := string(x.Name)
 		if n == "pooled" {
 			if len(x.Args) != 1 {
-				return ref, false, errorf(x.Pos, "pooled takes exactly one statistic: pooled(variance(128))")
+				return ref, false, parser.Errorf(x.Pos, "pooled takes exactly one statistic: pooled(variance(128))")
 			}
 			inner, ok, err := statRefOf(singleOperand(x.Args[0]))
 			if err != nil {
 				return ref, false, err
 			}
 			if !ok || inner.pooled {
-				return ref, false, errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
+				return ref, false, parser.Errorf(x.Pos, "pooled takes a statistic: pooled(variance(128))")
 			}
 			if !lookupStat(inner.name).pooled {
-				return ref, false, errorf(x.Pos, "%s has no pooled form (it is defined per snapshot)", inner.name)
+				return ref, false, parser.Errorf(x.Pos, "%s has no pooled form (it is defined per snapshot)", inner.name)
 			}
 			inner.pooled = true
 			return inner, true, nil
@@ -263,7 +264,7 @@ func statRefOf(o Operand) (ref statRef, ok bool, err error) {
 			return ref, false, unknownStat(x.Pos, n)
 		}
 		if len(x.Args) > len(def.args) {
-			return ref, false, errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, len(def.args), strings.Join(def.args, ", "), len(x.Args))
+			return ref, false, parser.Errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, len(def.args), strings.Join(def.args, ", "), len(x.Args))
 		}
 		ref = statRef{name: n}
 		for i, a := range x.Args {
@@ -272,7 +273,7 @@ func statRefOf(o Operand) (ref statRef, ok bool, err error) {
 				return ref, false, err
 			}
 			if !(v >= 1 && v <= maxArg) || v != math.Trunc(v) {
-				return ref, false, errorf(x.Pos, "%s: %s must be a whole number from 1 to %d, got %g", n, def.args[i], maxArg, v)
+				return ref, false, parser.Errorf(x.Pos, "%s: %s must be a whole number from 1 to %d, got %g", n, def.args[i], maxArg, v)
 			}
 			ref.args = append(ref.args, v)
 		}
@@ -283,7 +284,7 @@ func statRefOf(o Operand) (ref statRef, ok bool, err error) {
 
 // singleOperand returns the operand of an expression that is exactly one
 // operand, or nil.
-func singleOperand(e *Expr) Operand {
+func singleOperand(e *parser.Expr) parser.Operand {
 	if len(e.Ops) > 0 || len(e.Left.Ops) > 0 || e.Left.Left.Neg {
 		return nil
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"gvdb/db"
-	"gvdb/query"
+	"gvdb/query/parser"
 )
 
 func init() {
@@ -74,7 +74,7 @@ touches other runs in the store.`, `  gvdb demo
 	}
 	for _, q := range queries {
 		fmt.Fprintf(m.Stdout, "\ngvdb> %s\n", q)
-		st, err := query.ParseStatement(q)
+		st, err := parser.ParseStatement(q)
 		if err != nil {
 			return err
 		}

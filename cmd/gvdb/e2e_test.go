@@ -19,6 +19,7 @@ import (
 	"gvdb/db"
 	"gvdb/db/codec"
 	"gvdb/query"
+	"gvdb/query/parser"
 )
 
 var (
@@ -315,7 +316,7 @@ func TestStatementInterrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	st, _ := query.ParseStatement("SELECT variance FROM 'mlp'")
+	st, _ := parser.ParseStatement("SELECT variance FROM 'mlp'")
 	if _, err := query.Eval(sctx, d, st, query.Options{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Eval with a cancelled context: %v", err)
 	}

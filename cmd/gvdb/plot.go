@@ -13,6 +13,7 @@ import (
 	"gvdb/db"
 	"gvdb/plots"
 	"gvdb/query"
+	"gvdb/query/parser"
 )
 
 func init() {
@@ -55,9 +56,9 @@ func (f *figureFlags) options(title string) (plots.Options, error) {
 // statementOptions sizes the figure of a SELECT or PLOT: titled by
 // --title, else the PLOT's TITLE, else what it plots (query.Title), and
 // with a PLOT's SCALE unless --scale says otherwise.
-func (f *figureFlags) statementOptions(st query.Statement) (plots.Options, error) {
+func (f *figureFlags) statementOptions(st parser.Statement) (plots.Options, error) {
 	o, err := f.options(query.Title(st))
-	if p, ok := st.(*query.Plot); ok && f.scale == "" && p.Scale != "" {
+	if p, ok := st.(*parser.Plot); ok && f.scale == "" && p.Scale != "" {
 		o.Scale = strings.ToLower(string(p.Scale))
 	}
 	return o, err
@@ -75,7 +76,7 @@ func drawLines(res *query.Result, file string, o plots.Options) ([]string, error
 
 // drawStatement evaluates a SELECT or PLOT and draws it to file; it returns
 // the statement's warnings, then the figure's.
-func drawStatement(ctx context.Context, d *db.DB, st query.Statement, file string, o plots.Options) ([]string, error) {
+func drawStatement(ctx context.Context, d *db.DB, st parser.Statement, file string, o plots.Options) ([]string, error) {
 	res, err := query.Eval(ctx, d, st, query.Options{})
 	if err != nil {
 		return nil, err
@@ -174,12 +175,12 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 			return usagef("plot: give a query (SELECT ... or PLOT ... TO 'file')")
 		}
 		src := strings.Join(rest, " ")
-		st, err := query.ParseStatement(src)
+		st, err := parser.ParseStatement(src)
 		if err != nil {
 			return err
 		}
 		file := *out
-		if p, ok := st.(*query.Plot); ok && file == "" {
+		if p, ok := st.(*parser.Plot); ok && file == "" {
 			file = p.To
 		}
 		if file == "" {

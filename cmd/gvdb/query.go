@@ -21,6 +21,7 @@ import (
 	"gvdb/ingest/interchange"
 	"gvdb/plots"
 	"gvdb/query"
+	"gvdb/query/parser"
 )
 
 func init() {
@@ -110,7 +111,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	// is reported with its position and the rest still run (unless
 	// --bail); the exit status is 1 if any failed. "exit" ends the script.
 	run := func(src string) error {
-		chunks := query.Split(query.Until(src))
+		chunks := parser.Split(parser.Until(src))
 		if out.format == "parquet" && len(chunks) != 1 {
 			return usagef("query: --format parquet writes one statement's result to --out (got %d statements)", len(chunks))
 		}
@@ -123,7 +124,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 				fmt.Fprintln(m.Stdout)
 			}
 			ran++
-			st, err := query.ParseChunk(c)
+			st, err := parser.ParseChunk(c)
 			if err == nil {
 				err = m.runStatement(ctx, d, st, out)
 			}
@@ -132,7 +133,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 					return err
 				}
 				failed++
-				var qe *query.Error
+				var qe *parser.Error
 				if errors.As(err, &qe) && qe.Pos.Line > 0 {
 					fmt.Fprintf(m.Stderr, "gvdb: %v\n", err)
 				} else {
@@ -165,7 +166,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 }
 
 // runStatement evaluates one statement and prints its result.
-func (m *Main) runStatement(ctx context.Context, d *db.DB, st query.Statement, out output) error {
+func (m *Main) runStatement(ctx context.Context, d *db.DB, st parser.Statement, out output) error {
 	start := time.Now()
 	var bar *progress
 	opts := out.opts
@@ -385,15 +386,15 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
 		// whole query on its own runs at once.
 		complete := strings.HasSuffix(trimmed, ";") || trimmed == ""
 		if !complete && first {
-			_, err := query.Parse(src)
-			complete = !errors.Is(err, query.ErrIncomplete)
+			_, err := parser.Parse(src)
+			complete = !errors.Is(err, parser.ErrIncomplete)
 		}
 		if !complete {
 			continue
 		}
 		buf.Reset()
 		in.remember(strings.Join(strings.Fields(src), " "))
-		script, err := query.Parse(src)
+		script, err := parser.Parse(src)
 		if err != nil {
 			fmt.Fprintln(m.Stderr, "error:", err)
 			continue

@@ -17,6 +17,7 @@ import (
 	"gvdb/db/stats"
 	"gvdb/plots"
 	"gvdb/query"
+	"gvdb/query/parser"
 )
 
 func init() {
@@ -99,7 +100,7 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 	}
 	var figs []figure
 	eval := func(q string) (*query.Result, error) {
-		st, err := query.ParseStatement(q)
+		st, err := parser.ParseStatement(q)
 		if err != nil {
 			return nil, fmt.Errorf("report query %q: %w", q, err)
 		}
@@ -154,7 +155,7 @@ func (m *Main) writeReport(ctx context.Context, d *db.DB, out, glob string, kMax
 		from := make([]string, len(runs))
 		names := make([]string, len(runs))
 		for i, r := range runs {
-			from[i], names[i] = query.Quote(r.Name), r.Name
+			from[i], names[i] = parser.Quote(r.Name), r.Name
 		}
 		q := fmt.Sprintf("SELECT variance, nvar FROM %s GROUP BY run", strings.Join(from, ", "))
 		res, err := eval(q)
@@ -234,7 +235,7 @@ func (m *Main) reportPerturbations(d *db.DB, runs []*db.Run, kMax int,
 		if minBatch == 0 || r.BatchSize < minBatch {
 			minBatch = r.BatchSize
 		}
-		from = append(from, query.Quote(r.Name))
+		from = append(from, parser.Quote(r.Name))
 		desc = append(desc, fmt.Sprintf("%s: %s", r.Name, p))
 	}
 	if perturbed == 0 || clean == 0 {
@@ -301,7 +302,7 @@ func (m *Main) reportRun(d *db.DB, r *db.Run, out string, kMax int, ff *figureFl
 		}
 	}
 	b := max(r.BatchSize, 1)
-	q := query.Quote(r.Name)
+	q := parser.Quote(r.Name)
 	safe := strings.NewReplacer("/", "_", " ", "_", "*", "_").Replace(r.Name)
 
 	// SG-B, SG-2B and SVRG on every snapshot: moments of a sample

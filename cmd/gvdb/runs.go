@@ -9,6 +9,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/query"
+	"gvdb/query/parser"
 )
 
 func init() {
@@ -58,7 +59,7 @@ func (m *Main) runs(ctx context.Context, args []string) error {
 	}
 	defer d.Close()
 	// The same table as the query language's SHOW RUNS.
-	res, err := query.Eval(ctx, d, &query.Show{What: "RUNS"}, query.Options{})
+	res, err := query.Eval(ctx, d, &parser.Show{What: "RUNS"}, query.Options{})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package query
+package parser
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ var queryLexer = lexer.MustSimple([]lexer.SimpleRule{
 	{Name: "Whitespace", Pattern: `\s+`},
 })
 
-var parser = participle.MustBuild[Script](
+var grammar = participle.MustBuild[Script](
 	participle.Lexer(queryLexer),
 	participle.Elide("Comment", "Whitespace"),
 	participle.CaseInsensitive("Ident"),
@@ -55,7 +55,7 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%d:%d: %s", e.Pos.Line, e.Pos.Column, e.Msg)
 }
 
-func errorf(pos lexer.Position, format string, args ...any) *Error {
+func Errorf(pos lexer.Position, format string, args ...any) *Error {
 	return &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)}
 }
 
@@ -104,7 +104,7 @@ func Parse(src string) (*Script, error) {
 	if err := checkLimits(src); err != nil {
 		return nil, err
 	}
-	s, err := parser.ParseString("", src)
+	s, err := grammar.ParseString("", src)
 	if err != nil {
 		return nil, syntaxError(err)
 	}
@@ -121,7 +121,7 @@ func ParseStatement(src string) (Statement, error) {
 		return nil, err
 	}
 	if len(s.Statements) != 1 {
-		return nil, errorf(s.Statements[1].Position(), "expected one statement, got %d", len(s.Statements))
+		return nil, Errorf(s.Statements[1].Position(), "expected one statement, got %d", len(s.Statements))
 	}
 	return s.Statements[0], nil
 }

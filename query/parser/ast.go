@@ -1,4 +1,4 @@
-package query
+package parser
 
 import (
 	"strconv"
@@ -260,8 +260,6 @@ func (i *Ident) Capture(values []string) error {
 // String printing: every node prints as query text that parses back to an
 // equal tree (the round-trip test checks this).
 
-func quote(s string) string { return Quote(s) }
-
 // Quote returns s as a quoted name of the language ('it”s').
 func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
@@ -269,7 +267,7 @@ func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'
 func (s *Show) String() string {
 	out := "SHOW " + string(s.What)
 	if s.From != nil {
-		out += " FROM " + quote(*s.From)
+		out += " FROM " + Quote(*s.From)
 	}
 	return out
 }
@@ -277,7 +275,7 @@ func (s *Show) String() string {
 func quoteAll(ss []string) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {
-		q[i] = quote(s)
+		q[i] = Quote(s)
 	}
 	return strings.Join(q, ", ")
 }
@@ -341,23 +339,23 @@ func (p *Plot) String() string {
 		b.WriteString(" SCALE " + string(p.Scale))
 	}
 	if p.Title != nil {
-		b.WriteString(" TITLE " + quote(*p.Title))
+		b.WriteString(" TITLE " + Quote(*p.Title))
 	}
-	b.WriteString(" TO " + quote(p.To))
+	b.WriteString(" TO " + Quote(p.To))
 	return b.String()
 }
 
 // String prints the Item as query text.
 func (it *Item) String() string {
 	if it.Alias != nil {
-		return it.Expr.String() + " AS " + quote(*it.Alias)
+		return it.Expr.String() + " AS " + Quote(*it.Alias)
 	}
 	return it.Expr.String()
 }
 
 // walk calls fn for each operand of e, descending into parentheses but
 // not into calls.
-func (e *Expr) walk(fn func(Operand)) {
+func (e *Expr) Walk(fn func(Operand)) {
 	terms := []*Term{e.Left}
 	for _, o := range e.Ops {
 		terms = append(terms, o.Term)
@@ -369,7 +367,7 @@ func (e *Expr) walk(fn func(Operand)) {
 		}
 		for _, f := range factors {
 			if p, ok := f.Operand.(*Paren); ok {
-				p.Expr.walk(fn)
+				p.Expr.Walk(fn)
 				continue
 			}
 			fn(f.Operand)
@@ -378,32 +376,32 @@ func (e *Expr) walk(fn func(Operand)) {
 }
 
 // String prints the Expr as query text.
-func (e *Expr) String() string { return e.render(Operand.String) }
+func (e *Expr) String() string { return e.Render(Operand.String) }
 
 // render prints the expression with op printing each operand.
-func (e *Expr) render(op func(Operand) string) string {
-	s := e.Left.render(op)
+func (e *Expr) Render(op func(Operand) string) string {
+	s := e.Left.Render(op)
 	for _, o := range e.Ops {
-		s += " " + o.Op + " " + o.Term.render(op)
+		s += " " + o.Op + " " + o.Term.Render(op)
 	}
 	return s
 }
 
 // String prints the Term as query text.
-func (t *Term) String() string { return t.render(Operand.String) }
+func (t *Term) String() string { return t.Render(Operand.String) }
 
-func (t *Term) render(op func(Operand) string) string {
-	s := t.Left.render(op)
+func (t *Term) Render(op func(Operand) string) string {
+	s := t.Left.Render(op)
 	for _, o := range t.Ops {
-		s += " " + o.Op + " " + o.Factor.render(op)
+		s += " " + o.Op + " " + o.Factor.Render(op)
 	}
 	return s
 }
 
 // String prints the Factor as query text.
-func (f *Factor) String() string { return f.render(Operand.String) }
+func (f *Factor) String() string { return f.Render(Operand.String) }
 
-func (f *Factor) render(op func(Operand) string) string {
+func (f *Factor) Render(op func(Operand) string) string {
 	if f.Neg {
 		return "-" + op(f.Operand)
 	}
@@ -472,7 +470,7 @@ func (p *Pred) String() string {
 		}
 		return f + " IN (" + strings.Join(vals, ", ") + ")"
 	case p.Glob != nil:
-		return f + " GLOB " + quote(*p.Glob)
+		return f + " GLOB " + Quote(*p.Glob)
 	default:
 		return f + " BETWEEN " + p.Lo.String() + " AND " + p.Hi.String()
 	}
@@ -483,7 +481,7 @@ func (l Literal) String() string {
 	if l.Num != nil {
 		return strconv.FormatFloat(*l.Num, 'g', -1, 64)
 	}
-	return quote(*l.Str)
+	return Quote(*l.Str)
 }
 
 // String prints the GroupKey as query text.
