@@ -5,6 +5,7 @@ import (
 	"math"
 	"path"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -424,49 +425,6 @@ func posOf(o parser.Operand) lexer.Position {
 	return lexer.Position{}
 }
 
-// evalExpr evaluates e, asking leaf for names and calls.
-func evalExpr(e *parser.Expr, leaf func(parser.Operand) float64) float64 {
-	v := evalTerm(e.Left, leaf)
-	for _, o := range e.Ops {
-		w := evalTerm(o.Term, leaf)
-		if o.Op == "+" {
-			v += w
-		} else {
-			v -= w
-		}
-	}
-	return v
-}
-
-func evalTerm(t *parser.Term, leaf func(parser.Operand) float64) float64 {
-	v := evalFactor(t.Left, leaf)
-	for _, o := range t.Ops {
-		w := evalFactor(o.Factor, leaf)
-		if o.Op == "*" {
-			v *= w
-		} else {
-			v /= w
-		}
-	}
-	return v
-}
-
-func evalFactor(f *parser.Factor, leaf func(parser.Operand) float64) float64 {
-	var v float64
-	switch x := f.Operand.(type) {
-	case *parser.Number:
-		v = x.Value
-	case *parser.Paren:
-		v = evalExpr(x.Expr, leaf)
-	default:
-		v = leaf(x)
-	}
-	if f.Neg {
-		return -v
-	}
-	return v
-}
-
 // where splits the WHERE clause into step, layer and run predicates. Its
 // top level must be a conjunction whose parts each test one key.
 func (p *plan) where(c *parser.Cond) error {
@@ -833,42 +791,132 @@ func cmpNum(x float64, l parser.Literal) int {
 	return 0
 }
 
-// evalCond evaluates c for one value: cmp compares it with a literal, glob
-// matches a pattern.
-func evalCond(c *parser.Cond, cmp func(parser.Literal) int, glob func(string) bool) bool {
-	return c.Holds(func(p *parser.Pred) bool { return evalPred(p, cmp, glob) })
+type scope struct {
+	name   string // layer name, or "" for all layers in scope
+	layers []string
 }
 
-// evalPred evaluates one comparison (not a parenthesized condition).
-func evalPred(p *parser.Pred, cmp func(parser.Literal) int, glob func(string) bool) bool {
-	switch {
-	case p.Value != nil:
-		c := cmp(*p.Value)
-		switch p.Op {
-		case "=":
-			return c == 0
-		case "!=", "<>":
-			return c != 0
-		case "<":
-			return c < 0
-		case "<=":
-			return c <= 0
-		case ">":
-			return c > 0
-		case ">=":
-			return c >= 0
-		}
-	case p.In != nil:
-		for _, l := range p.In {
-			if cmp(l) == 0 {
-				return true
-			}
-		}
-		return false
-	case p.Glob != nil:
-		return glob(*p.Glob)
-	case p.Lo != nil:
-		return cmp(*p.Lo) >= 0 && cmp(*p.Hi) <= 0
+type runPlan struct {
+	run    *db.Run
+	scopes []scope
+	refs   []statRef // resolved per run, parallel to plan.stats
+}
+
+// isGlob reports whether a FROM name is a pattern.
+func isGlob(pat string) bool { return strings.ContainsAny(pat, "*?[") }
+
+// resolveRuns expands FROM (names and globs) and the WHERE run filter.
+func resolveRuns(d *db.DB, s *parser.Select, p *plan) ([]*db.Run, error) {
+	names, err := d.RunNames()
+	if err != nil {
+		return nil, err
 	}
-	return false
+	var out, named []*db.Run
+	seen := map[string]bool{}
+	for _, pat := range s.Runs {
+		var matched []string
+		if isGlob(pat) {
+			if _, err := path.Match(pat, ""); err != nil {
+				return nil, parser.Errorf(s.Pos, "bad run pattern %q: %v", pat, err)
+			}
+			for _, n := range names {
+				if ok, _ := path.Match(pat, n); ok {
+					matched = append(matched, n)
+				}
+			}
+			if len(matched) == 0 {
+				return nil, parser.Errorf(s.Pos, "no run matches %q (runs: %s)", pat, strings.Join(names, ", "))
+			}
+		} else {
+			matched = []string{pat}
+		}
+		for _, n := range matched {
+			if seen[n] || !p.runOK(n) {
+				continue
+			}
+			seen[n] = true
+			r, err := d.Run(n)
+			if err != nil {
+				return nil, &parser.Error{Pos: s.Pos, Msg: err.Error(), Err: err}
+			}
+			named = append(named, r)
+		}
+	}
+	if err := checkConfigKeys(p, named); err != nil {
+		return nil, err
+	}
+	for _, r := range named {
+		if p.configOK == nil || p.configOK(r) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		return nil, parser.Errorf(s.Pos, "the WHERE clause leaves no run")
+	}
+	return out, nil
+}
+
+// planRun resolves the layer scopes and statistic defaults for one run.
+func planRun(r *db.Run, p *plan) (runPlan, error) {
+	rp := runPlan{run: r}
+	for _, lit := range p.layerLit {
+		if _, err := r.Layer(lit.name); err != nil {
+			return rp, &parser.Error{Pos: lit.pos, Msg: err.Error(), Err: err}
+		}
+	}
+	var layers []string
+	for _, l := range r.Layers {
+		if p.layerOK(l.Name) {
+			layers = append(layers, l.Name)
+		}
+	}
+	if len(layers) == 0 {
+		return rp, parser.Errorf(p.sel.Pos, "no layer of run %q passes the WHERE clause (layers: %s)", r.Name, strings.Join(r.LayerNames(), ", "))
+	}
+	if p.byLayer {
+		for _, l := range layers {
+			rp.scopes = append(rp.scopes, scope{name: l, layers: []string{l}})
+		}
+	} else {
+		rp.scopes = []scope{{layers: layers}}
+	}
+	batch := r.BatchSize
+	if batch <= 0 {
+		batch = 1
+	}
+	for _, s := range p.stats {
+		rp.refs = append(rp.refs, s.resolve(batch))
+	}
+	return rp, nil
+}
+
+// checkScalar returns an error naming the nearest scalar or statistic if
+// run never recorded the scalar name.
+func checkScalar(d *db.DB, r *db.Run, name string, pos lexer.Position) error {
+	run := r.Name
+	all := map[string]bool{}
+	err := d.Scalars(r, db.AllSteps, func(r db.ScalarRow) error {
+		for k := range r.Values {
+			all[k] = true
+		}
+		return nil
+	})
+	if err != nil || all[name] {
+		return err
+	}
+	names := make([]string, 0, len(all))
+	for k := range all {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	msg := fmt.Sprintf("unknown statistic or scalar %q in run %q", name, run)
+	if s := db.Nearest(name, append(append([]string(nil), names...), statNames()...)); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	if len(names) > 0 {
+		msg += " (scalars: " + strings.Join(names, ", ") + ")"
+	} else {
+		msg += " (the run has no scalars)"
+	}
+	return &parser.Error{Pos: pos, Msg: msg}
 }
