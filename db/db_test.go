@@ -42,11 +42,11 @@ func mustRun(t *testing.T, d *DB, name string) *Run {
 }
 
 func testRun(name string) *Run {
-	return &Run{Name: name, Model: "mlp", Dataset: "mnist", Layers: []Layer{
+	return &Run{Name: name, Layers: []Layer{
 		{Name: "fc1.weight", Kind: DenseWeight, Shape: []int{4, 3}, Params: 12},
 		{Name: "fc1.bias", Kind: Bias, Shape: []int{3}, Params: 3},
 		{Name: "fc2.weight", Kind: DenseWeight, Shape: []int{3, 2}, Params: 6},
-	}, LR: 0.02, BatchSize: 128, Seed: 1}
+	}, Config: Config{Model: "mlp", Dataset: "mnist", LR: 0.02, BatchSize: 128, Seed: 1}}
 }
 
 func snap(step int64, layers ...string) *Snapshot {

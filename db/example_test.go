@@ -18,7 +18,7 @@ func Example() {
 	}
 	defer d.Close()
 
-	run := &db.Run{Name: "mlp", Model: "mlp", BatchSize: 128, Layers: []db.Layer{
+	run := &db.Run{Name: "mlp", Config: db.Config{Model: "mlp", BatchSize: 128}, Layers: []db.Layer{
 		{Name: "fc1.weight", Kind: db.DenseWeight, Shape: []int{784, 128}, Params: 784 * 128},
 		{Name: "fc1.bias", Kind: db.Bias, Shape: []int{128}, Params: 128},
 	}}

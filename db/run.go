@@ -41,39 +41,18 @@ const (
 	StatusFailed      = "failed"
 )
 
-// Run is a training run's metadata: everything needed to reproduce it.
+// Run is a training run's metadata: its name and id in the store, its
+// configuration (Config, the one configuration type), its layer schema and
+// its lifecycle.
 type Run struct {
-	Name    string  `json:"name"`
-	ID      uint32  `json:"id"`
-	Model   string  `json:"model"`
-	Dataset string  `json:"dataset"`
-	Layers  []Layer `json:"layers"`
-
-	Optimizer   string  `json:"optimizer,omitempty"`
-	LR          float64 `json:"lr,omitempty"`
-	Momentum    float64 `json:"momentum,omitempty"`
-	WeightDecay float64 `json:"weight_decay,omitempty"`
-	BatchSize   int     `json:"batch_size,omitempty"`
-	Steps       int64   `json:"steps,omitempty"`
-	Seed        uint64  `json:"seed"`
-
-	SnapshotEvery    int64 `json:"snapshot_every,omitempty"`
-	SnapshotExamples int   `json:"snapshot_examples,omitempty"`
-	// FullSnapshotEvery is the schedule of full snapshots (every training
-	// example); SVRGEvery the refresh period of the SVRG anchor whose
-	// gradients every snapshot also holds (0: none).
-	FullSnapshotEvery int64  `json:"full_snapshot_every,omitempty"`
-	SVRGEvery         int64  `json:"svrg_every,omitempty"`
-	Encoding          string `json:"encoding,omitempty"`
-	// Rollups is the policy the run's rollups were written with (auto,
-	// vectors, scalars or none; see ingest.Options.Rollups).
-	Rollups string `json:"rollups,omitempty"`
+	Name   string  `json:"name"`
+	ID     uint32  `json:"id"`
+	Layers []Layer `json:"layers"`
+	Config
 
 	Status  string    `json:"status,omitempty"`
 	Created time.Time `json:"created"`
 	Version string    `json:"gvdb_version,omitempty"`
-	// Params holds free-form settings (hidden widths, data options, ...).
-	Params map[string]string `json:"params,omitempty"`
 }
 
 // LayerNames returns the names of the run's layers in schema order.

@@ -55,7 +55,7 @@ func benchWriter(b *testing.B, policy RollupPolicy) {
 		b.Fatal(err)
 	}
 	defer d.Close()
-	if err := d.CreateRun(&db.Run{Name: "bench", Model: "mlp", Layers: synth.Schema(layers)}); err != nil {
+	if err := d.CreateRun(&db.Run{Name: "bench", Layers: synth.Schema(layers), Config: db.Config{Model: "mlp"}}); err != nil {
 		b.Fatal(err)
 	}
 	w, err := NewWriter(d, "bench", Options{Rollups: policy})

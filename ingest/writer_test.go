@@ -25,7 +25,7 @@ import (
 var testLayers = synth.MLP(20, 16, 4)
 
 func testRun(name string) *db.Run {
-	r := &db.Run{Name: name, Model: "mlp", Dataset: "synthetic"}
+	r := &db.Run{Name: name, Config: db.Config{Model: "mlp", Dataset: "synthetic"}}
 	r.Layers = synth.Schema(testLayers)
 	return r
 }

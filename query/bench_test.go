@@ -48,7 +48,7 @@ func benchStore(b *testing.B) (*db.DB, *db.Run) {
 		b.Fatal(err)
 	}
 	layers := synth.MLP(widths...)
-	r := &db.Run{Name: "r", Model: "mlp", BatchSize: 128, Layers: synth.Schema(layers)}
+	r := &db.Run{Name: "r", Layers: synth.Schema(layers), Config: db.Config{Model: "mlp", BatchSize: 128}}
 	if err := d.CreateRun(r); err != nil {
 		b.Fatal(err)
 	}

@@ -537,12 +537,11 @@ func firstPos(c *parser.Cond) lexer.Position {
 // checkConfigKeys refuses a config.x that neither every run has
 // (ConfigKeys) nor any of runs records as a parameter.
 func checkConfigKeys(p *plan, runs []*db.Run) error {
-	aliases := map[string]bool{"batch": true, "data": true, "wd": true}
 	for key, pos := range p.configUsed {
-		if slices.Contains(ConfigKeys, key) || aliases[key] {
+		if _, alias := db.ConfigAliases[key]; alias || slices.Contains(db.ConfigKeys, key) {
 			continue
 		}
-		known := append([]string(nil), ConfigKeys...)
+		known := append([]string(nil), db.ConfigKeys...)
 		found := false
 		for _, r := range runs {
 			if _, ok := r.Params[key]; ok {
@@ -565,38 +564,6 @@ func checkConfigKeys(p *plan, runs []*db.Run) error {
 		return &parser.Error{Pos: pos, Msg: msg}
 	}
 	return nil
-}
-
-// ConfigKeys are the configuration fields every run has (ConfigValue);
-// parameters (hidden, duplicate, corrupt_labels, ...) come on top.
-var ConfigKeys = []string{"name", "model", "dataset", "optimizer", "lr", "momentum", "weight_decay", "batch_size",
-	"steps", "seed", "snapshot_every", "snapshot_examples", "full_snapshot_every", "svrg_every", "encoding", "status"}
-
-// ConfigValue returns a run's configuration value under key: a field of
-// its metadata (ConfigKeys; the aliases batch, data and wd too) or one of
-// its parameters (hidden, duplicate, corrupt_labels, ...), as a float64
-// when it is a number, else a string.
-func ConfigValue(r *db.Run, key string) (any, bool) {
-	aliases := map[string]string{"batch": "batch_size", "data": "dataset", "wd": "weight_decay"}
-	if a, ok := aliases[key]; ok {
-		key = a
-	}
-	fields := map[string]any{"name": r.Name, "model": r.Model, "dataset": r.Dataset, "optimizer": r.Optimizer,
-		"lr": r.LR, "momentum": r.Momentum, "weight_decay": r.WeightDecay, "batch_size": float64(r.BatchSize),
-		"steps": float64(r.Steps), "seed": float64(r.Seed), "snapshot_every": float64(r.SnapshotEvery),
-		"snapshot_examples": float64(r.SnapshotExamples), "full_snapshot_every": float64(r.FullSnapshotEvery),
-		"svrg_every": float64(r.SVRGEvery), "encoding": r.Encoding, "status": r.Status}
-	if v, ok := fields[key]; ok {
-		return v, true
-	}
-	pv, ok := r.Params[key]
-	if !ok {
-		return nil, false
-	}
-	if f, err := strconv.ParseFloat(pv, 64); err == nil {
-		return f, true
-	}
-	return pv, true
 }
 
 // computedInWhere refuses a WHERE condition on a statistic or on an
@@ -663,7 +630,7 @@ func (p *plan) addPred(field string, c *parser.Cond) error {
 		key := strings.TrimPrefix(field, "config.")
 		p.useConfig(key, firstPos(c))
 		p.configOK = func(r *db.Run) bool {
-			v, ok := ConfigValue(r, key)
+			v, ok := r.ConfigValue(key)
 			return (prev == nil || prev(r)) && ok && evalCond(c, func(l parser.Literal) int { return cmpConfig(v, l) }, func(g string) bool {
 				ok, _ := path.Match(g, fmt.Sprint(v))
 				return ok

@@ -212,7 +212,7 @@ func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
 	for _, k := range g.sorted() {
 		var cells []any
 		for _, c := range p.configGroups {
-			v, ok := ConfigValue(plans[k.run].run, strings.TrimPrefix(c, "config."))
+			v, ok := plans[k.run].run.ConfigValue(strings.TrimPrefix(c, "config."))
 			if !ok {
 				v = ""
 			}

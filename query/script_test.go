@@ -38,8 +38,7 @@ func testStore(t testing.TB) *db.DB {
 	t.Cleanup(func() { d.Close() })
 	layers := synth.MLP(6, 5, 3)
 	for ri, name := range []string{"a", "b"} {
-		r := &db.Run{Name: name, Model: "mlp", Dataset: "synthetic", BatchSize: 16 / (ri + 1), LR: 0.1 / float64(ri+1), Seed: 1,
-			Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+		r := &db.Run{Name: name, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Config: db.Config{Model: "mlp", Dataset: "synthetic", BatchSize: 16 / (ri + 1), LR: 0.1 / float64(ri+1), Seed: 1}}
 		r.Layers = synth.Schema(layers)
 		if err := d.CreateRun(r); err != nil {
 			t.Fatal(err)

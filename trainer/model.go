@@ -16,25 +16,11 @@ import (
 
 // Spec describes a model.
 type Spec struct {
-	// Kind is "logreg", "mlp" or "cnn".
+	// Kind names a row of the model table (Models).
 	Kind string
 	// Hidden are the MLP's hidden widths, or the CNN's two conv channel
 	// counts followed by its fully connected width.
 	Hidden []int
-}
-
-// DefaultHidden returns the default hidden widths of a model kind: the
-// paper's MLP 784-1024-1024-10, and a CNN smaller than the paper's
-// (conv5x5x64-pool-conv5x5x128-pool-fc1000) so that it trains at a useful
-// speed on 2 cores.
-func DefaultHidden(kind string) []int {
-	switch kind {
-	case "mlp":
-		return []int{1024, 1024}
-	case "cnn":
-		return []int{16, 32, 128}
-	}
-	return nil
 }
 
 // ParseHidden parses "1024,1024".
@@ -111,64 +97,16 @@ func newNet(spec Spec, data *Dataset, batch int, seed uint64) (*Net, error) {
 		outputs = 1
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x1417))
-	var h *G.Node
-	var err error
-	dense := func(name string, in, out int, x *G.Node, last bool) (*G.Node, error) {
-		l := &layer{name: name, in: in, out: out}
-		n.param(l, rng)
-		l.a = x
-		if l.z, err = G.BroadcastAdd(G.Must(G.Mul(x, l.wN)), l.bN, nil, []byte{0}); err != nil {
-			return nil, err
-		}
-		n.layers = append(n.layers, l)
-		if last {
-			return l.z, nil
-		}
-		return G.Rectify(l.z)
+	def, err := LookupModel(spec.Kind)
+	if err != nil {
+		return nil, err
 	}
-	switch spec.Kind {
-	case "logreg", "mlp":
-		if spec.Kind == "logreg" && len(spec.Hidden) > 0 {
-			return nil, fmt.Errorf("logreg has no hidden layers (got %v)", spec.Hidden)
-		}
-		n.x = G.NewMatrix(n.g, G.Float32, G.WithShape(batch, data.Dim), G.WithName("x"))
-		h = n.x
-		widths := append(append([]int{data.Dim}, spec.Hidden...), outputs)
-		for i := 0; i+1 < len(widths); i++ {
-			if h, err = dense("fc"+strconv.Itoa(i+1), widths[i], widths[i+1], h, i+2 == len(widths)); err != nil {
-				return nil, fmt.Errorf("build %s: %w", spec.Kind, err)
-			}
-		}
-	case "cnn":
-		if data.C == 0 {
-			return nil, fmt.Errorf("cnn needs image data (%s is not)", data.Name)
-		}
-		if len(spec.Hidden) != 3 {
-			return nil, fmt.Errorf("cnn takes --hidden C1,C2,FC (3 numbers), got %v", spec.Hidden)
-		}
-		n.x = G.NewTensor(n.g, G.Float32, 4, G.WithShape(batch, data.C, data.H, data.W), G.WithName("x"))
-		h = n.x
-		c, hh, ww := data.C, data.H, data.W
-		for i, ch := range spec.Hidden[:2] {
-			if h, err = n.convLayer("conv"+strconv.Itoa(i+1), h, c, hh, ww, ch, rng); err != nil {
-				return nil, fmt.Errorf("build cnn: %w", err)
-			}
-			c, hh, ww = ch, (hh-kernel+1)/2, (ww-kernel+1)/2
-			if hh < 1 || ww < 1 {
-				return nil, fmt.Errorf("build cnn: image too small for two 5x5 conv + 2x2 pool stages")
-			}
-		}
-		if h, err = G.Reshape(h, tensor.Shape{batch, c * hh * ww}); err != nil {
-			return nil, fmt.Errorf("build cnn: %w", err)
-		}
-		if h, err = dense("fc1", c*hh*ww, spec.Hidden[2], h, false); err != nil {
-			return nil, fmt.Errorf("build cnn: %w", err)
-		}
-		if h, err = dense("fc2", spec.Hidden[2], outputs, h, true); err != nil {
-			return nil, fmt.Errorf("build cnn: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("unknown model %q (want logreg, mlp or cnn)", spec.Kind)
+	if def.Images && data.C == 0 {
+		return nil, fmt.Errorf("%s needs image data (%s is not)", spec.Kind, data.Name)
+	}
+	h, err := def.build(n, spec, rng, outputs)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", spec.Kind, err)
 	}
 
 	if data.Classes > 0 {
@@ -310,7 +248,7 @@ func (n *Net) run(d *Dataset, idx []int) (err error) {
 		}
 	}
 	shape := tensor.Shape{n.batch, d.Dim}
-	if n.spec.Kind == "cnn" {
+	if n.x.Dims() == 4 { // image input (cnn)
 		shape = tensor.Shape{n.batch, d.C, d.H, d.W}
 	}
 	if err := G.Let(n.x, tensor.New(tensor.WithShape(shape...), tensor.WithBacking(xs))); err != nil {

@@ -61,7 +61,7 @@ func synthStore(t *testing.T) string {
 	}
 	defer d.Close()
 	layers := synth.MLP(20, 16, 4)
-	r := &db.Run{Name: "syn", Model: "mlp", Dataset: "synthetic", LR: 0.1, BatchSize: 8, Status: db.StatusComplete}
+	r := &db.Run{Name: "syn", Status: db.StatusComplete, Config: db.Config{Model: "mlp", Dataset: "synthetic", LR: 0.1, BatchSize: 8}}
 	r.Layers = synth.Schema(layers)
 	if err := d.CreateRun(r); err != nil {
 		t.Fatal(err)

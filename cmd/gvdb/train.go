@@ -274,14 +274,11 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		return usagef("train: a full snapshot of %d examples holds %s of gradient factors (anchors included), over half the memory budget (%s); use --data-size",
 			cfg.Train.Len(), humanBytes(snapBytes), humanBytes(budget))
 	}
-	run := &db.Run{Name: f.run, Model: f.model, Dataset: f.data, Layers: schema,
-		Optimizer: "sgd", LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, BatchSize: f.batch, Steps: f.steps, Seed: f.seed,
-		SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery, Encoding: enc.String(), Rollups: f.rollups,
-		Version: Version, Params: map[string]string{
-			"hidden":         strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Spec.Hidden)), ","), "[]"),
-			"train_examples": fmt.Sprint(cfg.Train.Len()), "test_examples": fmt.Sprint(cfg.Test.Len()),
-			"eval_examples": fmt.Sprint(f.evalExamples), "loss": "sum of per-example losses; update uses the mean",
-		}}
+	run := &db.Run{Name: f.run, Layers: schema, Version: Version, Config: db.Config{Model: f.model, Dataset: f.data, Optimizer: "sgd", LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, BatchSize: f.batch, Steps: f.steps, Seed: f.seed, SnapshotEvery: f.snapEvery, SnapshotExamples: f.snapExamples, FullSnapshotEvery: f.fullEvery, SVRGEvery: f.svrgEvery, Encoding: enc.String(), Rollups: f.rollups, Params: map[string]string{
+		"hidden":         strings.Trim(strings.Join(strings.Fields(fmt.Sprint(cfg.Spec.Hidden)), ","), "[]"),
+		"train_examples": fmt.Sprint(cfg.Train.Len()), "test_examples": fmt.Sprint(cfg.Test.Len()),
+		"eval_examples": fmt.Sprint(f.evalExamples), "loss": "sum of per-example losses; update uses the mean",
+	}}}
 	for k, v := range map[string]string{"duplicate": f.duplicate, "imbalance": f.imbalance} {
 		if v != "" {
 			run.Params[k] = v

@@ -104,8 +104,7 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 	if err := db.ValidateName("run", name); err != nil {
 		return nil, err
 	}
-	r := &db.Run{Name: name, Model: c.Model, Dataset: c.Dataset, Optimizer: c.Optimizer, LR: c.LR, Momentum: c.Momentum,
-		WeightDecay: c.WeightDecay, BatchSize: c.BatchSize, Seed: c.Seed, Params: map[string]string{}}
+	r := &db.Run{Name: name, Config: db.Config{Model: c.Model, Dataset: c.Dataset, Optimizer: c.Optimizer, LR: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, BatchSize: c.BatchSize, Seed: c.Seed, Params: map[string]string{}}}
 	for k, v := range c.Params {
 		r.Params[k] = v
 	}
