@@ -15,31 +15,26 @@ import (
 
 // Config is a training run.
 type Config struct {
-	Spec        Spec
+	// Config holds the model's name (a row of Models), the data set's, the
+	// optimizer's settings and the snapshot schedule: SnapshotEvery takes
+	// a snapshot of SnapshotExamples training examples drawn at random at
+	// every multiple of it (0: none); FullSnapshotEvery a full snapshot
+	// (every training example, in dataset order; at a step with both, the
+	// full snapshot is taken: it contains the sample); SVRGEvery keeps an
+	// SVRG anchor θ̃, refreshed to the current parameters at every
+	// multiple of it, and stores every snapshot's examples' gradients at
+	// θ̃ too (0: none).
+	db.Config
+	// Hidden are the model's hidden widths (Spec).
+	Hidden      []int
 	Train, Test *Dataset
-	Steps       int64
-	Batch       int
-	LR          float64
-	Momentum    float64
-	WeightDecay float64
-	// SnapshotEvery: take a snapshot at every step that is a multiple of
-	// it (0: none). SnapshotExamples training examples are drawn for each.
-	SnapshotEvery    int64
-	SnapshotExamples int
-	// FullSnapshotEvery: take a full snapshot (every training example, in
-	// dataset order) at every step that is a multiple of it (0: none). At
-	// a step with both, the full snapshot is taken: it contains the
-	// sample.
-	FullSnapshotEvery int64
-	// SVRGEvery: keep an SVRG anchor θ̃, refreshed to the current
-	// parameters at every multiple of it (0: none), and store every
-	// snapshot's examples' gradients at θ̃ too.
-	SVRGEvery int64
 	// EvalExamples bounds the test examples used for test accuracy (0:
 	// the whole test set).
 	EvalExamples int
-	Seed         uint64
 }
+
+// Spec is the model the configuration trains.
+func (c *Config) Spec() Spec { return Spec{Kind: c.Model, Hidden: c.Hidden} }
 
 // Validate checks the configuration before any work starts.
 func (c *Config) Validate() error {
@@ -48,8 +43,8 @@ func (c *Config) Validate() error {
 		return errors.New("no training data")
 	case c.Steps < 1:
 		return fmt.Errorf("steps must be at least 1, got %d", c.Steps)
-	case c.Batch < 1 || c.Batch > c.Train.Len():
-		return fmt.Errorf("batch must be from 1 to the %d training examples, got %d", c.Train.Len(), c.Batch)
+	case c.BatchSize < 1 || c.BatchSize > c.Train.Len():
+		return fmt.Errorf("batch must be from 1 to the %d training examples, got %d", c.Train.Len(), c.BatchSize)
 	case !(c.LR > 0) || math.IsInf(c.LR, 0):
 		return fmt.Errorf("lr must be positive, got %g", c.LR)
 	case c.Momentum < 0 || c.Momentum >= 1:
@@ -98,7 +93,7 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	net, err := NewNet(cfg.Spec, cfg.Train, cfg.Batch, cfg.Seed)
+	net, err := NewNet(cfg.Spec(), cfg.Train, cfg.BatchSize, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +117,7 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 	var anchor *Net
 	var anchorStep int64
 	if cfg.SVRGEvery > 0 {
-		if anchor, err = NewNet(cfg.Spec, cfg.Train, cfg.Batch, cfg.Seed); err != nil {
+		if anchor, err = NewNet(cfg.Spec(), cfg.Train, cfg.BatchSize, cfg.Seed); err != nil {
 			return nil, err
 		}
 		defer anchor.Close()
@@ -178,12 +173,12 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 				res.TestAccuracy, res.TestLoss = acc, loss
 			}
 		}
-		if pos+cfg.Batch > len(perm) {
+		if pos+cfg.BatchSize > len(perm) {
 			perm = dataRng.Perm(cfg.Train.Len()) // a new epoch; the partial batch is dropped
 			pos = 0
 		}
-		idx := perm[pos : pos+cfg.Batch]
-		pos += cfg.Batch
+		idx := perm[pos : pos+cfg.BatchSize]
+		pos += cfg.BatchSize
 		if final {
 			// No update at the last step, but its scalars exist: the
 			// loss and accuracy of the batch the next step would take.

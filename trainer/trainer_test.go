@@ -162,8 +162,7 @@ func (m *memSink) Scalars(step int64, vals map[string]float64) error {
 func TestTrainReproducible(t *testing.T) {
 	data := fakeImages(256, 4)
 	test := fakeImages(64, 5)
-	cfg := Config{Spec: Spec{Kind: "mlp", Hidden: []int{12}}, Train: data, Test: test, Steps: 20, Batch: 16,
-		LR: 0.05, Momentum: 0.5, WeightDecay: 5e-4, SnapshotEvery: 10, SnapshotExamples: 24, Seed: 3}
+	cfg := Config{Hidden: []int{12}, Train: data, Test: test, Config: db.Config{Model: "mlp", Steps: 20, BatchSize: 16, LR: 0.05, Momentum: 0.5, WeightDecay: 5e-4, SnapshotEvery: 10, SnapshotExamples: 24, Seed: 3}}
 	var sinks [2]*memSink
 	for r := range sinks {
 		sinks[r] = &memSink{}
@@ -211,8 +210,7 @@ func TestTrainReproducible(t *testing.T) {
 // and the samples are those of a run without either.
 func TestFullSnapshotsAndSVRG(t *testing.T) {
 	data := fakeImages(96, 4)
-	base := Config{Spec: Spec{Kind: "mlp", Hidden: []int{6}}, Train: data, Steps: 12, Batch: 8,
-		LR: 0.05, SnapshotEvery: 4, SnapshotExamples: 16, Seed: 2}
+	base := Config{Hidden: []int{6}, Train: data, Config: db.Config{Model: "mlp", Steps: 12, BatchSize: 8, LR: 0.05, SnapshotEvery: 4, SnapshotExamples: 16, Seed: 2}}
 	cfg := base
 	cfg.FullSnapshotEvery, cfg.SVRGEvery = 8, 6
 	var plain, both memSink
@@ -255,7 +253,7 @@ func TestFullSnapshotsAndSVRG(t *testing.T) {
 func TestTrainInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sink := &memSink{}
-	cfg := Config{Spec: Spec{Kind: "logreg"}, Train: fakeImages(128, 1), Steps: 1000, Batch: 8, LR: 0.01, Seed: 1}
+	cfg := Config{Train: fakeImages(128, 1), Config: db.Config{Model: "logreg", Steps: 1000, BatchSize: 8, LR: 0.01, Seed: 1}}
 	res, err := Train(ctx, cfg, sink, func(step, _ int64, _ float64) {
 		if step == 5 {
 			cancel()
@@ -268,10 +266,10 @@ func TestTrainInterrupted(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	data := fakeImages(32, 1)
-	base := Config{Spec: Spec{Kind: "mlp", Hidden: []int{4}}, Train: data, Steps: 10, Batch: 8, LR: 0.1, Seed: 1}
+	base := Config{Hidden: []int{4}, Train: data, Config: db.Config{Model: "mlp", Steps: 10, BatchSize: 8, LR: 0.1, Seed: 1}}
 	for name, mut := range map[string]func(*Config){
 		"steps":     func(c *Config) { c.Steps = 0 },
-		"batch":     func(c *Config) { c.Batch = 33 },
+		"batch":     func(c *Config) { c.BatchSize = 33 },
 		"lr":        func(c *Config) { c.LR = -1 },
 		"momentum":  func(c *Config) { c.Momentum = 1 },
 		"snapshots": func(c *Config) { c.SnapshotEvery, c.SnapshotExamples = 5, 0 },
@@ -365,7 +363,7 @@ func (c *ctxSink) Snapshot(ctx context.Context, s *ingest.Snapshot) error {
 func TestInterruptedInSink(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sink := &ctxSink{ctx: ctx, cancel: cancel}
-	cfg := Config{Spec: Spec{Kind: "logreg"}, Train: fakeImages(128, 1), Steps: 1000, Batch: 8, LR: 0.01, SnapshotEvery: 4, SnapshotExamples: 8, Seed: 1}
+	cfg := Config{Train: fakeImages(128, 1), Config: db.Config{Model: "logreg", Steps: 1000, BatchSize: 8, LR: 0.01, SnapshotEvery: 4, SnapshotExamples: 8, Seed: 1}}
 	res, err := Train(ctx, cfg, sink, nil)
 	if !errors.Is(err, context.Canceled) || !res.Interrupted || res.Steps != 8 || len(sink.snaps) != 2 {
 		t.Fatalf("got %+v, %v (%d snapshots); want an interruption at step 8", res, err, len(sink.snaps))

@@ -10,6 +10,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/query/parser"
+	"gvdb/trainer"
 )
 
 func init() {
@@ -49,11 +50,12 @@ touches other runs in the store.`, `  gvdb demo
 	// only step 0 sees a fresh anchor (SVRG = 0).
 	every, fullEvery, svrgEvery := *steps/5, *steps/2, *steps*7/20
 	for _, r := range demoRuns {
-		f := trainFlags{dir: *dir, run: r.name, model: "mlp", hidden: "128", data: "mnist", encoding: "float32",
-			steps: *steps, snapEvery: every, batch: 128, snapExamples: 512, evalExamples: 2000,
-			fullEvery: fullEvery, svrgEvery: svrgEvery, dataSize: *dataSize,
-			momentum: 0.5, wd: 5e-4, seed: 1, overwrite: true}
-		fmt.Sscan(r.lr, &f.lr)
+		f := trainFlags{dir: *dir, run: r.name, overwrite: true, Setup: trainer.Setup{
+			Config: db.Config{Model: "mlp", Dataset: "mnist", Encoding: "float32", Steps: *steps, SnapshotEvery: every,
+				BatchSize: 128, SnapshotExamples: 512, FullSnapshotEvery: fullEvery, SVRGEvery: svrgEvery,
+				Momentum: 0.5, WeightDecay: 5e-4, Seed: 1},
+			Hidden: "128", EvalExamples: 2000, DataSize: *dataSize}}
+		fmt.Sscan(r.lr, &f.LR)
 		if err := m.runTraining(ctx, f); err != nil {
 			return err
 		}

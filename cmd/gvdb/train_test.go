@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"gvdb/trainer"
 )
 
 func TestTrain(t *testing.T) {
@@ -64,5 +67,38 @@ func TestTrainInterrupted(t *testing.T) {
 	steps, _, _ := gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT examples FROM 'long'")
 	if strings.Count(steps, "\n") < 2 {
 		t.Fatalf("no snapshots kept:\n%s", steps)
+	}
+}
+
+// TestModelTable: the models gvdb train offers are the trainer's model
+// table, row for row: its -h lists each with its doc line and default
+// widths, --model's help names them all, and each one trains.
+func TestModelTable(t *testing.T) {
+	help, _, _ := gvdb(t, "train", "-h")
+	models := regexp.MustCompile(`(?m)^  (\w+) +(.*); --hidden: .* \(default (.*)\)$`).FindAllStringSubmatch(help, -1)
+	if len(models) != len(trainer.Models) {
+		t.Fatalf("train -h lists %d models, the table has %d:\n%s", len(models), len(trainer.Models), help)
+	}
+	for i, md := range trainer.Models {
+		if models[i][1] != md.Name || models[i][2] != md.Doc {
+			t.Errorf("train -h model %d: %q, %q; table: %q, %q", i, models[i][1], models[i][2], md.Name, md.Doc)
+		}
+		if !strings.Contains(help, "model: "+strings.Join(trainer.ModelNames(), ", ")) {
+			t.Errorf("--model's help does not list the table's models")
+		}
+	}
+	dir := t.TempDir()
+	for _, md := range trainer.Models {
+		args := []string{"train", "--db", dir, "--run", md.Name, "--model", md.Name, "--steps", "2", "--batch", "8",
+			"--snapshot-every", "2", "--snapshot-examples", "8", "--data-size", "64", "--eval-examples", "16"}
+		if md.Name == "mlp" {
+			args = append(args, "--hidden", "8")
+		}
+		if md.Name == "cnn" {
+			args = append(args, "--hidden", "2,2,4")
+		}
+		if _, errs, code := gvdb(t, args...); code != exitOK {
+			t.Errorf("train --model %s: code %d, %s", md.Name, code, errs)
+		}
 	}
 }
