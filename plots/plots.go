@@ -808,3 +808,26 @@ func ClusterSizes(steps []int64, sizes [][]int, o Options) (*plot.Plot, error) {
 	}
 	return p, nil
 }
+
+// DrawLines draws a query result over steps to file and returns the
+// figure's warnings.
+func DrawLines(res *query.Result, file string, o Options) ([]string, error) {
+	p, warnings, err := Lines(res, o)
+	if err != nil {
+		return nil, err
+	}
+	return warnings, Save(p, file, o)
+}
+
+// DrawDistortion draws a GC distortion-vs-K curve (query.DistortionCurve)
+// of run's snapshot at step to file, titled unless o has a title.
+func DrawDistortion(c *query.Curve, run string, step int64, file string, o Options) error {
+	if o.Title == "" {
+		o.Title = fmt.Sprintf("%s, step %d: GC distortion vs K (%s)", run, step, c.PopulationLabel())
+	}
+	p, err := Distortion(c.Curve, o)
+	if err != nil {
+		return fmt.Errorf("%s distortion: %w", run, err)
+	}
+	return Save(p, file, o)
+}

@@ -181,3 +181,11 @@ func Title(st parser.Statement) string {
 	}
 	return title
 }
+
+// PopulationLabel says what population the curve was measured on.
+func (c *Curve) PopulationLabel() string {
+	if c.Population == db.Full {
+		return fmt.Sprintf("full training set, N = %d, in-sample", c.N)
+	}
+	return fmt.Sprintf("sample of N = %d, held out", c.N)
+}

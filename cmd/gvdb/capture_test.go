@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-
-	"codeberg.org/sbinet/npyio"
 	"fmt"
 	"math"
 	"os"
@@ -13,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"codeberg.org/sbinet/npyio"
 )
 
 // debianPython is the interpreter that imports Debian's python3-torch and

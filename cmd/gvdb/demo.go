@@ -8,7 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"gonum.org/v1/plot/vg"
+
 	"gvdb/db"
+	"gvdb/plots"
+	"gvdb/plots/report"
 	"gvdb/query/parser"
 	"gvdb/trainer"
 )
@@ -85,8 +89,8 @@ touches other runs in the store.`, `  gvdb demo
 		}
 	}
 	fmt.Fprintf(m.Stderr, "\nwriting the report to %s\n", *out)
-	ff := &figureFlags{width: 6, height: 4, dpi: 110}
-	figs, err := m.writeReport(ctx, d, *out, "demo-*", 128, ff)
+	figs, err := report.Write(ctx, d, *out, report.Options{Runs: "demo-*", K: 128, Log: m.Stderr,
+		Figure: plots.Options{Width: 6 * vg.Inch, Height: 4 * vg.Inch, DPI: 110}})
 	if err != nil {
 		return err
 	}

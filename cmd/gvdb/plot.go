@@ -64,16 +64,6 @@ func (f *figureFlags) statementOptions(st parser.Statement) (plots.Options, erro
 	return o, err
 }
 
-// drawLines draws a query result over steps to file and returns the
-// figure's warnings.
-func drawLines(res *query.Result, file string, o plots.Options) ([]string, error) {
-	p, warnings, err := plots.Lines(res, o)
-	if err != nil {
-		return nil, err
-	}
-	return warnings, plots.Save(p, file, o)
-}
-
 // drawStatement evaluates a SELECT or PLOT and draws it to file; it returns
 // the statement's warnings, then the figure's.
 func drawStatement(ctx context.Context, d *db.DB, st parser.Statement, file string, o plots.Options) ([]string, error) {
@@ -81,39 +71,13 @@ func drawStatement(ctx context.Context, d *db.DB, st parser.Statement, file stri
 	if err != nil {
 		return nil, err
 	}
-	warnings, err := drawLines(res, file, o)
+	warnings, err := plots.DrawLines(res, file, o)
 	return append(res.Warnings, warnings...), err
-}
-
-// drawDistortion draws the GC distortion-vs-K curve (K up to kmax) of run
-// r's snapshot at step to file, and returns the curve.
-func drawDistortion(d *db.DB, r *db.Run, step int64, layers []string, kmax int, file string, ff *figureFlags) (*query.Curve, error) {
-	curve, err := query.DistortionCurve(d, r, step, layers, kmax, query.Options{})
-	if err != nil {
-		return nil, err
-	}
-	o, err := ff.options(fmt.Sprintf("%s, step %d: GC distortion vs K (%s)", r.Name, step, curvePopulation(curve)))
-	if err != nil {
-		return nil, err
-	}
-	p, err := plots.Distortion(curve.Curve, o)
-	if err != nil {
-		return nil, fmt.Errorf("%s distortion: %w", r.Name, err)
-	}
-	return curve, plots.Save(p, file, o)
-}
-
-// curvePopulation says what population a distortion curve was measured on.
-func curvePopulation(c *query.Curve) string {
-	if c.Population == db.Full {
-		return fmt.Sprintf("full training set, N = %d, in-sample", c.N)
-	}
-	return fmt.Sprintf("sample of N = %d, held out", c.N)
 }
 
 // saveLines draws a query result and reports the file and any warnings.
 func (m *Main) saveLines(res *query.Result, file string, o plots.Options) error {
-	warnings, err := drawLines(res, file, o)
+	warnings, err := plots.DrawLines(res, file, o)
 	if err != nil {
 		return err
 	}
@@ -221,7 +185,14 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if s < 0 {
 			s = all[len(all)-1]
 		}
-		if _, err := drawDistortion(d, r, s, layers, *kmax, *out, ff); err != nil {
+		curve, err := query.DistortionCurve(d, r, s, layers, *kmax, query.Options{})
+		if err != nil {
+			return err
+		}
+		if o, err = ff.options(""); err != nil {
+			return err
+		}
+		if err := plots.DrawDistortion(curve, r.Name, s, *out, o); err != nil {
 			return err
 		}
 		m.wrote(*out, nil)

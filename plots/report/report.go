@@ -1,0 +1,429 @@
+// Package report writes the figure set of "A Study of Gradient Variance in
+// Deep Learning" for the runs in a store: per run, the variance and
+// normalized variance of SG-B, SG-2B, SVRG and Gradient Clustering over
+// training, NGV beside the loss and the GC distortion-vs-K curve; across
+// runs, variance, NGV and loss; and, where clean and perturbed runs are
+// both present, GC's gain on each. Each figure is drawn from a query, and
+// the index (index.md, a self-contained index.html) shows it under the
+// figure.
+//
+// report imports db, query and plots; cmd/gvdb only wires it to flags.
+package report
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gvdb/db"
+	"gvdb/db/stats"
+	"gvdb/plots"
+	"gvdb/query"
+	"gvdb/query/parser"
+)
+
+// Figure is one figure of a report: its file, caption and the queries
+// that made it.
+type Figure struct {
+	File, Caption, Query string
+}
+
+// Options say what a report covers and how its figures look.
+type Options struct {
+	// Runs is a glob of the runs to include ("" or "*": all).
+	Runs string
+	// K is the largest number of Gradient Clustering clusters (the paper's
+	// 128): GC uses K = min(K, B), the distortion curve K up to it.
+	K int
+	// Figure sizes every figure; its Title, when set, titles all of them,
+	// and its Scale overrides each figure's own.
+	Figure plots.Options
+	// Log receives a line per figure and the warnings.
+	Log io.Writer
+}
+
+// writer is one report being written.
+type writer struct {
+	d    *db.DB
+	out  string
+	o    Options
+	eval func(q string) (*query.Result, error)
+	figs []Figure
+}
+
+// Write draws the figures of the runs matching o.Runs into the directory
+// out (created if needed) and writes the index; it returns the figures.
+func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, error) {
+	if o.Runs == "" {
+		o.Runs = "*"
+	}
+	if o.K < 1 {
+		o.K = 128
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	all, err := d.Runs()
+	if err != nil {
+		return nil, err
+	}
+	var runs []*db.Run
+	for _, r := range all {
+		if ok, _ := path.Match(o.Runs, r.Name); !ok {
+			continue
+		}
+		steps, err := d.SnapshotInfos(r, db.AllSteps)
+		if err != nil {
+			return nil, err
+		}
+		if len(steps) > 0 {
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		return nil, fmt.Errorf("report: no run matching %q has snapshots", o.Runs)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	w := &writer{d: d, out: out, o: o}
+	w.eval = func(q string) (*query.Result, error) {
+		st, err := parser.ParseStatement(q)
+		if err != nil {
+			return nil, fmt.Errorf("report query %q: %w", q, err)
+		}
+		res, err := query.Eval(ctx, d, st, query.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("report query %q: %w", q, err)
+		}
+		return res, nil
+	}
+	for _, r := range runs {
+		if err := w.run(r); err != nil {
+			return nil, err
+		}
+	}
+	if len(runs) > 1 {
+		from := make([]string, len(runs))
+		names := make([]string, len(runs))
+		for i, r := range runs {
+			from[i], names[i] = parser.Quote(r.Name), r.Name
+		}
+		q := fmt.Sprintf("SELECT variance, nvar FROM %s GROUP BY run", strings.Join(from, ", "))
+		res, err := w.eval(q)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.draw(res, []string{"variance"}, "runs-variance.png", "gradient variance of SG-B across runs",
+			"gradient variance of SG-B across runs, on each snapshot's examples (the paper: smaller learning rates coincide with higher variance)", "log", q); err != nil {
+			return nil, err
+		}
+		if err := w.draw(res, []string{"nvar"}, "runs-nvar.png", "normalized gradient variance of SG-B across runs",
+			"normalized gradient variance of SG-B across runs, on each snapshot's examples", "linear", q); err != nil {
+			return nil, err
+		}
+		ql := fmt.Sprintf("SELECT loss FROM %s GROUP BY run, window(10)", strings.Join(from, ", "))
+		if res, err = w.eval(ql); err != nil {
+			return nil, err
+		}
+		if err := w.draw(res, []string{"loss=training loss"}, "runs-loss.png", "training loss across runs (mean over 10 steps)",
+			"training loss across runs (NGV tracks convergence speed better than variance)", "log", ql); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.perturbations(runs); err != nil {
+		return nil, err
+	}
+	return w.figs, writeIndex(out, d.Dir(), w.figs)
+}
+
+// draw draws the given columns of res to file with a clean title; cols
+// are "column=legend name" or "column".
+func (w *writer) draw(res *query.Result, cols []string, file, title, caption, scale string, queries ...string) error {
+	var names []string
+	rename := map[string]string{}
+	for _, c := range cols {
+		col, name, ok := strings.Cut(c, "=")
+		names = append(names, col)
+		if ok {
+			rename[col] = name
+		}
+	}
+	sub, err := res.Project(names...)
+	if err != nil {
+		return err
+	}
+	sub.Rename(rename)
+	o := w.o.Figure
+	if o.Title == "" {
+		o.Title = title
+	}
+	if o.Scale == "" {
+		o.Scale = scale
+	}
+	o.ZerosExplained = strings.Contains(caption, svrgZerosNote)
+	warnings, err := plots.DrawLines(sub, filepath.Join(w.out, file), o)
+	if err != nil {
+		return fmt.Errorf("report figure %s: %w", file, err)
+	}
+	for _, msg := range append(sub.Warnings, warnings...) {
+		fmt.Fprintf(w.o.Log, "warning: %s: %s\n", file, msg)
+	}
+	fmt.Fprintf(w.o.Log, "  %s\n", file)
+	w.figs = append(w.figs, Figure{file, caption, strings.Join(queries, ";\n")})
+	return nil
+}
+
+// perturbations names a run's data perturbations (gvdb train --duplicate,
+// --corrupt-labels, --label-smoothing, --imbalance), "" for none.
+func perturbations(r *db.Run) string {
+	var out []string
+	for _, k := range []string{"duplicate", "corrupt_labels", "label_smoothing", "imbalance"} {
+		if v, ok := r.Params[k]; ok && v != "" {
+			out = append(out, k+" "+v)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// perturbations draws the paper's perturbation comparison when the
+// runs include both perturbed data (duplicates, corrupted labels, label
+// smoothing, imbalance) and clean data: GC's normalized variance over
+// SG-B's, per run. Below 1 GC has the smaller variance; the paper expects
+// duplicates to widen GC's gain.
+func (w *writer) perturbations(runs []*db.Run) error {
+	var perturbed, clean int
+	allFull := true
+	minSample, minBatch := 0, 0
+	var from, desc []string
+	byName := map[string]*db.Run{}
+	for _, r := range runs {
+		byName[r.Name] = r
+		p := perturbations(r)
+		if p == "" {
+			clean++
+			p = "clean data"
+		} else {
+			perturbed++
+		}
+		infos, err := w.d.SnapshotInfos(r, db.AllSteps)
+		if err != nil {
+			return err
+		}
+		full := false
+		for _, in := range infos {
+			if in.Population == db.Full {
+				full = true
+			} else if minSample == 0 || in.N < minSample {
+				minSample = in.N
+			}
+		}
+		allFull = allFull && full
+		if minBatch == 0 || r.BatchSize < minBatch {
+			minBatch = r.BatchSize
+		}
+		from = append(from, parser.Quote(r.Name))
+		desc = append(desc, fmt.Sprintf("%s: %s", r.Name, p))
+	}
+	if perturbed == 0 || clean == 0 {
+		return nil
+	}
+	k := min(w.o.K, max(minBatch, 1))
+	where, pop := " WHERE population = 'full'", "on the whole training set at the full snapshots (the paper's population)"
+	if !allFull {
+		k = min(k, minSample/2)
+		where, pop = "", "held out on each snapshot's examples (not every run has full snapshots)"
+	}
+	if k < 1 {
+		return nil
+	}
+	q := fmt.Sprintf("SELECT gc_variance(%d) / variance AS gc_over_sg FROM %s%s GROUP BY run", k, strings.Join(from, ", "), where)
+	res, err := w.eval(q)
+	if err != nil {
+		return err
+	}
+	for i, c := range res.Columns {
+		if c == "gc_over_sg" && i < len(res.Kinds) {
+			res.Kinds[i] = "GC variance / SG-B variance"
+		}
+	}
+	// The legend names each run's perturbation.
+	runCol := slices.Index(res.Columns, "run")
+	for _, row := range res.Rows {
+		if runCol >= 0 {
+			if r, ok := byName[fmt.Sprint(row[runCol])]; ok {
+				row[runCol] = fmt.Sprintf("%s (%s)", r.Name, cmp.Or(perturbations(r), "clean"))
+			}
+		}
+	}
+	return w.draw(res, []string{"gc_over_sg"}, "perturbations-gc-sg.png", "GC against SG-B: clean and perturbed data",
+		fmt.Sprintf("gradient variance of GC (K = %d) over that of SG-B (B = each run's batch), %s; below 1 GC has the smaller variance (the paper: duplicates widen GC's gain). Runs: %s",
+			k, pop, strings.Join(desc, "; ")), "log", q)
+}
+
+// run draws one run's figures: the four estimators' variance and
+// normalized variance over training, NGV beside the loss, and the
+// distortion-vs-K curve, each captioned with the population it uses.
+func (w *writer) run(r *db.Run) error {
+	infos, err := w.d.SnapshotInfos(r, db.AllSteps)
+	if err != nil {
+		return err
+	}
+	var full, sample, anchored, minSample int
+	var lastFull, lastSample int64 = -1, -1
+	for _, in := range infos {
+		if in.HasAnchor {
+			anchored++
+		}
+		if in.Population == db.Full {
+			full++
+			lastFull = in.Step
+			continue
+		}
+		sample++
+		lastSample = in.Step
+		if minSample == 0 || in.N < minSample {
+			minSample = in.N
+		}
+	}
+	b := max(r.BatchSize, 1)
+	q := parser.Quote(r.Name)
+	safe := strings.NewReplacer("/", "_", " ", "_", "*", "_").Replace(r.Name)
+
+	// SG-B, SG-2B and SVRG on every snapshot: moments of a sample
+	// estimate those of the training set without bias.
+	sgCols := []string{fmt.Sprintf("variance(%d)=SG-B", b), fmt.Sprintf("variance(%d)=SG-2B", 2*b)}
+	items := fmt.Sprintf("variance(%d), variance(%d), nvar(%d), nvar(%d)", b, 2*b, b, 2*b)
+	nvCols := []string{fmt.Sprintf("nvar(%d)=SG-B", b), fmt.Sprintf("nvar(%d)=SG-2B", 2*b)}
+	if anchored > 0 {
+		items += fmt.Sprintf(", svrg_variance(%d), svrg_nvar(%d)", b, b)
+		sgCols = append(sgCols, fmt.Sprintf("svrg_variance(%d)=SVRG", b))
+		nvCols = append(nvCols, fmt.Sprintf("svrg_nvar(%d)=SVRG", b))
+	}
+	qSG := fmt.Sprintf("SELECT %s FROM %s", items, q)
+	sg, err := w.eval(qSG)
+	if err != nil {
+		return err
+	}
+	// GC on the full training set where the run has full snapshots
+	// (in-sample: the paper's quantity), else held out on its samples.
+	k := min(w.o.K, b)
+	var qGC, gcPop string
+	if full > 0 {
+		qGC = fmt.Sprintf("SELECT gc_variance(%d, %d), gc_nvar(%d, %d) FROM %s WHERE population = 'full'", k, b, k, b, q)
+		gcPop = "GC on the whole training set at the full snapshots (fitted and scored in-sample: the paper's population)"
+	} else {
+		k = min(k, minSample/2)
+		qGC = fmt.Sprintf("SELECT gc_variance(%d, %d), gc_nvar(%d, %d) FROM %s", k, b, k, b, q)
+		gcPop = fmt.Sprintf("GC held out on each sample (fitted on one half, scored on the other: the run has no full snapshots; train with --full-snapshot-every for the paper's population)")
+	}
+	var gc *query.Result
+	if k >= 1 {
+		if gc, err = w.eval(qGC); err != nil {
+			return err
+		}
+		if gc, err = query.Join(sg, gc); err != nil {
+			return err
+		}
+		sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d)=GC", k, b))
+		nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d)=GC", k, b))
+	} else {
+		gc, qGC = sg, ""
+	}
+	estimators := "SG-B, SG-2B"
+	if anchored > 0 {
+		estimators += ", SVRG"
+	}
+	estimators += ", GC"
+	pop := fmt.Sprintf("SG-B (B = %d), SG-2B", b)
+	if anchored > 0 {
+		pop += fmt.Sprintf(" and SVRG (anchor refreshed every %d steps)", r.SVRGEvery)
+	}
+	pop += fmt.Sprintf(" on each snapshot's examples (%d sampled, %d full); %s, K = %d", sample, full, gcPop, k)
+	if anchored > 0 {
+		pop += ". " + svrgZerosNote
+	}
+	queries := []string{qSG}
+	if qGC != "" {
+		queries = append(queries, qGC)
+	}
+	if err := w.draw(gc, sgCols, safe+"-variance.png", fmt.Sprintf("%s: gradient variance of %s", r.Name, estimators),
+		fmt.Sprintf("%s: gradient variance per coordinate over training. %s.", r.Name, pop), "log", queries...); err != nil {
+		return err
+	}
+	if err := w.draw(gc, nvCols, safe+"-nvar.png", fmt.Sprintf("%s: normalized gradient variance of %s", r.Name, estimators),
+		fmt.Sprintf("%s: normalized gradient variance over training. %s.", r.Name, pop), "linear", queries...); err != nil {
+		return err
+	}
+	window := ""
+	if r.SnapshotEvery > 0 {
+		window = fmt.Sprintf(" GROUP BY window(%d)", r.SnapshotEvery)
+	}
+	ql := fmt.Sprintf("SELECT nvar(%d), loss FROM %s%s", b, q, window)
+	res, err := w.eval(ql)
+	if err != nil {
+		return err
+	}
+	if err := w.draw(res, []string{fmt.Sprintf("nvar(%d)=NGV", b), "loss=training loss"}, safe+"-nvar-loss.png", fmt.Sprintf("%s: normalized variance and training loss", r.Name),
+		fmt.Sprintf("%s: normalized variance (on each snapshot's examples) beside the training loss; each point is the mean over a window of steps", r.Name), "linear", ql); err != nil {
+		return err
+	}
+	last := lastFull
+	if last < 0 {
+		last = lastSample
+	}
+	file := safe + "-distortion.png"
+	curve, err := query.DistortionCurve(w.d, r, last, nil, w.o.K, query.Options{})
+	if err == nil {
+		err = plots.DrawDistortion(curve, r.Name, last, filepath.Join(w.out, file), w.o.Figure)
+	}
+	if errors.Is(err, stats.ErrNonFinite) || errors.Is(err, plots.ErrNothingToPlot) {
+		fmt.Fprintf(w.o.Log, "warning: %s left out: %v\n", file, err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	fmt.Fprintf(w.o.Log, "  %s\n", file)
+	w.figs = append(w.figs, Figure{file, fmt.Sprintf("%s: GC weighted distortion vs K at step %d (%s, %s); below D0/K GC beats SG-B, below D0/(2K) it beats SG-2B",
+		r.Name, last, curve.PopulationLabel(), curve.Path),
+		fmt.Sprintf("gvdb plot --kind distortion --run %s --step %d --kmax %d", r.Name, last, w.o.K)})
+	return nil
+}
+
+// writeIndex writes index.md and a self-contained index.html.
+func writeIndex(out, store string, figs []Figure) error {
+	var md, h strings.Builder
+	fmt.Fprintf(&md, "# gvdb report\n\nStore: `%s`. Each figure was made by the query under it.\n\n", store)
+	fmt.Fprintf(&h, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>gvdb report</title>\n<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;} img{max-width:100%%;border:1px solid #ddd} pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}</style></head><body>\n<h1>gvdb report</h1>\n<p>Store: <code>%s</code>. Each figure was made by the query under it.</p>\n", html.EscapeString(store))
+	for _, f := range figs {
+		fmt.Fprintf(&md, "## %s\n\n![%s](%s)\n\n```\n%s\n```\n\n", f.Caption, f.Caption, f.File, f.Query)
+		raw, err := os.ReadFile(filepath.Join(out, f.File))
+		if err != nil {
+			return fmt.Errorf("report index: %w", err)
+		}
+		fmt.Fprintf(&h, "<h2>%s</h2>\n<img alt=\"%s\" src=\"data:image/png;base64,%s\">\n<pre>%s</pre>\n",
+			html.EscapeString(f.Caption), html.EscapeString(f.Caption), base64.StdEncoding.EncodeToString(raw), html.EscapeString(f.Query))
+	}
+	h.WriteString("</body></html>\n")
+	if err := os.WriteFile(filepath.Join(out, "index.md"), []byte(md.String()), 0o644); err != nil {
+		return fmt.Errorf("report index: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "index.html"), []byte(h.String()), 0o644); err != nil {
+		return fmt.Errorf("report index: %w", err)
+	}
+	return nil
+}
+
+// svrgZerosNote is the caption's note on SVRG's zeros: a figure whose
+// caption carries it leaves them out of a log scale without a warning.
+const svrgZerosNote = "SVRG is 0 at its anchor's own steps, which a log axis cannot show"
