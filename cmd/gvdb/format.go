@@ -1,165 +1,23 @@
 package main
 
 import (
-	"encoding/csv"
-	"encoding/json"
-	"fmt"
-	"io"
-	"math"
-	"strconv"
-	"strings"
-	"text/tabwriter"
-	"time"
-
 	"github.com/dustin/go-humanize"
 	flag "github.com/spf13/pflag"
+
+	"gvdb/query"
 )
-
-// table is a result to print: named columns, rows of values (string,
-// int, int64, float64, float32, bool, time.Time, []int or nil).
-type table struct {
-	Columns []string
-	Rows    [][]any
-}
-
-func (t *table) add(row ...any) { t.Rows = append(t.Rows, row) }
 
 // formatFlag registers --format on fs.
 func formatFlag(fs *flag.FlagSet) *string {
 	return fs.String("format", "table", "output format: table, csv or json")
 }
 
+// checkFormat refuses an unknown --format as a usage error.
 func checkFormat(f string) error {
-	switch f {
-	case "table", "csv", "json":
-		return nil
+	if err := query.CheckFormat(f); err != nil {
+		return usageError{err}
 	}
-	return usagef("unknown --format %q (want table, csv or json)", f)
-}
-
-// write prints t in the given format.
-func (t *table) write(w io.Writer, format string) error {
-	switch format {
-	case "csv":
-		cw := csv.NewWriter(w)
-		if err := cw.Write(t.Columns); err != nil {
-			return err
-		}
-		for _, r := range t.Rows {
-			rec := make([]string, len(r))
-			for i, v := range r {
-				rec[i] = cell(v, false)
-			}
-			if err := cw.Write(rec); err != nil {
-				return err
-			}
-		}
-		cw.Flush()
-		return cw.Error()
-	case "json", "ndjson":
-		out := make([]map[string]any, len(t.Rows))
-		for i, r := range t.Rows {
-			obj := make(map[string]any, len(r))
-			for j, v := range r {
-				obj[t.Columns[j]] = jsonValue(v)
-			}
-			out[i] = obj
-		}
-		enc := json.NewEncoder(w)
-		if format == "json" {
-			enc.SetIndent("", "  ")
-		}
-		return enc.Encode(orderedRows{t.Columns, out})
-	default:
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, strings.Join(t.Columns, "\t")+"\t")
-		for _, r := range t.Rows {
-			cells := make([]string, len(r))
-			for i, v := range r {
-				cells[i] = cell(v, true)
-			}
-			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
-		}
-		return tw.Flush()
-	}
-}
-
-// orderedRows marshals rows as JSON objects with keys in column order.
-type orderedRows struct {
-	cols []string
-	rows []map[string]any
-}
-
-func (o orderedRows) MarshalJSON() ([]byte, error) {
-	var b strings.Builder
-	b.WriteString("[")
-	for i, r := range o.rows {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		b.WriteString("{")
-		for j, c := range o.cols {
-			if j > 0 {
-				b.WriteString(",")
-			}
-			k, _ := json.Marshal(c)
-			v, err := json.Marshal(r[c])
-			if err != nil {
-				return nil, err
-			}
-			b.Write(k)
-			b.WriteString(":")
-			b.Write(v)
-		}
-		b.WriteString("}")
-	}
-	b.WriteString("]")
-	return []byte(b.String()), nil
-}
-
-// jsonValue maps values that JSON numbers cannot hold: NaN (no value) to
-// null, ±Inf to the strings "+Inf" and "-Inf".
-func jsonValue(v any) any {
-	switch x := v.(type) {
-	case float64:
-		if math.IsNaN(x) {
-			return nil
-		}
-		if math.IsInf(x, 0) {
-			return strconv.FormatFloat(x, 'g', -1, 64)
-		}
-	case float32:
-		return jsonValue(float64(x))
-	case time.Time:
-		return x.Format(time.RFC3339)
-	}
-	return v
-}
-
-// cell formats one value; short rounds floats to 6 significant digits.
-func cell(v any, short bool) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case float64:
-		if short {
-			return strconv.FormatFloat(x, 'g', 6, 64)
-		}
-		return strconv.FormatFloat(x, 'g', -1, 64)
-	case float32:
-		return cell(float64(x), short)
-	case time.Time:
-		return x.Format("2006-01-02 15:04:05")
-	case []int:
-		s := make([]string, len(x))
-		for i, n := range x {
-			s[i] = strconv.Itoa(n)
-		}
-		return strings.Join(s, "x")
-	}
-	return fmt.Sprint(v)
+	return nil
 }
 
 // humanBytes formats a byte count with a binary unit (go-humanize).

@@ -10,6 +10,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
+	"gvdb/query"
 )
 
 func init() {
@@ -52,17 +53,17 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 	if err != nil {
 		return err
 	}
-	snaps := &table{Columns: []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes", "rollup_bytes", "time"}}
+	snaps := &query.Table{Columns: []string{"step", "population", "examples", "layers", "anchor_step", "stored_bytes", "rollup_bytes", "time"}}
 	for _, in := range infos {
 		var anchor any
 		if in.HasAnchor {
 			anchor = in.AnchorStep
 		}
-		snaps.add(in.Step, in.Population.String(), in.N, len(in.Layers), anchor, in.StoredBytes(), in.RollupBytes, in.Time)
+		snaps.Add(in.Step, in.Population.String(), in.N, len(in.Layers), anchor, in.StoredBytes(), in.RollupBytes, in.Time)
 	}
-	layers := &table{Columns: []string{"layer", "kind", "shape", "params"}}
+	layers := &query.Table{Columns: []string{"layer", "kind", "shape", "params"}}
 	for _, l := range r.Layers {
-		layers.add(l.Name, string(l.Kind), l.Shape, l.Params)
+		layers.Add(l.Name, string(l.Kind), l.Shape, l.Params)
 	}
 	switch *format {
 	case "json":
@@ -73,7 +74,7 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 			Snapshots []db.SnapshotInfo `json:"snapshots"`
 		}{r, infos})
 	case "csv":
-		return snaps.write(m.Stdout, "csv")
+		return snaps.Write(m.Stdout, "csv")
 	}
 	w := m.Stdout
 	fmt.Fprintf(w, "run        %s (id %d, %s)\n", r.Name, r.ID, orDash(r.ShownStatus()))
@@ -93,7 +94,7 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 		fmt.Fprintf(w, "params     %s\n", strings.Join(slices.Sorted(slices.Values(kv)), " "))
 	}
 	fmt.Fprintf(w, "created    %s by gvdb %s\n\n", r.Created.Format("2006-01-02 15:04:05 MST"), orDash(r.Version))
-	if err := layers.write(w, "table"); err != nil {
+	if err := layers.Write(w, "table"); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
@@ -101,7 +102,7 @@ gradients (4*N*D bytes), and the largest error of a lossy encoding.`, `  gvdb in
 		fmt.Fprintln(w, "no snapshots")
 		return nil
 	}
-	return snaps.write(w, "table")
+	return snaps.Write(w, "table")
 }
 
 func (m *Main) inspectStep(d *db.DB, r *db.Run, step int64, format string) error {
@@ -109,7 +110,7 @@ func (m *Main) inspectStep(d *db.DB, r *db.Run, step int64, format string) error
 	if err != nil {
 		return err
 	}
-	t := &table{Columns: []string{"layer", "block", "encoding", "examples", "shape", "params", "stored_bytes", "float32_bytes", "ratio", "vs_materialized", "max_abs_err"}}
+	t := &query.Table{Columns: []string{"layer", "block", "encoding", "examples", "shape", "params", "stored_bytes", "float32_bytes", "ratio", "vs_materialized", "max_abs_err"}}
 	var stored, raw, mat int64
 	all := append([]db.LayerBlock(nil), s.Blocks...)
 	for _, b := range s.Anchor {
@@ -128,11 +129,11 @@ func (m *Main) inspectStep(d *db.DB, r *db.Run, step int64, format string) error
 		stored += int64(len(b.Data))
 		raw += int64(h.Float32Bytes())
 		mat += materialized
-		t.add(b.Layer, h.Kind.String(), h.Encoding.String(), h.N, shape, h.Params(), len(b.Data), h.Float32Bytes(),
+		t.Add(b.Layer, h.Kind.String(), h.Encoding.String(), h.N, shape, h.Params(), len(b.Data), h.Float32Bytes(),
 			ratio(int64(h.Float32Bytes()), int64(len(b.Data))), ratio(materialized, int64(len(b.Data))), float64(h.MaxAbsErr))
 	}
 	if format == "table" {
-		t.add("total", "", "", s.N, nil, r.TotalParams(), stored, raw, ratio(raw, stored), ratio(mat, stored), nil)
+		t.Add("total", "", "", s.N, nil, r.TotalParams(), stored, raw, ratio(raw, stored), ratio(mat, stored), nil)
 		anchor := ""
 		if s.HasAnchor {
 			anchor = fmt.Sprintf(", with their gradients at the SVRG anchor of step %d", s.AnchorStep)
@@ -140,7 +141,7 @@ func (m *Main) inspectStep(d *db.DB, r *db.Run, step int64, format string) error
 		fmt.Fprintf(m.Stdout, "%s at step %d: %d examples (%s)%s, %s stored (%s per example)\n\n", r.Name, step, s.N, s.Population, anchor,
 			humanBytes(stored), humanBytes(stored/int64(max(s.N, 1))))
 	}
-	return t.write(m.Stdout, format)
+	return t.Write(m.Stdout, format)
 }
 
 func ratio(a, b int64) float64 {

@@ -198,7 +198,7 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st parser.Statement, 
 			return err
 		}
 		fmt.Fprintf(m.Stderr, "wrote %d rows to %s\n", len(res.Rows), out.file)
-	} else if err := resultTable(res).write(m.Stdout, format); err != nil {
+	} else if err := res.Table().Write(m.Stdout, format); err != nil {
 		return err
 	}
 	if timing {
@@ -211,10 +211,6 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st parser.Statement, 
 		}
 	}
 	return nil
-}
-
-func resultTable(res *query.Result) *table {
-	return &table{Columns: res.Columns, Rows: res.Rows}
 }
 
 // scriptErr summarizes a script's failed statements (nil: none failed);

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"gvdb/db"
+	"gvdb/query"
 )
 
 func init() {
@@ -32,7 +33,7 @@ afterwards.`, `  gvdb recover
 	if err != nil {
 		return err
 	}
-	t := &table{Columns: []string{"run", "status", "snapshots", "last_step"}}
+	t := &query.Table{Columns: []string{"run", "status", "snapshots", "last_step"}}
 	for _, r := range runs {
 		if r.Status == db.StatusRunning {
 			// Its steps are those it recorded, not those it planned.
@@ -58,11 +59,11 @@ afterwards.`, `  gvdb recover
 		if len(infos) > 0 {
 			last = infos[len(infos)-1].Step
 		}
-		t.add(r.Name, r.Status, len(infos), last)
+		t.Add(r.Name, r.Status, len(infos), last)
 	}
 	if err := d.Sync(); err != nil {
 		return err
 	}
 	fmt.Fprintf(m.Stderr, "recovered %s: %d runs\n", *dir, len(runs))
-	return t.write(m.Stdout, "table")
+	return t.Write(m.Stdout, "table")
 }

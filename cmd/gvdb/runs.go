@@ -67,5 +67,5 @@ func (m *Main) runs(ctx context.Context, args []string) error {
 		fmt.Fprintf(m.Stderr, "no runs in %s (try 'gvdb demo' or 'gvdb train')\n", *dir)
 		return nil
 	}
-	return resultTable(res).write(m.Stdout, *format)
+	return res.Table().Write(m.Stdout, *format)
 }
