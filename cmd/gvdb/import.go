@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -17,9 +15,6 @@ import (
 func init() {
 	register("import", "ingest a run directory (from python/gvdb_capture.py or gvdb export) into the store", (*Main).importRun)
 }
-
-// followPoll is how often --follow looks for new snapshots.
-const followPoll = 300 * time.Millisecond
 
 func (m *Main) importRun(ctx context.Context, args []string) error {
 	fs := m.newFlags("import DIR --run NAME [flags]", `Ingest a run directory into the store through the same Writer as gvdb
@@ -64,17 +59,10 @@ marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
 	}
 	src := pos[0]
 	cfg, err := interchange.ReadRunConfig(src)
-	if *follow && err != nil && !fileExists(filepath.Join(src, "run.json")) {
-		// The training script may not have started writing yet.
-		fmt.Fprintf(m.Stderr, "import %s: waiting for %s (Ctrl-C stops)\n", *run, filepath.Join(src, "run.json"))
-		for err != nil && !fileExists(filepath.Join(src, "run.json")) {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("import %s: stopped before run.json appeared; nothing was imported", src)
-			case <-time.After(followPoll):
-			}
-			cfg, err = interchange.ReadRunConfig(src)
-		}
+	if *follow {
+		cfg, err = interchange.WaitRunConfig(ctx, src, func() {
+			fmt.Fprintf(m.Stderr, "import %s: waiting for %s (Ctrl-C stops)\n", *run, filepath.Join(src, "run.json"))
+		})
 	}
 	if err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
@@ -93,111 +81,28 @@ marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
-	var (
-		done       = map[int64]bool{}
-		scalarOff  int64
-		scalarLine int
-		last       int64 = -1
-		snapshots  int
-		warned     int
-		bar        *progress
-	)
-	// pass ingests what is complete now: scalars, then snapshots in step
-	// order.
-	pass := func() error {
-		lines, off, err := interchange.ReadScalars(src, scalarOff, scalarLine)
-		for _, l := range lines {
-			if serr := rec.Scalars(l.Step, l.Values); serr != nil {
-				return serr
+	var bar *progress
+	im := &interchange.Import{Dir: src, Config: cfg, Run: r, Follow: *follow,
+		Warn: func(w string) { fmt.Fprintf(m.Stderr, "warning: %s\n", w) },
+		Snapshot: func(step int64, examples, stored, total int) {
+			if *follow {
+				fmt.Fprintf(m.Stderr, "import %s: snapshot at step %d (%d examples)\n", *run, step, examples)
+				return
 			}
-			last = max(last, l.Step)
-			scalarLine = l.Line
-		}
-		scalarOff = off
-		if err != nil {
-			return err
-		}
-		steps, err := interchange.Steps(src)
-		if err != nil {
-			return err
-		}
-		for _, step := range steps {
-			if done[step] {
-				continue
+			if bar == nil {
+				bar = m.newProgress("import "+*run, int64(total))
 			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			s, warnings, err := interchange.ReadSnapshot(filepath.Join(src, interchange.SnapshotDir(step)), cfg, r)
-			if err != nil {
-				return err
-			}
-			if s.Step != step {
-				return fmt.Errorf("%s: manifest step %d", interchange.SnapshotDir(step), s.Step)
-			}
-			for _, w := range warnings {
-				if warned < 20 {
-					fmt.Fprintf(m.Stderr, "warning: %s\n", w)
-				}
-				warned++
-			}
-			if err := rec.Snapshot(ctx, s); err != nil {
-				return err
-			}
-			done[step] = true
-			snapshots++
-			last = max(last, step)
-			if !*follow {
-				if bar == nil {
-					bar = m.newProgress("import "+*run, int64(len(steps)))
-				}
-				bar.update(int64(snapshots), "snapshots")
-			} else {
-				fmt.Fprintf(m.Stderr, "import %s: snapshot at step %d (%d examples)\n", *run, step, s.Blocks[0].Block.N())
-			}
-		}
-		return nil
-	}
-	status := db.StatusComplete
-	err = pass()
+			bar.update(int64(stored), "snapshots")
+		}}
+	res, err := im.Into(ctx, rec)
 	if bar != nil {
 		bar.finish()
 	}
-	for err == nil && *follow {
-		if _, serr := os.Stat(filepath.Join(src, "DONE")); serr == nil {
-			err = pass() // what was completed before DONE
-			break
-		}
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-time.After(followPoll):
-			err = pass()
-		}
-	}
-	if errors.Is(err, context.Canceled) {
-		status, err = db.StatusInterrupted, nil
-	} else if err != nil {
-		status = db.StatusFailed
-	}
-	if warned > 20 {
-		fmt.Fprintf(m.Stderr, "warning: %d more NaN or Inf warnings not shown\n", warned-20)
-	}
-	ferr := rec.Finish(status, last)
 	if err != nil {
-		return fmt.Errorf("import %s: %w (the run keeps the %d snapshots ingested before; status %s)", src, err, snapshots, status)
-	}
-	if ferr != nil {
-		return ferr
+		return fmt.Errorf("import %s: %w", src, err)
 	}
 	st := rec.Stats()
 	fmt.Fprintf(m.Stderr, "imported %s: %d snapshots, %d examples, %s stored (+ %s of rollups), status %s\n",
-		*run, st.Snapshots, st.Examples, humanBytes(st.StoredBytes), humanBytes(st.RollupBytes), status)
+		*run, st.Snapshots, st.Examples, humanBytes(st.StoredBytes), humanBytes(st.RollupBytes), res.Status)
 	return nil
-}
-
-// fileExists reports whether path exists.
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
