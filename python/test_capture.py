@@ -10,13 +10,24 @@ run directory for each: OUT/mlp (in-place ReLU, mean loss), OUT/cnn (sum
 loss; convolutions stored as factors, dense, depthwise and grouped; a full
 snapshot), OUT/shared (a layer applied twice over a sequence), OUT/text
 (an embedding with a padding row, LayerNorm), OUT/seq1d (1-D
-convolutions) and OUT/svrg (SVRG anchor gradients from a copy of the
-model), then checks that refusals name what is wrong. For every
+convolutions), OUT/svrg (SVRG anchor gradients from a copy of the
+model), and for the generic path and BatchNorm OUT/transformer
+(Embedding, a free positional Parameter, TransformerEncoderLayer, linear
+head), OUT/lstm and OUT/gru (batch-size-1 fallback), OUT/convt
+(ConvTranspose2d, GroupNorm), OUT/custom (a module's own Parameters used
+through functional ops) and OUT/bn (a residual CNN with BatchNorm in eval
+mode for the snapshots); then OUT/full-one and OUT/full-chunks (a full
+snapshot of 256 examples in one pass and in 4), and checks that refusals
+name what is wrong (BatchNorm in train mode with and without ignore=, a
+batch-mixing module, dropout inside a re-run module, tied weights) and
+that the batch-mixing check changes neither training's RNG nor buffers. For every
 snapshot it checks that the per-example gradients materialized from the
 written files equal PyTorch's batch-size-1 gradients to 1e-5 relative to
 each gradient's norm, and writes OUT/expected.json: variance(B), nvar(B)
 and gns of every snapshot computed in float64 NumPy from the materialized
-gradients, which the Go test compares with gvdb's answers after import.
+gradients, which the Go test compares with gvdb's answers after import,
+and each example's whole-model gradient norm from batch-size-1 autograd
+(grad_norm, by example id).
 """
 import json
 import os
@@ -281,6 +292,21 @@ def chunked(out):
     for layer in names:
         err = np.linalg.norm(four[layer][pick.numpy()] - ref[layer], axis=1) / np.linalg.norm(ref[layer], axis=1)
         assert err.max() <= 1e-5, f"chunked {layer} against batch size 1: {err.max():.3g}"
+    # passes of different sequence lengths: factors padded with zero positions
+    text = Text()
+    xa, xb, yv = torch.randint(0, 30, (6, 5)), torch.randint(0, 30, (4, 7)), torch.randint(0, 3, (10,))
+    with Capture(text, os.path.join(out, "full-ragged"), loss_reduction="sum", batch_size=4) as cap:
+        with cap.snapshot(0, torch.arange(10), population="full"):
+            for xc, yc in ((xa, yv[:6]), (xb, yv[6:])):
+                F.cross_entropy(text(xc), yc, reduction="sum").backward()
+    man, _, got = materialize(os.path.join(out, "full-ragged", f"step-{0:020d}"))
+    assert man["layers"][0]["shapes"]["A"] == [10, 7, 30], man["layers"][0]
+    names = list(got)
+    ref = {k: np.concatenate([a, b]) for (k, a), b in zip(reference(text, F.cross_entropy, xa, yv[:6], names).items(),
+                                                            reference(text, F.cross_entropy, xb, yv[6:], names).values())}
+    for layer in names:
+        err = np.linalg.norm(got[layer] - ref[layer], axis=1) / np.maximum(np.linalg.norm(ref[layer], axis=1), 1e-30)
+        assert err.max() <= 1e-5, f"ragged chunks {layer}: {err.max():.3g}"
     cap = Capture(model, os.path.join(out, "full-short"), loss_reduction="mean", batch_size=16)
     try:
         with cap.snapshot(0, ids, population="full"):
