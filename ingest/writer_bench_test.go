@@ -12,7 +12,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
-	"gvdb/ingest/synth"
+	"gvdb/db/synth"
 )
 
 // BenchmarkWriter compares the Writer (encode + commit, N = 128 examples of

@@ -19,7 +19,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
-	"gvdb/ingest/synth"
+	"gvdb/db/synth"
 )
 
 var testLayers = synth.MLP(20, 16, 4)

@@ -18,9 +18,9 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
+	"gvdb/db/synth"
 	"gvdb/ingest"
 	"gvdb/ingest/interchange"
-	"gvdb/ingest/synth"
 	"gvdb/query/parser"
 )
 

@@ -375,10 +375,7 @@ func (e *evaluator) intervals(rp runPlan, layers []stats.Layer, m *stats.Moments
 	if len(e.p.cis) == 0 || len(layers) == 0 {
 		return nil
 	}
-	budget := e.opts.MemoryBudget
-	if budget <= 0 {
-		budget = stats.DefaultMemoryBudget()
-	}
+	budget := stats.MemoryBudget(e.opts.MemoryBudget)
 	if need := 8 * int64(m.N) * int64(m.N); need > budget {
 		return fmt.Errorf("ci over %d examples needs the %s Gram matrix, over the memory budget of %s", m.N, humanize.IBytes(uint64(need)), humanize.IBytes(uint64(budget)))
 	}

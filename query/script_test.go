@@ -16,8 +16,8 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
+	"gvdb/db/synth"
 	"gvdb/ingest"
-	"gvdb/ingest/synth"
 	"gvdb/query/parser"
 )
 

@@ -56,9 +56,7 @@ type Setup struct {
 // Prepare checks s, loads its data and applies its perturbations, before
 // any store is touched. Mistakes wrap ErrSetup.
 func (s *Setup) Prepare() (*Config, error) {
-	if s.MemoryBudget <= 0 {
-		s.MemoryBudget = stats.DefaultMemoryBudget()
-	}
+	s.MemoryBudget = stats.MemoryBudget(s.MemoryBudget)
 	def, err := LookupModel(s.Model)
 	if err != nil {
 		return nil, setupErr("unknown --model %q (want %s)", s.Model, strings.Join(ModelNames(), ", "))
@@ -220,9 +218,7 @@ func (s *Setup) perturb(train *Dataset) error {
 // parameter count and the bytes of a full snapshot, and refuses a full
 // snapshot schedule whose snapshot would take over half the memory budget.
 func (c *Config) Plan(memoryBudget int64) (schema []db.Layer, params int, err error) {
-	if memoryBudget <= 0 {
-		memoryBudget = stats.DefaultMemoryBudget()
-	}
+	memoryBudget = stats.MemoryBudget(memoryBudget)
 	probe, err := NewNet(c.Spec(), c.Train, 1, c.Seed)
 	if err != nil {
 		return nil, 0, err

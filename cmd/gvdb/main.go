@@ -67,6 +67,9 @@ type Main struct {
 
 	mu            sync.Mutex
 	stopStatement context.CancelFunc // the prompt's running statement
+	// flagSets are the commands' flags by command name, recorded by
+	// newFlags when set (for completion).
+	flagSets map[string]*flag.FlagSet
 }
 
 // statementContext returns a context for one statement at the prompt,
@@ -148,6 +151,9 @@ func (m *Main) Run(ctx context.Context, args []string) (err error) {
 		fmt.Fprintf(m.Stdout, "gvdb %s (BLAS: %s)\n", Version, stats.BLAS)
 		return nil
 	}
+	if args[0] == "__runs" {
+		return m.completeRuns(ctx, args[1:])
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		names := commandNames()
@@ -211,6 +217,10 @@ Examples:
 // examples text.
 func (m *Main) newFlags(name, synopsis, examples string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	if m.flagSets != nil {
+		cmd, _, _ := strings.Cut(name, " ")
+		m.flagSets[cmd] = fs
+	}
 	fs.SetOutput(m.Stderr)
 	fs.Usage = func() {
 		w := m.Stdout

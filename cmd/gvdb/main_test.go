@@ -16,8 +16,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"gvdb/db"
+	"gvdb/db/synth"
 	"gvdb/ingest"
-	"gvdb/ingest/synth"
 )
 
 // gvdb runs the CLI with args and returns stdout, stderr and the exit code.

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"gvdb/db/codec"
-	"gvdb/ingest/synth"
+	"gvdb/db/synth"
 )
 
 var encodings = []codec.Encoding{codec.Float32, codec.Float16, codec.BFloat16, codec.Int8}

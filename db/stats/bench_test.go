@@ -16,7 +16,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
 
-	"gvdb/ingest/synth"
+	"gvdb/db/synth"
 )
 
 var benchN = flag.Int("bench-n", 1024, "examples per snapshot in the stats benchmarks")

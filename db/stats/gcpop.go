@@ -68,6 +68,16 @@ var ErrNonFinite = errors.New("NaN or Inf gradient")
 // budget.
 var ErrBudget = errors.New("over the memory budget")
 
+// MemoryBudget resolves a memory budget: budget itself when set (> 0),
+// else DefaultMemoryBudget. Every memory check in gvdb resolves its budget
+// here.
+func MemoryBudget(budget int64) int64 {
+	if budget > 0 {
+		return budget
+	}
+	return DefaultMemoryBudget()
+}
+
 // DefaultMemoryBudget returns half of the machine's physical memory (4 GiB
 // when it cannot be read).
 func DefaultMemoryBudget() int64 {
@@ -216,9 +226,7 @@ func (o GCOptions) withDefaults() GCOptions {
 	if o.SketchDim <= 0 {
 		o.SketchDim = DefaultSketchDim
 	}
-	if o.MemoryBudget <= 0 {
-		o.MemoryBudget = DefaultMemoryBudget()
-	}
+	o.MemoryBudget = MemoryBudget(o.MemoryBudget)
 	return o
 }
 

@@ -8,7 +8,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
-	"gvdb/ingest/synth"
+	"gvdb/db/synth"
 )
 
 // fuzzSeed writes a valid snapshot directory of an MLP 5-4-3 (factored

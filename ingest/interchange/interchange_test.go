@@ -9,7 +9,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
-	"gvdb/ingest/synth"
+	"gvdb/db/synth"
 )
 
 func snapshot(t *testing.T, corrupt bool) *db.Snapshot {

@@ -8,5 +8,6 @@
 //
 // Like promql/parser, it knows no statistic, run or store: checking names
 // against the statistics table and the store is the planner's work in
-// package query. parser imports participle only.
+// package query. parser imports participle, and db for its nearest-name
+// hints.
 package parser
