@@ -245,7 +245,12 @@ class _Fast:
             if isinstance(module, _BatchNorm) and _batch_statistics(module):
                 raise _bn_refusal(self.label, module)
             p = rec.pass_index()
-            call = [p, self.inputs(inp[0]), None]
+            x = inp[0]
+            if isinstance(module, (nn.Conv1d, nn.Conv2d)) and self.conv_form(rec, out) == "dense":
+                x = x.detach()  # the per-example weight gradient: a convolution of the input by the output gradient
+            else:
+                x = self.inputs(x)
+            call = [p, x, None, out.shape]
             self.calls.append(call)
 
             def grad_hook(g):
@@ -256,36 +261,52 @@ class _Fast:
 
         return [self.module.register_forward_hook(hook)]
 
+    def conv_form(self, rec, out):
+        """A convolution's weight in this snapshot: "factors" when
+        T*(In+Out) <= In*Out for the first call's T (and groups = 1), else
+        "dense"."""
+        form = rec.conv_forms.get(self.label)
+        if form is None:
+            m = self.module
+            t, fin, fout = math.prod(out.shape[2:]), m.in_channels * math.prod(m.kernel_size), m.out_channels
+            form = "factors" if m.groups == 1 and t * (fin + fout) <= fin * fout else "dense"
+            if not any(attr == "weight" for _, attr, _ in self.params):
+                form = "bias"
+            rec.conv_forms[self.label] = form
+        return form
+
     def inputs(self, x):
-        """The input side of one call, (N, T, ...): a layer's input (Linear),
-        unfolded patches (Conv), token indices (Embedding) or the
-        normalized input (LayerNorm, BatchNorm)."""
+        """The input side of one call: (N, T, In) for a layer's input
+        (Linear), token indices (N, T) (Embedding), the normalized input
+        (N, T, ...) (LayerNorm); channels first, (N, In, T), for unfolded
+        patches (Conv) and the normalized input (BatchNorm, its running
+        statistics)."""
         m = self.module
         x = x.detach()
         if isinstance(m, nn.Linear):
             return x.reshape(x.shape[0], -1, x.shape[-1])
         if isinstance(m, nn.Conv2d):
             padding = (0, 0) if m.padding == "valid" else m.padding
-            return F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride).transpose(1, 2)
+            return F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
         if isinstance(m, nn.Conv1d):  # as a Conv2d of height 1
             padding = 0 if m.padding == "valid" else m.padding[0]
             return F.unfold(x.unsqueeze(2), (1, m.kernel_size[0]), dilation=(1, m.dilation[0]), padding=(0, padding),
-                            stride=(1, m.stride[0])).transpose(1, 2)
+                            stride=(1, m.stride[0]))
         if isinstance(m, nn.Embedding):
             return x.reshape(x.shape[0], -1)
-        if isinstance(m, _BatchNorm):  # (N, C, ...) -> (N, T, C), with the running statistics
+        if isinstance(m, _BatchNorm):
             shape = (1, -1) + (1,) * (x.dim() - 2)
-            xh = (x - m.running_mean.reshape(shape)) / torch.sqrt(m.running_var.reshape(shape) + m.eps)
-            return xh.reshape(x.shape[0], x.shape[1], -1).transpose(1, 2)
+            xh = (x - m.running_mean.reshape(shape)) * torch.rsqrt(m.running_var.reshape(shape) + m.eps)
+            return xh.reshape(x.shape[0], x.shape[1], -1)
         k = len(m.normalized_shape)
         xh = F.layer_norm(x, m.normalized_shape, eps=m.eps)
         return xh.reshape(x.shape[0], -1, *x.shape[x.dim() - k:])
 
     def outputs(self, g):
-        """The output gradient of one call, (N, T, ...)."""
+        """The output gradient of one call, in the layout of inputs."""
         m = self.module
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, _BatchNorm)):  # (N, C, ...)
-            return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, _BatchNorm)):  # (N, C, ...) -> (N, C, T)
+            return g.reshape(g.shape[0], g.shape[1], -1)
         if isinstance(m, nn.LayerNorm):
             k = len(m.normalized_shape)
             return g.reshape(g.shape[0], -1, *g.shape[g.dim() - k:])
@@ -299,37 +320,78 @@ class _Fast:
             raise RuntimeError(f"gvdb_capture: no gradient reached {self.label} in forward pass {p + 1} of the "
                                "snapshot: run the model's forward and loss.backward() inside the with block")
         m = self.module
-        a = torch.cat([c[1] for c in calls], dim=1)
-        d = torch.cat([c[2] for c in calls], dim=1).to(torch.float32) * scale
-        rec.rows(self.label, a.shape[0], p)
+        cf = isinstance(m, (nn.Conv1d, nn.Conv2d, _BatchNorm))  # channels first: positions in dimension 2
+        tdim = 2 if cf else 1
+
+        def cat(xs):
+            return xs[0] if len(xs) == 1 else torch.cat(xs, dim=tdim)
+
+        a, d = [c[1] for c in calls], cat([c[2] for c in calls]).to(torch.float32)
+        if scale != 1:
+            d = d * scale
+        rec.rows(self.label, a[0].shape[0], p)
+        if cf and not isinstance(m, _BatchNorm) and rec.conv_forms[self.label] != "factors":
+            # dense weight: per call, a convolution over the batch as groups
+            w, i = 0, 0
+            for c in calls:
+                t = c[2].shape[2]
+                if rec.conv_forms[self.label] == "dense":
+                    w = w + _conv_weight(m, c[1], d[:, :, i:i + t].reshape(c[3]))
+                i += t
+            for entry, attr, _ in self.params:
+                if attr == "bias":
+                    rec.put(entry, "dense", {"rows": d.sum(dim=2)}, scale)
+                else:
+                    rec.put(entry, "dense", {"rows": w}, scale)
+            return
+        a = cat(a)
         for entry, attr, _ in self.params:
             if attr == "bias":
-                rec.put(entry, "dense", {"rows": d.sum(dim=1).reshape(n, -1)}, scale)
+                rec.put(entry, "dense", {"rows": d.sum(dim=tdim).reshape(n, -1)}, scale)
                 continue
             if isinstance(m, (nn.LayerNorm, _BatchNorm)):
-                rec.put(entry, "dense", {"rows": (d * a.to(torch.float32)).sum(dim=1).reshape(n, -1)}, scale)
+                rec.put(entry, "dense", {"rows": (d * a.to(torch.float32)).sum(dim=tdim).reshape(n, -1)}, scale)
                 continue
             if isinstance(m, nn.Embedding):
+                t, fin, fout = a.shape[1], m.num_embeddings, d.shape[2]
                 if m.padding_idx is not None:  # no gradient flows to the padding row
                     d = d * (a != m.padding_idx).unsqueeze(-1)
-                a = F.one_hot(a, m.num_embeddings)
-            a = a.to(torch.float32)
-            t, fin, fout = a.shape[1], a.shape[2], d.shape[2]
+            elif cf:
+                t, fin, fout = a.shape[2], a.shape[1], d.shape[1]
+            else:
+                t, fin, fout = a.shape[1], a.shape[2], d.shape[2]
             groups = getattr(m, "groups", 1)
             form = rec.forms.get(entry)
             if form is None:
                 form = "factors" if groups == 1 and t * (fin + fout) <= fin * fout else "dense"
+            if isinstance(m, nn.Embedding):
+                if form == "factors":  # A: one-hot tokens
+                    onehot = torch.zeros(n, t, fin).scatter_(2, a.unsqueeze(-1), 1.0)
+                    rec.put(entry, "factors", {"A": onehot, "Delta": d}, scale, exact=("A",))
+                else:  # dense (dim, vocabulary): each token's output gradient added to its column
+                    g = torch.zeros(n, fin, fout).scatter_add_(1, a.unsqueeze(-1).expand(-1, -1, fout), d)
+                    rec.put(entry, "dense", {"rows": g.transpose(1, 2).reshape(n, -1)}, scale)
+                continue
+            a = a.to(torch.float32)
             if form == "factors":
-                rec.put(entry, "factors", {"A": a, "Delta": d}, scale)
-            elif groups > 1:
-                # Each group of output channels sees its own input channels:
-                # no single pair of factors; dense, (out, in/groups) per
-                # group, stacked as PyTorch's weight is.
-                ag = a.reshape(n, t, groups, fin // groups)
-                dg = d.reshape(n, t, groups, fout // groups)
-                rec.put(entry, "dense", {"rows": torch.einsum("ntgo,ntgi->ngoi", dg, ag).reshape(n, -1)}, scale)
-            else:  # dense, PyTorch's (out, in) layout
-                rec.put(entry, "dense", {"rows": torch.einsum("nto,nti->noi", d, a).reshape(n, fout * fin)}, scale)
+                rec.put(entry, "factors", {"A": a.transpose(1, 2), "Delta": d.transpose(1, 2)} if cf else
+                        {"A": a, "Delta": d}, scale)
+            else:
+                rec.put(entry, "dense", {"rows": torch.bmm(d.transpose(1, 2), a).reshape(n, -1)}, scale)
+
+
+def _conv_weight(m, x, g):
+    """Per-example weight gradients (N, out * in/groups * k) of convolution
+    m from its input x (N, C, ...) and output gradient g (N, out, ...): one
+    convolution with the batch as groups, in PyTorch's weight layout (a
+    grouped convolution's groups stacked)."""
+    n, c, o = x.shape[0], m.in_channels, m.out_channels
+    fn = torch.nn.grad.conv1d_weight if isinstance(m, nn.Conv1d) else torch.nn.grad.conv2d_weight
+    padding = 0 if m.padding == "valid" else m.padding
+    w = fn(x.to(torch.float32).reshape(1, n * c, *x.shape[2:]), (n * o, c // m.groups, *m.kernel_size),
+           g.reshape(1, n * o, *g.shape[2:]), stride=m.stride, padding=padding, dilation=m.dilation,
+           groups=n * m.groups)
+    return w.reshape(n, -1)
 
 
 # -- generic units: any module, re-run per example -----------------------------
@@ -557,8 +619,7 @@ class _Generic:
         want = c.outs[k].movedim(c.odims[k], 0)
         if got.shape != want.shape:
             raise _Mismatch(f"output {k} has shape {tuple(got.shape)} per pass, want {tuple(want.shape)}")
-        diff = float((got.to(want.dtype) - want).abs().max()) if want.numel() else 0.0
-        scale = float(want.abs().max()) if want.numel() else 0.0
+        diff, scale = _difference(got.to(want.dtype), want)
         if not diff <= _RECOMPUTE_TOL * scale + 1e-30:
             raise _Mismatch(f"output {k} differs by {diff:.3g}, its largest value {scale:.3g}")
 
@@ -656,6 +717,7 @@ class _Recorder:
         self.finite = {}
         self.sums, self.bounds, self.totals = {}, {}, {}
         self.seen = {}  # unit label -> examples
+        self.conv_forms = {}  # convolution label -> "factors", "dense" or "bias" (its weight is not captured)
         self.root_unit = None
         self.undo = []
 
@@ -741,11 +803,12 @@ class _Recorder:
                              f"{self.passes[p]['n']}")
         self.seen[label] = self.seen.get(label, 0) + rows
 
-    def put(self, entry, form, files, scale):
-        """Writes one pass's arrays of an entry (a part file per key)."""
+    def put(self, entry, form, files, scale, exact=()):
+        """Writes one pass's arrays of an entry (a part file per key; keys in
+        exact need no check for NaN and Inf)."""
         if self.forms.setdefault(entry, form) != form:
             raise RuntimeError(f"gvdb_capture: {entry} captured as {self.forms[entry]} and then as {form}")
-        finite = all(bool(torch.isfinite(t).all()) for t in files.values())
+        finite = all(_finite(t) for k, t in files.items() if k not in exact)
         self.finite[entry] = self.finite.get(entry, True) and finite
         if self.check_sums:
             if "rows" in files:
@@ -799,6 +862,8 @@ class _Recorder:
         bad = []
         for u in self.units:
             for entry, _, _ in u.params:
+                if not self.finite.get(entry, True):
+                    continue  # NaN or Inf: warned about
                 s = self.sums.get(entry)
                 t = self.totals.get(entry)
                 if t is None:
@@ -811,6 +876,26 @@ class _Recorder:
                              f"autograd computed for {', '.join(bad)}: the parameter is also used outside its "
                              "module's forward (tied weights), or the loss has a term in the parameter itself (a "
                              "penalty: leave it out of the snapshot's loss); pass ignore=[...] to leave it out")
+
+
+def _difference(a, b):
+    """The largest difference between a and b where both are finite, and the
+    largest finite |b|; infinite if NaN or Inf sit in different places."""
+    na, nb, ia, ib = torch.isnan(a), torch.isnan(b), torch.isinf(a), torch.isinf(b)
+    if not (torch.equal(na, nb) and torch.equal(ia, ib) and torch.equal(a[ia], b[ib])):
+        return math.inf, 0.0
+    f = ~(na | ia)
+    if not f.any():
+        return 0.0, 0.0
+    return float((a[f] - b[f]).abs().max()), float(b[f].abs().max())
+
+
+def _finite(t):
+    """Whether t holds no NaN or Inf (a NaN makes both extremes NaN)."""
+    if t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def _assemble(parts, path):
@@ -1120,8 +1205,7 @@ def _mixing_check(cap, model, forward, args, kwargs):
         if not torch.is_tensor(u) or not u.is_floating_point() or u.dim() == 0 or u.shape[0] != k:
             continue
         checked = True
-        moved = float((v[1:] - u[1:]).abs().max())
-        scale = float(u.abs().max())
+        moved, scale = _difference(v[1:], u[1:])
         if not moved <= _RECOMPUTE_TOL * scale + 1e-30:
             raise ValueError(f"gvdb_capture: the model mixes examples across the batch: changing one example's input "
                              f"moved another example's output (by {moved:.3g}, largest output {scale:.3g}), so its "

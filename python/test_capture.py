@@ -134,17 +134,20 @@ class Seq1d(nn.Module):
 
 
 class Text(nn.Module):
-    """Token sequences: an embedding (with a padding row), LayerNorm, and
-    a linear head on the mean over positions."""
+    """Token sequences: an embedding (with a padding row; factors), a
+    learned position embedding (dense), LayerNorm, and a linear head on
+    the mean over positions."""
 
     def __init__(self):
         super().__init__()
         self.emb = nn.Embedding(30, 8, padding_idx=0)
+        self.position = nn.Embedding(8, 8)
         self.norm = nn.LayerNorm(8)
         self.head = nn.Linear(8, 3)
 
-    def forward(self, tokens):  # (N, 5)
-        return self.head(self.norm(self.emb(tokens)).mean(dim=1))
+    def forward(self, tokens):  # (N, T)
+        positions = torch.arange(tokens.shape[1]).expand(tokens.shape[0], -1)
+        return self.head(self.norm(self.emb(tokens) + self.position(positions)).mean(dim=1))
 
 
 class TinyTransformer(nn.Module):
@@ -301,6 +304,7 @@ def chunked(out):
                 F.cross_entropy(text(xc), yc, reduction="sum").backward()
     man, _, got = materialize(os.path.join(out, "full-ragged", f"step-{0:020d}"))
     assert man["layers"][0]["shapes"]["A"] == [10, 7, 30], man["layers"][0]
+    assert man["layers"][1]["shapes"]["rows"] == [10, 64], man["layers"][1]
     names = list(got)
     ref = {k: np.concatenate([a, b]) for (k, a), b in zip(reference(text, F.cross_entropy, xa, yv[:6], names).items(),
                                                             reference(text, F.cross_entropy, xb, yv[6:], names).values())}
@@ -461,6 +465,18 @@ def misuse(out):
             m(x)
     raises(RuntimeError, "no gradient reached", no_backward)
     raises(ValueError, "reserved", lambda: cap.log(2, where=1.0))
+    import warnings
+    bad = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    with torch.no_grad():
+        bad[1].weight[0, 0] = float("nan")
+    nan = Capture(bad, os.path.join(out, "nan"), loss_reduction="sum", batch_size=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with nan.snapshot(0, [0, 1, 2, 3]):
+            bad(x).sum().backward()
+    assert any("NaN or Inf gradients at step 0 in 0.weight, 0.bias (kept)" in str(w.message) for w in caught), \
+        [str(w.message) for w in caught]
+    nan.close()
     assert not [e for e in os.listdir(os.path.join(out, "misuse")) if e.startswith("step-")], "a refused snapshot left a directory"
     cap.close()
 
@@ -515,13 +531,14 @@ def train(out, name, model, data, labels, reduction, batch, steps, every, full_a
 
 
 def train_svrg(out):
-    """An MLP with an SVRG anchor refreshed every 4 steps: every other
-    step's snapshot also holds the same examples' gradients at the anchor.
-    Checks both against batch-size-1 gradients and returns, per snapshot,
+    """An MLP (its first layer a custom module: the generic path) with an
+    SVRG anchor refreshed every 4 steps: every other step's snapshot also
+    holds the same examples' gradients at the anchor. Checks both against
+    batch-size-1 gradients and returns, per snapshot,
     svrg_variance(B) = Var_i[g_i(θ) − g_i(θ̃)] / (B·D) (moments with 1/N)."""
     import copy
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(inplace=True), nn.Linear(16, 3))
+    model = nn.Sequential(Scaled(10, 16), nn.ReLU(inplace=True), nn.Linear(16, 3))
     x, y = torch.randn(200, 10), torch.randint(0, 3, (200,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch, expected, worst = 8, {}, 0.0
