@@ -30,6 +30,10 @@ type Options struct {
 	// MustExist refuses to create a store: a directory without one is
 	// ErrNoStore (a mistyped --db is an error, not a new empty store).
 	MustExist bool
+	// Recover opens a store for gvdb recover, after Recover carried out
+	// its plan: Badger may replay a write-ahead log whose damage drops
+	// entries (the plan copied it aside and said so).
+	Recover bool
 }
 
 // ErrNoStore says a directory holds no gvdb store.
@@ -58,11 +62,8 @@ func Open(dir string, opts Options) (d *DB, err error) {
 			d, err = nil, fmt.Errorf("open store %s: %w: badger: %v", dir, ErrCorruptStore, r)
 		}
 	}()
-	if err := checkTables(dir); err != nil {
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
-	}
-	if err := checkLogs(dir, !opts.ReadOnly, false); err != nil {
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	if err := preOpen(dir, opts); err != nil {
+		return nil, err
 	}
 	bdb, err := badger.Open(BadgerOptions(dir, opts))
 	if err != nil {
@@ -74,6 +75,50 @@ func Open(dir string, opts Options) (d *DB, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// preOpen checks a store before Badger opens it, in this order: the lock
+// first (a live writer's half-finished files are not judged: a reader is
+// told who writes, a second writer refused), then MANIFEST against the
+// directory (Badger would remove the tables it does not list), every
+// table's index and block checksums (a damaged block would end a listing
+// silently), the write-ahead logs (damage that would drop committed
+// entries), and, for a writer, the free space it needs.
+func preOpen(dir string, opts Options) error {
+	held, err := probeLock(dir, !opts.ReadOnly)
+	if err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if held {
+		return openError(dir, opts, errors.New("Cannot acquire directory lock"))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err == nil {
+		ms, err := readManifest(dir)
+		if err != nil {
+			return fmt.Errorf("open store %s: %w", dir, err)
+		}
+		if err := ms.check(dir); err != nil {
+			return fmt.Errorf("open store %s: %w", dir, err)
+		}
+	}
+	if err := checkTables(dir); err != nil {
+		return fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if err := checkLogs(dir, !opts.ReadOnly, false); err != nil && !(opts.Recover && errors.Is(err, errCommittedAfterDamage)) {
+		if errors.Is(err, errCommittedAfterDamage) {
+			return fmt.Errorf("open store %s: %w (run 'gvdb recover --db %s': it says what would be lost and keeps a copy)", dir, err, dir)
+		}
+		return fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("open store %s: %w", dir, err)
+		}
+		if err := checkSpace(dir, 0); err != nil {
+			return fmt.Errorf("open store %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // openError explains why Badger would not open a store.
@@ -127,7 +172,7 @@ func BadgerOptions(dir string, opts Options) badger.Options {
 		WithCompression(options.None). // blocks are compressed by the codec
 		WithBlockCacheSize(64 << 20).
 		WithValueThreshold(64 << 10).
-		WithMemTableSize(32 << 20).
+		WithMemTableSize(memTableSize).
 		WithNumVersionsToKeep(1).
 		WithReadOnly(opts.ReadOnly).
 		WithChecksumVerificationMode(options.OnBlockRead).

@@ -54,12 +54,18 @@ func Record(d *db.DB, run *db.Run, replace bool, opts Options) (*Recorder, error
 }
 
 // Snapshot makes everything before it durable, then hands s to the Writer.
+// It refuses s with db.ErrNoSpace when the store's file system lacks room
+// for it and the margin Badger needs (stop the run: Finish still has room
+// to record it, and everything before s stays readable).
 func (r *Recorder) Snapshot(ctx context.Context, s *Snapshot) error {
 	if err := r.flushScalars(); err != nil {
 		return err
 	}
 	if err := r.w.Flush(); err != nil {
 		return err
+	}
+	if err := r.d.CheckSpace(s.bytes()); err != nil {
+		return fmt.Errorf("snapshot at step %d: %w", s.Step, err)
 	}
 	return r.w.Write(ctx, s)
 }
@@ -85,6 +91,19 @@ func (r *Recorder) flushScalars() error {
 
 // Stats returns what the Writer has committed.
 func (r *Recorder) Stats() Stats { return r.w.Stats() }
+
+// StatusFor is the status a run ends with after err: complete (nil),
+// interrupted (a cancelled context, or a disk without room: what was
+// committed is whole) or failed.
+func StatusFor(err error) string {
+	switch {
+	case err == nil:
+		return db.StatusComplete
+	case errors.Is(err, context.Canceled), errors.Is(err, db.ErrNoSpace):
+		return db.StatusInterrupted
+	}
+	return db.StatusFailed
+}
 
 // Finish keeps whatever was captured (it flushes the scalars and the
 // Writer, whatever happened) and records the run's final status (db's

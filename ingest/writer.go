@@ -46,6 +46,21 @@ func (s *Snapshot) all() []NamedBlock {
 	return append(append([]NamedBlock(nil), s.Blocks...), s.Anchor...)
 }
 
+// bytes bounds the snapshot's stored size: its values as float32, its ids
+// and attributes (the codec stores no more than that, before compression).
+func (s *Snapshot) bytes() int64 {
+	var n int64
+	for _, b := range s.all() {
+		n += 4*int64(b.Block.StoredValues()) + 8*int64(b.Block.N())
+	}
+	if s.Attributes != nil {
+		for _, c := range s.Attributes.Columns {
+			n += 8 * int64(len(c.Ints)+len(c.Floats)+len(c.Bools))
+		}
+	}
+	return n + 1<<16
+}
+
 // Options configure a Writer. Zero values pick the defaults.
 type Options struct {
 	// Encoding of block values: codec.Float32 (lossless) by default.
