@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"gvdb/db"
 	"gvdb/query"
@@ -13,18 +14,46 @@ func init() {
 }
 
 func (m *Main) recoverStore(ctx context.Context, args []string) error {
-	fs := m.newFlags("recover [flags]", `Open a store for writing so that Badger replays its write-ahead log and
-drops a torn tail left by a writer that was killed (reads refuse such a
-store rather than change it). Every snapshot the writer had flushed is
-kept; a snapshot in flight, never committed, stays invisible. Runs the
-writer left marked running are marked killed. Prints what the store holds
+	fs := m.newFlags("recover [flags]", `Repair a store whose writer was killed or whose files are damaged: the only
+command that changes such a store (reads refuse it rather than change it).
+It first says what it will do, then:
+
+  - sets aside table files MANIFEST does not list (an interrupted flush
+    leaves them; their data is replayed from the log) by moving them into
+    a folder recovered-<time> inside the store: nothing is deleted;
+  - cuts a torn record at the end of MANIFEST, keeping a copy (MANIFEST is
+    not rebuilt from the tables: a table it no longer lists is set aside,
+    and said so);
+  - keeps a copy of a write-ahead log damaged in the middle, and says that
+    the entries after the damage are lost;
+  - opens the store for writing, so that Badger replays its log and drops
+    a torn tail; every snapshot the writer had flushed is kept, a snapshot
+    in flight stays invisible. Runs the writer left running are marked
+    killed.
+
+It refuses, changing nothing, when a table MANIFEST lists is missing (data
+is lost; restore it from a copy), when MANIFEST is unreadable, or when the
+disk has too little free space for the replay. Prints what the store holds
 afterwards.`, `  gvdb recover
   gvdb recover --db ./sweep`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	d, err := openWriter(*dir, false)
+	plan, err := db.PlanRecovery(*dir)
+	if err != nil {
+		return err
+	}
+	for _, line := range plan.Describe() {
+		fmt.Fprintf(m.Stderr, "recover: %s\n", line)
+	}
+	if err := db.Recover(plan, "recovered-"+time.Now().UTC().Format("20060102-150405")); err != nil {
+		return err
+	}
+	if plan.Aside != "" {
+		fmt.Fprintf(m.Stderr, "recover: kept what was set aside in %s\n", plan.Aside)
+	}
+	d, err := db.Open(*dir, db.Options{MustExist: true, Recover: true})
 	if err != nil {
 		return err
 	}

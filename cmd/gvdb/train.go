@@ -159,12 +159,9 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 	bar.finish()
 
 	// Whatever happened, keep what was captured.
-	status, steps := db.StatusComplete, int64(0)
-	switch {
-	case res != nil && res.Interrupted:
+	status, steps := ingest.StatusFor(trainErr), int64(0)
+	if res != nil && res.Interrupted {
 		status = db.StatusInterrupted
-	case trainErr != nil:
-		status = db.StatusFailed
 	}
 	if res != nil {
 		steps = res.Steps
@@ -177,7 +174,7 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		return fmt.Errorf("train: interrupted after %d steps; run %q kept with %d snapshots (status interrupted)", res.Steps, f.run, st.Snapshots)
 	}
 	if trainErr != nil {
-		return fmt.Errorf("train: %w (run %q kept with %d snapshots, status failed)", trainErr, f.run, st.Snapshots)
+		return fmt.Errorf("train: %w (run %q kept with %d snapshots, status %s)", trainErr, f.run, st.Snapshots, status)
 	}
 	el := time.Since(start)
 	acc := ""
