@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +20,7 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 
 	"gvdb/db/stats"
+	"gvdb/internal/outfile"
 	"gvdb/query"
 )
 
@@ -33,6 +34,10 @@ type Options struct {
 	Scale string
 	// YLabel names the y axis (default: from the statistics plotted).
 	YLabel string
+	// InQuery says the figure's path was written in query text (PLOT ...
+	// TO 'file'): Save resolves it beneath the working directory without
+	// following symbolic links.
+	InQuery bool
 	// ZerosExplained says the figure's caption explains its values <= 0
 	// (SVRG's variance at its anchor's own step): a log scale leaves them
 	// out without a warning.
@@ -57,15 +62,19 @@ func (o Options) size() (vg.Length, vg.Length, int) {
 var ErrNothingToPlot = errors.New("nothing to plot")
 
 // ErrUnsafeWrite is returned when writing a figure would replace
-// something that is not a figure, follow a symbolic link or create a
-// directory.
-var ErrUnsafeWrite = errors.New("refusing to write the figure")
+// something that is not a figure, follow a symbolic link, create a
+// directory or, for a path written in a query, leave the working
+// directory (outfile.ErrUnsafe).
+var ErrUnsafeWrite = outfile.ErrUnsafe
 
 // Save writes p to path; the extension (.png, .svg, .pdf) picks the format.
 // The figure goes to a temporary file in path's directory, renamed into
 // place: never written through a symbolic link, never left partial. Save
 // never creates directories and never replaces a file that is not a
-// figure.
+// figure. A path the user typed may be absolute; with o.InQuery (the path
+// was written in query text: PLOT ... TO) it must be relative, without
+// '..', and is resolved beneath the working directory without following
+// symbolic links (outfile.Beneath).
 func Save(p *plot.Plot, path string, o Options) error {
 	w, h, dpi := o.size()
 	var c vg.CanvasWriterTo
@@ -79,57 +88,36 @@ func Save(p *plot.Plot, path string, o Options) error {
 	default:
 		return fmt.Errorf("save figure %s: unknown extension %q (want .png, .svg or .pdf)", path, filepath.Ext(path))
 	}
-	if err := checkTarget(path); err != nil {
+	open := outfile.Flag
+	if o.InQuery {
+		open = outfile.Beneath
+	}
+	t, err := open(path)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if err := checkFigure(t); err != nil {
 		return err
 	}
 	Render(p, draw.New(c))
-	f, err := os.CreateTemp(filepath.Dir(path), ".gvdb-figure-*")
-	if err != nil {
-		return fmt.Errorf("save figure %s: %w", path, err)
-	}
-	_, err = c.WriteTo(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("save figure %s: %w", path, err)
-	}
-	return nil
+	return t.Write(func(w io.Writer) error {
+		_, err := c.WriteTo(w)
+		return err
+	})
 }
 
-// checkTarget refuses a figure path whose directory does not exist, that
-// is a symbolic link, or that holds something other than a figure.
-func checkTarget(path string) error {
-	dir := filepath.Dir(path)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return fmt.Errorf("%w %s: directory %s does not exist (gvdb does not create directories for figures)", ErrUnsafeWrite, path, dir)
-	}
-	st, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("%w %s: %v", ErrUnsafeWrite, path, err)
-	}
-	if st.Mode()&os.ModeSymlink != 0 {
-		return fmt.Errorf("%w %s: it is a symbolic link", ErrUnsafeWrite, path)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%w %s: it is not a regular file", ErrUnsafeWrite, path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("%w %s: %v", ErrUnsafeWrite, path, err)
+// checkFigure refuses to replace a file that is not a figure.
+func checkFigure(t *outfile.Target) error {
+	f, err := t.Existing()
+	if f == nil || err != nil {
+		return err
 	}
 	defer f.Close()
 	head := make([]byte, 512)
-	n, _ := f.Read(head)
-	if st.Size() > 0 && !isFigure(head[:n]) {
-		return fmt.Errorf("%w %s: it exists and is not a PNG, SVG or PDF figure", ErrUnsafeWrite, path)
+	n, _ := io.ReadFull(f, head)
+	if n > 0 && !isFigure(head[:n]) {
+		return fmt.Errorf("%w %s: it exists and is not a PNG, SVG or PDF figure", ErrUnsafeWrite, t.Path)
 	}
 	return nil
 }

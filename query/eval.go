@@ -16,6 +16,7 @@ import (
 	"gvdb/db"
 	"gvdb/db/codec"
 	"gvdb/db/stats"
+	"gvdb/internal/outfile"
 	"gvdb/query/parser"
 )
 
@@ -59,7 +60,9 @@ type Options struct {
 	// rollups (to compare the two paths).
 	NoRollups bool
 	// NoFileWrites refuses PLOT statements (the only ones that write a
-	// file), for programs that run queries from elsewhere.
+	// file), for programs that run queries from elsewhere. Without it, a
+	// PLOT's file must lie beneath the working directory, reached without
+	// symbolic links (outfile.Beneath).
 	NoFileWrites bool
 	// Progress, if set, is told after each snapshot how many of the
 	// query's snapshots are done.
@@ -118,13 +121,17 @@ func eval(ctx context.Context, d *db.DB, st parser.Statement, opts Options) (*Re
 		return evalSelect(ctx, d, s, opts)
 	case *parser.Plot:
 		if opts.NoFileWrites {
-			return nil, parser.Errorf(s.Pos, "PLOT writes the file %s, and file writes are off (--no-file-writes); use SELECT", parser.Quote(s.To))
+			return nil, &parser.Error{Pos: s.To.Pos, Msg: fmt.Sprintf("PLOT writes the file %s, and %v; use SELECT", parser.Quote(s.To.Path), outfile.ErrOff), Err: outfile.ErrOff}
+		}
+		if err := outfile.CheckBeneath(s.To.Path); err != nil {
+			return nil, &parser.Error{Pos: s.To.Pos, Err: err, Msg: fmt.Sprintf("PLOT ... TO %s: %v (hint: a path in a query, which may come from someone else, is relative to the working directory, without '..' or symbolic links; to write elsewhere, give the file as a flag: gvdb plot --out PATH)",
+				parser.Quote(s.To.Path), strings.TrimPrefix(err.Error(), outfile.ErrUnsafe.Error()+" "+s.To.Path+": "))}
 		}
 		res, err := evalSelect(ctx, d, s.AsSelect(), opts)
 		if err != nil {
 			return nil, err
 		}
-		res.Plot = &PlotSpec{File: s.To, Scale: strings.ToLower(string(s.Scale)), Query: s.String(), Title: Title(s)}
+		res.Plot = &PlotSpec{File: s.To.Path, Scale: strings.ToLower(string(s.Scale)), Query: s.String(), Title: Title(s)}
 		return res, nil
 	}
 	return nil, fmt.Errorf("unknown statement %T", st)

@@ -33,7 +33,9 @@ of them every --steps/2 steps (the population the paper's Gradient
 Clustering is measured on) and an SVRG anchor refreshed every 0.35·--steps
 steps; run example queries and print their tables, and write the
 report. It replaces its own runs (demo-lr-0.1 and demo-lr-0.01) and never
-touches other runs in the store.`, `  gvdb demo
+touches other runs in the store; it replaces the report it wrote before
+in --out (gvdb report --overwrite), and refuses a folder holding other
+files.`, `  gvdb demo
   gvdb demo --db ./demo-store --out ./demo-report --steps 1000`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	out := fs.String("out", "gvdb-report", "report directory")
@@ -47,6 +49,9 @@ touches other runs in the store.`, `  gvdb demo
 	}
 	if *dataSize < 1024 || *dataSize > 60000 {
 		return usagef("demo: --data-size must be from 1024 to 60000")
+	}
+	if err := m.fileWrites("demo", "its report to "+*out); err != nil {
+		return err
 	}
 	start := time.Now()
 	fmt.Fprintf(m.Stderr, "gvdb demo: store %s, report %s\n\n", *dir, *out)
@@ -89,7 +94,7 @@ touches other runs in the store.`, `  gvdb demo
 		}
 	}
 	fmt.Fprintf(m.Stderr, "\nwriting the report to %s\n", *out)
-	figs, err := report.Write(ctx, d, *out, report.Options{Runs: "demo-*", K: 128, Log: m.Stderr,
+	figs, err := report.Write(ctx, d, *out, report.Options{Runs: "demo-*", K: 128, Log: m.Stderr, Overwrite: true,
 		Figure: plots.Options{Width: 6 * vg.Inch, Height: 4 * vg.Inch, DPI: 110}})
 	if err != nil {
 		return err

@@ -88,7 +88,8 @@ func TestMain(m *testing.M) {
 // CLI on a trained store.
 func TestDesignQueries(t *testing.T) {
 	dir := trainedStore(t)
-	png := filepath.Join(t.TempDir(), "nvar.png")
+	t.Chdir(t.TempDir()) // a PLOT's file lies beneath the working directory
+	png := "nvar.png"
 	cases := []struct {
 		q    string
 		want []string // substrings of stdout
@@ -486,10 +487,11 @@ func TestExamplesAndFamilies(t *testing.T) {
 	if len(fam) != 2 || fam[0][4] != "1" || fam[1][0] != "20" || fam[1][4] != "2" {
 		t.Errorf("families: %v", fam)
 	}
-	out := t.TempDir()
-	if _, errs, code := gvdb(t, "query", "--db", dir, fmt.Sprintf("PLOT mean(nvar), stddev(nvar) FROM 'c20-*' GROUP BY config.corrupt_labels TO '%s'", filepath.Join(out, "seeds.png"))); code != exitOK {
+	t.Chdir(t.TempDir())
+	if _, errs, code := gvdb(t, "query", "--db", dir, "PLOT mean(nvar), stddev(nvar) FROM 'c20-*' GROUP BY config.corrupt_labels TO 'seeds.png'"); code != exitOK {
 		t.Errorf("PLOT with a band: %s", errs)
 	}
+	out := t.TempDir()
 	if _, errs, code := gvdb(t, "report", "--db", dir, "--out", out, "--k", "8"); code != exitOK {
 		t.Fatalf("report: %s", errs)
 	}

@@ -72,6 +72,9 @@ nothing: a failed export leaves no files.`, `  gvdb export --run mlp --out ./mlp
 	case *from < 0 || *to < *from:
 		return usagef("export: step range %d to %d is empty", *from, *to)
 	}
+	if err := m.fileWrites("export", *out); err != nil {
+		return err
+	}
 	d, err := openStore(*dir)
 	if err != nil {
 		return err

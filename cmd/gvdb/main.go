@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/stats"
+	"gvdb/internal/outfile"
 	"gvdb/trainer"
 )
 
@@ -70,6 +72,9 @@ type Main struct {
 	// flagSets are the commands' flags by command name, recorded by
 	// newFlags when set (for completion).
 	flagSets map[string]*flag.FlagSet
+	// noWrites: --no-file-writes (before or after the command) or
+	// GVDB_NO_FILE_WRITES=1 refuses writing files outside the store.
+	noWrites bool
 }
 
 // statementContext returns a context for one statement at the prompt,
@@ -135,6 +140,11 @@ func (m *Main) Run(ctx context.Context, args []string) (err error) {
 			err = fmt.Errorf("internal error: %v (please report this with the command line)", r)
 		}
 	}()
+	v := os.Getenv("GVDB_NO_FILE_WRITES")
+	m.noWrites = m.noWrites || v != "" && v != "0" && !strings.EqualFold(v, "false")
+	if i := slices.IndexFunc(args, func(a string) bool { return !strings.HasPrefix(a, "--no-file-writes") }); i > 0 {
+		args = slices.Concat(args[i:i+1], args[:i], args[i+1:]) // global flags before the command: its FlagSet takes them
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		if len(args) > 1 {
 			if c, ok := commands[args[1]]; ok {
@@ -207,6 +217,11 @@ Commands:
 Every command takes -h for its flags and examples. A store is a directory
 (--db, default ./gvdb-data).
 
+Global flag, before or after the command: --no-file-writes refuses to write
+any file outside the store (figures, reports, exports, Parquet, PLOT ... TO,
+the prompt's history); GVDB_NO_FILE_WRITES=1 sets it. Writes to the store
+itself are not affected.
+
 Examples:
   gvdb runs
   gvdb inspect --run mlp --step 500
@@ -222,6 +237,7 @@ func (m *Main) newFlags(name, synopsis, examples string) *flag.FlagSet {
 		m.flagSets[cmd] = fs
 	}
 	fs.SetOutput(m.Stderr)
+	fs.BoolVar(&m.noWrites, "no-file-writes", m.noWrites, "refuse to write files outside the store (figures, reports, exports, Parquet; global; GVDB_NO_FILE_WRITES=1)")
 	fs.Usage = func() {
 		w := m.Stdout
 		fmt.Fprintf(w, "Usage: gvdb %s\n\n%s\n\nFlags:\n", name, strings.TrimSpace(synopsis))
@@ -231,6 +247,15 @@ func (m *Main) newFlags(name, synopsis, examples string) *flag.FlagSet {
 		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(examples, "\n"))
 	}
 	return fs
+}
+
+// fileWrites refuses a command that writes what (a file outside the
+// store) when --no-file-writes is on.
+func (m *Main) fileWrites(cmd, what string) error {
+	if m.noWrites {
+		return fmt.Errorf("%s: refusing to write %s: %w", cmd, what, outfile.ErrOff)
+	}
+	return nil
 }
 
 // parseArgs parses args into fs, flags anywhere among the positional

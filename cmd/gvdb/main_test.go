@@ -206,8 +206,9 @@ func TestCLIBehaves(t *testing.T) {
 func TestQueryWrites(t *testing.T) {
 	dir := synthStore(t)
 	out := t.TempDir()
+	t.Chdir(out) // a PLOT's file lies beneath the working directory
 	fig := filepath.Join(out, "v.png")
-	q := "PLOT variance FROM 'syn' TO '" + fig + "'"
+	q := "PLOT variance FROM 'syn' TO 'v.png'"
 	if _, errs, code := gvdb(t, "query", "--db", dir, "--no-file-writes", q); code != exitError || !strings.Contains(errs, "file writes are off") {
 		t.Errorf("--no-file-writes: exit %d, %s", code, errs)
 	}
@@ -217,7 +218,7 @@ func TestQueryWrites(t *testing.T) {
 	if _, errs, code := gvdb(t, "query", "--db", dir, q); code != exitOK {
 		t.Errorf("PLOT: exit %d, %s", code, errs)
 	}
-	if _, errs, code := gvdb(t, "query", "--db", dir, "PLOT variance FROM 'syn' TO '"+filepath.Join(out, "sub", "v.png")+"'"); code != exitError || !strings.Contains(errs, "does not create directories") {
+	if _, errs, code := gvdb(t, "query", "--db", dir, "PLOT variance FROM 'syn' TO 'sub/v.png'"); code != exitError || !strings.Contains(errs, "does not create directories") {
 		t.Errorf("PLOT into a missing directory: exit %d, %s", code, errs)
 	}
 }

@@ -98,7 +98,8 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 
   --kind lines (default): a query's values over steps, one series per run,
       layer and statistic. The query is a SELECT, or a PLOT (whose TO names
-      the file unless --out is given).
+      the file unless --out is given: a path relative to the working
+      directory, without '..' or symbolic links; --out may be any path).
   --kind distortion: GC weighted distortion against K = 1, 2, 4, ... --kmax
       for one snapshot (--run, --step; default the last), with the levels
       D0/K and D0/(2K) below which GC beats SG-B and SG-2B. On a full
@@ -125,6 +126,9 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := m.fileWrites("plot", "a figure"); err != nil {
+		return err
+	}
 	var layers []string
 	if *layer != "" {
 		layers = strings.Split(*layer, ",")
@@ -143,16 +147,18 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		file := *out
-		if p, ok := st.(*parser.Plot); ok && file == "" {
-			file = p.To
-		}
-		if file == "" {
-			return usagef("plot: --out is required for a SELECT")
-		}
 		o, err := ff.statementOptions(st)
 		if err != nil {
 			return err
+		}
+		file := *out
+		if p, ok := st.(*parser.Plot); ok && file == "" {
+			file, o.InQuery = p.To.Path, true // beneath the working directory
+		} else if ok {
+			st = p.AsSelect() // --out names the file
+		}
+		if file == "" {
+			return usagef("plot: --out is required for a SELECT")
 		}
 		warnings, err := drawStatement(ctx, d, st, file, o)
 		if err != nil {

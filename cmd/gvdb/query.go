@@ -19,6 +19,7 @@ import (
 	"gvdb/db"
 	"gvdb/db/stats"
 	"gvdb/ingest/interchange"
+	"gvdb/internal/outfile"
 	"gvdb/plots"
 	"gvdb/query"
 	"gvdb/query/parser"
@@ -91,6 +92,9 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 		if *outFile == "" {
 			return usagef("query: --format parquet writes a file: give --out FILE")
 		}
+		if err := m.fileWrites("query", *outFile); err != nil {
+			return err
+		}
 	} else if err := checkFormat(*format); err != nil {
 		return err
 	} else if *outFile != "" {
@@ -105,6 +109,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 		d.Close()
 		return err
 	}
+	opts.NoFileWrites = m.noWrites
 	out := output{format: *format, timing: *timing, opts: opts, file: *outFile}
 	defer d.Close()
 	// run runs a script's statements one by one: a statement that fails
@@ -189,7 +194,7 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st parser.Statement, 
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
 	if res.Plot != nil {
-		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Title}
+		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Title, InQuery: true}
 		if err := m.saveLines(res, res.Plot.File, o); err != nil {
 			return err
 		}
@@ -233,14 +238,12 @@ type output struct {
 // evalFlags are the evaluation settings of commands that run queries.
 type evalFlags struct {
 	gcPath, memory string
-	noWrites       bool
 }
 
 func addEvalFlags(fs *flag.FlagSet) *evalFlags {
 	f := &evalFlags{}
 	fs.StringVar(&f.gcPath, "gc-path", "auto", "where Gradient Clustering searches: auto (Gram matrix up to 8192 examples, else a sketch), gram or sketch")
 	fs.StringVar(&f.memory, "memory", "", "memory budget for large computations, e.g. 4GiB (default: half the machine's memory)")
-	fs.BoolVar(&f.noWrites, "no-file-writes", false, "refuse statements that write files (PLOT ... TO), for queries from elsewhere")
 	return f
 }
 
@@ -252,7 +255,6 @@ func (f *evalFlags) options() (query.Options, error) {
 		return o, usageError{err}
 	}
 	o.GCPath = p
-	o.NoFileWrites = f.noWrites
 	if f.memory != "" {
 		n, err := humanize.ParseBytes(f.memory)
 		if err != nil || n == 0 || n > math.MaxInt64 {
@@ -311,7 +313,10 @@ func (t *termReader) readLine(prompt string) (string, error) {
 func (t *termReader) remember(q string) { _ = t.rl.SaveHistory(q) }
 func (t *termReader) close() error      { return t.rl.Close() }
 
-func historyFile() string {
+func (m *Main) historyFile() string {
+	if m.noWrites {
+		return "" // --no-file-writes: no history file either
+	}
 	if h := os.Getenv("GVDB_HISTORY"); h != "" {
 		return h
 	}
@@ -324,7 +329,7 @@ func historyFile() string {
 func (m *Main) newLineReader() lineReader {
 	if f, ok := m.Stdin.(*os.File); ok && isTerminal(f) {
 		rl, err := readline.NewEx(&readline.Config{
-			Prompt: "gvdb> ", HistoryFile: historyFile(), DisableAutoSaveHistory: true,
+			Prompt: "gvdb> ", HistoryFile: m.historyFile(), DisableAutoSaveHistory: true,
 			HistoryLimit: 1000, InterruptPrompt: "^C", EOFPrompt: "exit",
 		})
 		if err == nil {
@@ -414,22 +419,7 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
 }
 
 // writeParquetFile writes a query result as a Parquet file, all or
-// nothing (a temporary file renamed into place).
+// nothing (a temporary file renamed into place, never through a link).
 func writeParquetFile(path string, res *query.Result) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".gvdb-query-*.parquet")
-	if err != nil {
-		return err
-	}
-	err = interchange.WriteResultParquet(tmp, res.Columns, res.Rows)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return outfile.WriteFile(path, func(w io.Writer) error { return interchange.WriteResultParquet(w, res.Columns, res.Rows) })
 }

@@ -30,9 +30,11 @@ index.html) listing each figure with the exact query that made it:
   - normalized variance beside the training loss over steps;
   - the GC distortion-vs-K curve (K up to --k) at the last full snapshot
     (else the last sample, held out), with D0/K and D0/(2K).`, `  gvdb report --out ./report
-  gvdb report --db ./sweep --runs 'lr-*' --out ./report`)
+  gvdb report --db ./sweep --runs 'lr-*' --out ./report
+  gvdb report --out ./report --overwrite     # replace the report written there before`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
-	out := fs.String("out", "", "output directory (required)")
+	out := fs.String("out", "", "output folder (required): new or empty, written all or nothing; never through a symbolic link")
+	overwrite := fs.Bool("overwrite", false, "replace the report gvdb wrote in --out before (the files its .gvdb-report.json lists); a folder holding any other file is refused, and nothing in it is touched")
 	glob := fs.String("runs", "*", "runs to include (a glob)")
 	k := fs.Int("k", 128, "Gradient Clustering clusters (the paper's 128)")
 	ff := addFigureFlags(fs)
@@ -45,6 +47,9 @@ index.html) listing each figure with the exact query that made it:
 	if _, err := path.Match(*glob, ""); err != nil {
 		return usagef("report: bad --runs pattern %q", *glob)
 	}
+	if err := m.fileWrites("report", *out); err != nil {
+		return err
+	}
 	d, err := openStore(*dir)
 	if err != nil {
 		return err
@@ -54,7 +59,7 @@ index.html) listing each figure with the exact query that made it:
 	if err != nil {
 		return err
 	}
-	figs, err := report.Write(ctx, d, *out, report.Options{Runs: *glob, K: *k, Figure: fo, Log: m.Stderr})
+	figs, err := report.Write(ctx, d, *out, report.Options{Runs: *glob, K: *k, Figure: fo, Log: m.Stderr, Overwrite: *overwrite})
 	if err != nil {
 		return err
 	}

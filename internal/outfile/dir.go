@@ -141,8 +141,8 @@ func inspectDir(dir, clean string, o DirOptions) (dirState, error) {
 	}
 	listed, err := readManifest(clean, o)
 	if err != nil {
-		return dirState{}, fmt.Errorf("%s %s: %w (%v): --overwrite replaces only a %s gvdb wrote, listed in its %s; pick a new folder",
-			o.What, dir, ErrNotEmpty, err, o.What, o.Manifest)
+		return dirState{}, fmt.Errorf("%s %s: %w (it holds %s, and %v): --overwrite replaces only a %s gvdb wrote, listed in its %s; nothing there is touched: pick a new folder",
+			o.What, dir, ErrNotEmpty, entries[0].Name(), err, o.What, o.Manifest)
 	}
 	for _, e := range entries {
 		name := e.Name()

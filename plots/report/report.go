@@ -26,6 +26,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/stats"
+	"gvdb/internal/outfile"
 	"gvdb/plots"
 	"gvdb/query"
 	"gvdb/query/parser"
@@ -49,7 +50,14 @@ type Options struct {
 	Figure plots.Options
 	// Log receives a line per figure and the warnings.
 	Log io.Writer
+	// Overwrite replaces a report gvdb wrote before in the same folder
+	// (the files its manifest, ManifestFile, lists). A folder holding any
+	// other file is refused either way, and nothing in it is touched.
+	Overwrite bool
 }
+
+// ManifestFile lists, in a report's folder, the files gvdb wrote there.
+const ManifestFile = ".gvdb-report.json"
 
 // writer is one report being written.
 type writer struct {
@@ -60,8 +68,12 @@ type writer struct {
 	figs []Figure
 }
 
-// Write draws the figures of the runs matching o.Runs into the directory
-// out (created if needed) and writes the index; it returns the figures.
+// Write draws the figures of the runs matching o.Runs into the folder
+// out and writes the index; it returns the figures. The folder is written
+// all or nothing (outfile.WriteDir): it must be new or empty (or, with
+// o.Overwrite, hold only an earlier report); the figures go to a new
+// folder beside it, renamed into place when complete, so a failure leaves
+// no partial figures, and a symbolic link at out is refused.
 func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, error) {
 	if o.Runs == "" {
 		o.Runs = "*"
@@ -92,10 +104,7 @@ func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, erro
 	if len(runs) == 0 {
 		return nil, fmt.Errorf("report: no run matching %q has snapshots", o.Runs)
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	w := &writer{d: d, out: out, o: o}
+	w := &writer{d: d, o: o}
 	w.eval = func(q string) (*query.Result, error) {
 		st, err := parser.ParseStatement(q)
 		if err != nil {
@@ -107,6 +116,21 @@ func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, erro
 		}
 		return res, nil
 	}
+	var figs []Figure
+	err = outfile.WriteDir(out, outfile.DirOptions{What: "report", Manifest: ManifestFile, Overwrite: o.Overwrite}, func(tmp string) error {
+		w.out = tmp
+		var err error
+		figs, err = w.figures(runs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return figs, nil
+}
+
+// figures draws every figure into w.out and writes the index there.
+func (w *writer) figures(runs []*db.Run) ([]Figure, error) {
 	for _, r := range runs {
 		if err := w.run(r); err != nil {
 			return nil, err
@@ -143,7 +167,7 @@ func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, erro
 	if err := w.perturbations(runs); err != nil {
 		return nil, err
 	}
-	return w.figs, writeIndex(out, d.Dir(), w.figs)
+	return w.figs, writeIndex(w.out, w.d.Dir(), w.figs)
 }
 
 // draw draws the given columns of res to file with a clean title; cols

@@ -47,7 +47,13 @@ type Plot struct {
 	Group []*GroupKey `parser:"('GROUP' 'BY' @@ (',' @@)*)?"`
 	Scale Keyword     `parser:"('SCALE' @('LOG' | 'LINEAR'))?"`
 	Title *string     `parser:"('TITLE' @String)?"`
-	To    string      `parser:"'TO' @String"`
+	To    *File       `parser:"'TO' @@"`
+}
+
+// File is the file a PLOT writes, as written in the query, and where.
+type File struct {
+	Pos  lexer.Position
+	Path string `parser:"@String"`
 }
 
 func (*Show) statement()   {}
@@ -341,7 +347,7 @@ func (p *Plot) String() string {
 	if p.Title != nil {
 		b.WriteString(" TITLE " + Quote(*p.Title))
 	}
-	b.WriteString(" TO " + Quote(p.To))
+	b.WriteString(" TO " + Quote(p.To.Path))
 	return b.String()
 }
 
@@ -380,22 +386,32 @@ func (e *Expr) String() string { return e.Render(Operand.String) }
 
 // render prints the expression with op printing each operand.
 func (e *Expr) Render(op func(Operand) string) string {
-	s := e.Left.Render(op)
-	for _, o := range e.Ops {
-		s += " " + o.Op + " " + o.Term.Render(op)
+	if len(e.Ops) == 0 {
+		return e.Left.Render(op)
 	}
-	return s
+	var b strings.Builder
+	b.WriteString(e.Left.Render(op))
+	for _, o := range e.Ops {
+		b.WriteString(" " + o.Op + " ")
+		b.WriteString(o.Term.Render(op))
+	}
+	return b.String()
 }
 
 // String prints the Term as query text.
 func (t *Term) String() string { return t.Render(Operand.String) }
 
 func (t *Term) Render(op func(Operand) string) string {
-	s := t.Left.Render(op)
-	for _, o := range t.Ops {
-		s += " " + o.Op + " " + o.Factor.Render(op)
+	if len(t.Ops) == 0 {
+		return t.Left.Render(op)
 	}
-	return s
+	var b strings.Builder
+	b.WriteString(t.Left.Render(op))
+	for _, o := range t.Ops {
+		b.WriteString(" " + o.Op + " ")
+		b.WriteString(o.Factor.Render(op))
+	}
+	return b.String()
 }
 
 // String prints the Factor as query text.
