@@ -125,11 +125,13 @@ func checkSnapshot(rep *CheckReport, r *db.Run, s *db.Snapshot) {
 
 // rollupsAgree compares two rollups to 1e-12 relative (NaN equal to NaN).
 func rollupsAgree(a, b *stats.Rollup) bool {
+	// NaN equals NaN here, and ±Inf itself: a gradient with NaN or Inf
+	// (kept with a warning) gives the same non-finite sums both ways.
 	near := func(x, y, scale float64) bool {
 		if math.IsNaN(x) || math.IsNaN(y) {
 			return math.IsNaN(x) && math.IsNaN(y)
 		}
-		return math.Abs(x-y) <= 1e-12*scale
+		return x == y || math.Abs(x-y) <= 1e-12*scale
 	}
 	vec := func(x, y []float64) bool {
 		if len(x) != len(y) {
@@ -137,7 +139,9 @@ func rollupsAgree(a, b *stats.Rollup) bool {
 		}
 		scale := 0.0
 		for _, v := range y {
-			scale = max(scale, math.Abs(v))
+			if !math.IsNaN(v) && !math.IsInf(v, 0) {
+				scale = max(scale, math.Abs(v))
+			}
 		}
 		for i := range x {
 			if !near(x[i], y[i], scale) {

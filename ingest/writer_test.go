@@ -19,6 +19,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
+	"gvdb/db/stats"
 	"gvdb/db/synth"
 )
 
@@ -417,5 +418,21 @@ func TestRecorder(t *testing.T) {
 	}
 	if steps, _ := d.Steps(runOf(t, d, "r")); len(steps) != 0 {
 		t.Fatalf("replaced run kept %d snapshots", len(steps))
+	}
+}
+
+// TestRollupsAgreeNonFinite: check compares a rollup with NaN and Inf
+// entries (a gradient kept with a warning) equal to the same rollup, and
+// still finds a finite entry that differs.
+func TestRollupsAgreeNonFinite(t *testing.T) {
+	r := func(x float64) *stats.Rollup {
+		return &stats.Rollup{SumSqNorm: math.NaN(), SumNormSq: math.Inf(1), SqNorms: []float64{1, math.NaN()},
+			Sum: []float64{math.NaN(), 2, x}, SumSq: []float64{math.Inf(1), 4, 1}}
+	}
+	if !rollupsAgree(r(3), r(3)) {
+		t.Error("a rollup with NaN and Inf disagrees with itself")
+	}
+	if rollupsAgree(r(3), r(3.5)) {
+		t.Error("a finite difference beside NaN went unnoticed")
 	}
 }
