@@ -103,6 +103,10 @@ func Compact(dir string) (before, after int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact %s: %w", dir, err)
 	}
+	// The copy needs up to the store's size beside it.
+	if err := checkSpace(filepath.Dir(dir), before); err != nil {
+		return 0, 0, fmt.Errorf("compact %s: %w", dir, err)
+	}
 	src, err := Open(dir, Options{MustExist: true, Log: io.Discard})
 	if err != nil {
 		return 0, 0, err
