@@ -19,10 +19,10 @@ type GCOptions struct {
 	// MinSize: a cluster smaller than this receives half of the
 	// highest-distortion cluster (default 1, the paper's min_size).
 	MinSize int
-	// PaperOnly turns off gvdb's exact refinement (single-example moves
+	// NoMoves turns off gvdb's exact refinement (single-example moves
 	// that strictly lower the weighted objective) after each round (Gram
 	// path only).
-	PaperOnly bool
+	NoMoves bool
 	// Path picks the Gram matrix or the sketch (default PathAuto).
 	Path Path
 	// GramMaxN: PathAuto takes the Gram path up to this many examples
@@ -190,7 +190,7 @@ var ErrClusters = errors.New("invalid number of clusters")
 //     MinSize, move a random half of the cluster with the largest weighted
 //     distortion into it (at most one split a round); then set each centre
 //     to its members' mean;
-//  3. a round that would raise the objective is undone; unless PaperOnly,
+//  3. a round that would raise the objective is undone; unless NoMoves,
 //     single-example moves that strictly lower the objective follow.
 //
 // ids are the examples' dataset ids: processing in id order makes the
@@ -217,7 +217,7 @@ func Cluster(g *Gram, ids []uint64, k int, opts GCOptions) (*Clustering, error) 
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x6763))
 
 	st := newState(g, k, seedPlusPlus(g, order, k, rng))
-	if !opts.PaperOnly {
+	if !opts.NoMoves {
 		st.refine(order, 50)
 	}
 	best := st.objective()
@@ -241,7 +241,7 @@ func Cluster(g *Gram, ids []uint64, k int, opts GCOptions) (*Clustering, error) 
 		if j := st.objective(); j > best {
 			st = newState(g, k, prev)
 		}
-		if !opts.PaperOnly {
+		if !opts.NoMoves {
 			st.refine(order, 50)
 		}
 		best = min(best, st.objective())

@@ -345,12 +345,12 @@ func (sp *sketchSpace) split(assign []int, minSize int, rng *rand.Rand) {
 // fit runs the paper's batch algorithm in sketch space, as Cluster does
 // on the Gram matrix (k-means++ seeding, then rounds of the weighted
 // A-step, split and mean update; a round that would raise the sketch
-// objective is undone; unless PaperOnly, single-example moves that lower
+// objective is undone; unless NoMoves, single-example moves that lower
 // it follow), and returns the assignment of sp.idx and the sketch
 // objective's history.
 func (sp *sketchSpace) fit(opts GCOptions, rng *rand.Rand) ([]int, []float64) {
 	assign := sp.seed(rng)
-	if sp.k > 1 && !opts.PaperOnly {
+	if sp.k > 1 && !opts.NoMoves {
 		sp.refine(assign, refinePassesSeed)
 	}
 	best, _ := sp.objective(assign)
@@ -371,7 +371,7 @@ func (sp *sketchSpace) fit(opts GCOptions, rng *rand.Rand) ([]int, []float64) {
 		}
 		hist = append(hist, best)
 	}
-	if sp.k > 1 && !opts.PaperOnly {
+	if sp.k > 1 && !opts.NoMoves {
 		sp.refine(assign, refinePassesEnd)
 		best, _ = sp.objective(assign)
 		hist[len(hist)-1] = min(hist[len(hist)-1], best)

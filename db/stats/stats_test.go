@@ -284,7 +284,7 @@ func TestGCMatchesBruteForce(t *testing.T) {
 	m, _ := Compute(layers, 0, Need{Coords: true})
 	for _, path := range paths {
 		for _, paper := range []bool{false, true} {
-			gc, err := NewGC(layers, GCOptions{Seed: 5, PaperOnly: paper, Path: path, SketchDim: 8})
+			gc, err := NewGC(layers, GCOptions{Seed: 5, NoMoves: paper, Path: path, SketchDim: 8})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -629,8 +629,8 @@ func TestPermutationInvariance(t *testing.T) {
 	g1, _ := NewGram(layers)
 	g2, _ := NewGram(pl)
 	for _, paper := range []bool{false, true} {
-		c1, _ := Cluster(g1, layers[0].Block.IDs, 8, GCOptions{Seed: 9, PaperOnly: paper})
-		c2, _ := Cluster(g2, pl[0].Block.IDs, 8, GCOptions{Seed: 9, PaperOnly: paper})
+		c1, _ := Cluster(g1, layers[0].Block.IDs, 8, GCOptions{Seed: 9, NoMoves: paper})
+		c2, _ := Cluster(g2, pl[0].Block.IDs, 8, GCOptions{Seed: 9, NoMoves: paper})
 		near(t, "gc objective", c2.Objective, c1.Objective, 1e-9)
 		for i, p := range perm {
 			if c2.Assign[i] != c1.Assign[p] {
