@@ -31,7 +31,23 @@ type Layer struct {
 	Kind   LayerKind `json:"kind"`
 	Shape  []int     `json:"shape"`
 	Params int       `json:"params"`
+	// Capture says how an imported run's writer captured the layer's
+	// per-example gradients: CaptureHook or CaptureGeneric (run.json's
+	// "capture", docs/INTERCHANGE.md); "" when not said (gvdb's own runs).
+	Capture string `json:"capture,omitempty"`
 }
+
+// How a writer captured a layer (python/gvdb_capture.py): hooks on the
+// module (its input and output gradient), or the generic path (the module
+// re-run on each example: vmap, or batch-size-1 passes).
+const (
+	CaptureHook    = "hook"
+	CaptureGeneric = "generic"
+)
+
+// ImportedParam is the parameter gvdb import sets on a run (the weight
+// layout of its run directory): its presence marks an imported run.
+const ImportedParam = "imported_weight_layout"
 
 // Run statuses.
 const (
@@ -48,11 +64,23 @@ type Run struct {
 	Name   string  `json:"name"`
 	ID     uint32  `json:"id"`
 	Layers []Layer `json:"layers"`
+	// Ignored lists trainable parameters of the model that an imported
+	// run's writer left out (python/gvdb_capture.py's ignore=): the run's
+	// whole-model statistics cover its layers only.
+	Ignored []string `json:"ignored,omitempty"`
 	Config
 
 	Status  string    `json:"status,omitempty"`
 	Created time.Time `json:"created"`
 	Version string    `json:"gvdb_version,omitempty"`
+}
+
+// Imported reports whether the run came in through gvdb import (a run
+// directory: python/gvdb_capture.py, another writer, an export) rather
+// than from gvdb train.
+func (r *Run) Imported() bool {
+	_, ok := r.Params[ImportedParam]
+	return ok
 }
 
 // LayerNames returns the names of the run's layers in schema order.

@@ -116,13 +116,6 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 FORMAT_VERSION = 1
 
-# EXTENDED_SCHEMA writes how each parameter was captured (run.json
-# layers' "capture": "hook" or "generic"; manifest layers' "capture":
-# "factors", "dense", "generic" or "bs1"), the forward passes of a
-# snapshot (manifest "passes") and the ignored parameters (run.json
-# "ignored"). A gvdb that does not know these fields refuses them.
-EXTENDED_SCHEMA = False
-
 # Names the query language reserves: not allowed as layer, scalar or
 # attribute names.
 RESERVED = {
@@ -852,8 +845,7 @@ class _Recorder:
                         file = self.prefix + _file_name(s["name"]) + f".{key}.npy"
                         e["shapes"][key] = _assemble(self.parts[(s["name"], key)], os.path.join(self.tmp, file))
                         e["files"][key] = file
-                if EXTENDED_SCHEMA:
-                    e["capture"] = self.forms[s["name"]]
+                e["capture"] = self.forms[s["name"]]  # factors, dense, generic or bs1
                 entries.append(e)
         nonfinite = [e["name"] for e in entries if not self.finite.get(e["name"], True)]
         return entries, nonfinite, len(self.passes)
@@ -965,8 +957,7 @@ class Capture:
                 raise FileExistsError(f"gvdb_capture: {out_dir} exists and is not empty (overwrite=True replaces it)")
             shutil.rmtree(out_dir)
         os.makedirs(out_dir, exist_ok=True)
-        if EXTENDED_SCHEMA:
-            schema = [dict(s, capture="generic" if u.generic else "hook") for u in self.units for s in u.schema()]
+        schema = [dict(s, capture="generic" if u.generic else "hook") for u in self.units for s in u.schema()]
         cfg = {
             "format": "gvdb-run", "version": FORMAT_VERSION, "model": model_name or type(model).__name__,
             "dataset": dataset, "optimizer": optimizer, "lr": float(lr), "momentum": float(momentum),
@@ -974,8 +965,8 @@ class Capture:
             "loss_reduction": loss_reduction, "weight_layout": "out_in", "conv_patch_order": "C,kh,kw; positions oh,ow",
             "layers": schema, "params": {str(k): str(v) for k, v in (params or {}).items()},
         }
-        if EXTENDED_SCHEMA and self.ignored:
-            cfg["ignored"] = self.ignored
+        if self.ignored:
+            cfg["ignored"] = self.ignored  # the run records what its statistics do not cover
         _write_atomic(os.path.join(out_dir, "run.json"), json.dumps(cfg, indent=2) + "\n")
         self._scalars = open(os.path.join(out_dir, "scalars.jsonl"), "a")
         self._rec = None
@@ -1088,8 +1079,7 @@ class Capture:
                "examples": n, "ids": "ids.npy", "weight_layout": "out_in", "layers": []}
         entries, nonfinite, passes = rec.finish()
         man["layers"] = entries
-        if EXTENDED_SCHEMA:
-            man["passes"] = passes
+        man["passes"] = passes
         np.save(os.path.join(tmp, "ids.npy"), ids.astype(np.int64))
         if anchor is not None:
             anchor_step, arec = anchor

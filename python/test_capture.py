@@ -213,8 +213,6 @@ class BNCNN(nn.Module):
 def more_models(out):
     """The models of the generic path and BatchNorm in eval mode, each
     trained with snapshots checked against batch-size-1 gradients."""
-    import gvdb_capture
-    gvdb_capture.EXTENDED_SCHEMA = False
     exp, worst = {}, 0.0
     torch.manual_seed(3)
     xt, yt = torch.randint(0, 40, (64, 8)), torch.randint(0, 3, (64,))
@@ -237,31 +235,27 @@ def more_models(out):
     xb, yb = torch.randn(80, 1, 6, 6), torch.randint(0, 3, (80,))
     exp["bn"], w = train(out, "bn", BNCNN(), xb, yb, "mean", 16, 6, 3, eval_snapshots=True)
     worst = max(worst, w)
-    # how each parameter was captured, in the extended schema
-    gvdb_capture.EXTENDED_SCHEMA = True
-    try:
-        model = TinyTransformer()
-        with Capture(model, os.path.join(out, "extended"), loss_reduction="mean", batch_size=8,
-                     ignore=["head.bias"]) as cap:
-            with cap.snapshot(0, torch.arange(8)):
-                F.cross_entropy(model(xt[:8]), yt[:8]).backward()
-        run = json.load(open(os.path.join(out, "extended", "run.json")))
-        man = json.load(open(os.path.join(out, "extended", f"step-{0:020d}", "manifest.json")))
-        how = {l["name"]: l["capture"] for l in run["layers"]}
-        assert run["ignored"] == ["head.bias"] and "head.bias" not in how, run
-        assert how["pos"] == "generic" and how["enc.self_attn.in_proj_weight"] == "generic" and \
-            how["enc.linear1.weight"] == "hook" and how["emb.weight"] == "hook", how
-        how = {l["name"]: l["capture"] for l in man["layers"]}
-        assert man["passes"] == 1 and how["pos"] == "generic" and how["enc.self_attn.out_proj.weight"] == "generic" \
-            and how["emb.weight"] == "factors" and how["enc.norm1.weight"] == "dense", how
-        rnn = Recurrent(nn.GRU, True, 1)
-        with Capture(rnn, os.path.join(out, "extended-gru"), loss_reduction="mean", batch_size=8) as cap:
-            with cap.snapshot(0, torch.arange(8)):
-                F.cross_entropy(rnn(xr[:8]), yr[:8]).backward()
-        man = json.load(open(os.path.join(out, "extended-gru", f"step-{0:020d}", "manifest.json")))
-        assert {l["name"]: l["capture"] for l in man["layers"]}["rnn.weight_hh_l0"] == "bs1", man
-    finally:
-        gvdb_capture.EXTENDED_SCHEMA = False
+    # how each parameter was captured, and the parameters left out
+    model = TinyTransformer()
+    with Capture(model, os.path.join(out, "ignored"), loss_reduction="mean", batch_size=8,
+                 ignore=["head.bias"]) as cap:
+        with cap.snapshot(0, torch.arange(8)):
+            F.cross_entropy(model(xt[:8]), yt[:8]).backward()
+    run = json.load(open(os.path.join(out, "ignored", "run.json")))
+    man = json.load(open(os.path.join(out, "ignored", f"step-{0:020d}", "manifest.json")))
+    how = {l["name"]: l["capture"] for l in run["layers"]}
+    assert run["ignored"] == ["head.bias"] and "head.bias" not in how, run
+    assert how["pos"] == "generic" and how["enc.self_attn.in_proj_weight"] == "generic" and \
+        how["enc.linear1.weight"] == "hook" and how["emb.weight"] == "hook", how
+    how = {l["name"]: l["capture"] for l in man["layers"]}
+    assert man["passes"] == 1 and how["pos"] == "generic" and how["enc.self_attn.out_proj.weight"] == "generic" \
+        and how["emb.weight"] == "factors" and how["enc.norm1.weight"] == "dense", how
+    rnn = Recurrent(nn.GRU, True, 1)
+    with Capture(rnn, os.path.join(out, "captured-gru"), loss_reduction="mean", batch_size=8) as cap:
+        with cap.snapshot(0, torch.arange(8)):
+            F.cross_entropy(rnn(xr[:8]), yr[:8]).backward()
+    man = json.load(open(os.path.join(out, "captured-gru", f"step-{0:020d}", "manifest.json")))
+    assert {l["name"]: l["capture"] for l in man["layers"]}["rnn.weight_hh_l0"] == "bs1", man
     return exp, worst
 
 
@@ -282,7 +276,7 @@ def chunked(out):
                     F.cross_entropy(model(x[i:i + chunk]), y[i:i + chunk]).backward()
     _, ids1, one = materialize(os.path.join(out, "full-one", f"step-{0:020d}"))
     man, ids4, four = materialize(os.path.join(out, "full-chunks", f"step-{0:020d}"))
-    assert (ids1 == ids4).all() and (ids1 == ids.numpy()).all() and man["examples"] == 256
+    assert (ids1 == ids4).all() and (ids1 == ids.numpy()).all() and man["examples"] == 256 and man["passes"] == 4
     worst = 0.0
     for layer, g in one.items():
         err = np.linalg.norm(four[layer] - g, axis=1) / np.maximum(np.linalg.norm(g, axis=1), 1e-30)

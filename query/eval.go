@@ -192,6 +192,9 @@ func evalSelect(ctx context.Context, d *db.DB, s *parser.Select, opts Options) (
 			return nil, err
 		}
 		plans = append(plans, rp)
+		if note := IgnoredNote(r); note != "" && len(p.stats) > 0 && wholeModel(rp) {
+			e.warn(fmt.Sprintf("run %s: %s", r.Name, note))
+		}
 		if len(p.stats) > 0 || p.exampleRows {
 			if err := e.scanStats(rp, ri); err != nil {
 				return nil, err
@@ -323,7 +326,7 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 			return svrg, nil
 		}
 		if !s.HasAnchor || len(anchor) != len(layers) {
-			o.warn(fmt.Sprintf("run %s has snapshots without SVRG anchor blocks (train with --svrg-every S): svrg statistics are NaN there", rp.run.Name))
+			o.warn(fmt.Sprintf("run %s has snapshots without SVRG anchor blocks (%s): svrg statistics are NaN there", rp.run.Name, AnchorHint(rp.run)))
 			return nil, nil
 		}
 		diff := make([]stats.Layer, len(layers))
@@ -429,8 +432,8 @@ func checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *statDef, o *sna
 			ref.name, k, s.N, s.N/2, s.N/2, ref.name)
 	}
 	if s.Population == db.Sample && s.N < 32*k {
-		o.warn(fmt.Sprintf("run %s: Gradient Clustering with K = %d on samples of %d examples (%.1f per cluster, fewer than 32): the estimate is noisy; full snapshots (gvdb train --full-snapshot-every) give the paper's population",
-			rp.run.Name, k, s.N, float64(s.N)/float64(k)))
+		o.warn(fmt.Sprintf("run %s: Gradient Clustering with K = %d on samples of %d examples (%.1f per cluster, fewer than 32): the estimate is noisy; full snapshots (%s) give the paper's population",
+			rp.run.Name, k, s.N, float64(s.N)/float64(k), FullSnapshotHint(rp.run)))
 	}
 	return nil
 }

@@ -44,13 +44,21 @@ func missing(t *testing.T, require, msg string) {
 	t.Skip(msg)
 }
 
-// TestPyTorchCapture trains five PyTorch models with python/gvdb_capture.py
-// (an MLP, a CNN, a layer applied twice over a sequence, an embedding with
-// LayerNorm on token sequences, and 1-D convolutions; python/test_capture.py
-// checks the captured gradients against PyTorch's batch-size-1 gradients
-// to 1e-5), imports the runs, and checks gvdb's variance, nvar and gns
-// against NumPy's on the materialized gradients to 1e-9. It then runs the
-// README's PyTorch example verbatim while import --follow ingests it.
+// TestPyTorchCapture trains PyTorch models with python/gvdb_capture.py
+// (an MLP, a CNN, a layer applied twice over a sequence, embeddings with
+// LayerNorm on token sequences, 1-D convolutions, and through the generic
+// path a transformer, an LSTM, a GRU, ConvTranspose2d with GroupNorm, a
+// custom module, and a residual CNN with BatchNorm in eval mode;
+// python/test_capture.py checks the captured gradients against PyTorch's
+// batch-size-1 gradients to 1e-5), imports the runs, and checks gvdb's
+// variance, nvar and gns against NumPy's on the materialized gradients to
+// 1e-9, and each example's whole-model grad_norm against the norm of its
+// batch-size-1 gradients of every trainable parameter. A full snapshot
+// captured in 4 passes equals the one-pass capture after import; a run
+// with ignored parameters says so in queries and keeps them through an
+// export; imported runs' advice speaks of the capture API. It then runs
+// the README's PyTorch examples verbatim (the MLP while import --follow
+// ingests it).
 func TestPyTorchCapture(t *testing.T) {
 	py := torchPython(t)
 	repo, err := filepath.Abs("../..")
@@ -71,12 +79,13 @@ func TestPyTorchCapture(t *testing.T) {
 	}
 	json.Unmarshal(raw, &expected)
 	store := t.TempDir()
-	for _, run := range []string{"mlp", "cnn", "shared", "text", "seq1d"} {
+	for _, run := range []string{"mlp", "cnn", "shared", "text", "seq1d", "transformer", "lstm", "gru", "convt", "custom", "bn"} {
 		if _, errs, code := gvdb(t, "import", filepath.Join(out, run), "--db", store, "--run", run); code != exitOK {
 			t.Fatalf("import %s: %s", run, errs)
 		}
 		var want map[string]map[string]any
 		json.Unmarshal(expected[run], &want)
+		checkGradNorms(t, store, run, want)
 		csv, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT variance, nvar, gns FROM '"+run+"'")
 		if code != exitOK {
 			t.Fatalf("query %s: %s", run, errs)
@@ -126,6 +135,18 @@ func TestPyTorchCapture(t *testing.T) {
 			}
 		}
 	}
+	checkChunks(t, store, out)
+	checkIgnored(t, store, out)
+	// Imported runs' advice speaks of the capture API, not gvdb train's flags.
+	for q, want := range map[string]string{
+		"SELECT svrg_variance FROM 'mlp'":      "cap.anchor(anchor_model, anchor_step)",
+		"SELECT gc_variance(4, 32) FROM 'mlp'": `cap.snapshot(step, ids, population="full")`,
+	} {
+		_, errs, code := gvdb(t, "query", "--db", store, q)
+		if code != exitOK || !strings.Contains(errs, want) || strings.Contains(errs, "--svrg-every") || strings.Contains(errs, "gvdb train") {
+			t.Errorf("%s: exit %d, warnings %s (want the capture API: %s)", q, code, errs, want)
+		}
+	}
 	// The CNN's full snapshot and its layers' storage.
 	if csv, _, _ := gvdb(t, "query", "--db", store, "--format", "csv", "SHOW STEPS FROM 'cnn'"); !strings.Contains(csv, "6,full,200,") {
 		t.Errorf("cnn: want the full snapshot at step 6:\n%s", csv)
@@ -167,20 +188,26 @@ for l in m["layers"]:
 		}
 	}
 
-	// The README's example, verbatim, from the repository root.
-	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(readme), "<!-- pytorch-example: run verbatim by TestPyTorchCapture -->\n```python\n")
-	code, _, ok2 := strings.Cut(rest, "```")
-	if !ok || !ok2 {
-		t.Fatal("README.md: no PyTorch example block")
-	}
+	// The README's examples, verbatim, from the repository root.
 	work := t.TempDir()
 	os.Symlink(filepath.Join(repo, "python"), filepath.Join(work, "python"))
-	script := filepath.Join(work, "example.py")
-	os.WriteFile(script, []byte(code), 0o644)
+	// Your transformer: sample snapshots, and a full one in chunks.
+	transformer := readmeExample(t, repo, work, "pytorch-transformer-example")
+	cmd = exec.Command(py, transformer)
+	cmd.Dir = work
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("README transformer example: %v\n%s", err, b)
+	}
+	if _, errs, code := gvdb(t, "import", filepath.Join(work, "runs", "transformer"), "--db", store, "--run", "transformer-readme"); code != exitOK {
+		t.Fatalf("import the README transformer example: %s", errs)
+	}
+	if steps, errs, _ := gvdb(t, "query", "--db", store, "--format", "csv", "SHOW STEPS FROM 'transformer-readme'"); !strings.Contains(steps, "40,full,256,") || strings.Count(steps, ",sample,32,") != 2 {
+		t.Errorf("README transformer example: want sample snapshots at 0 and 20 and a full one of 256 at 40: %s\n%s", errs, steps)
+	}
+	if csv, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT variance, nvar, gc_variance(32, 32) FROM 'transformer-readme' WHERE population = 'full'"); code != exitOK || strings.Count(csv, "\n") != 2 || strings.Contains(csv, "NaN") {
+		t.Errorf("README transformer query: exit %d, %s\n%s", code, errs, csv)
+	}
+	script := readmeExample(t, repo, work, "pytorch-example")
 	// import --follow starts first, as "python train.py & gvdb import
 	// --follow" may: it waits for run.json, ingests while the script
 	// writes, and stops at DONE.
@@ -219,6 +246,152 @@ for l in m["layers"]:
 	}
 	if got, _, _ := gvdb(t, "query", "--db", live, "--format", "csv", q); got != csv {
 		t.Errorf("import --follow while the script ran:\n%s\nafter it:\n%s", got, csv)
+	}
+}
+
+// readmeExample writes the README's Python block after the marker
+// <!-- NAME: run verbatim by TestPyTorchCapture --> into dir and returns
+// its path.
+func readmeExample(t *testing.T, repo, dir, name string) string {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "<!-- "+name+": run verbatim by TestPyTorchCapture -->\n```python\n")
+	code, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatalf("README.md: no %s block", name)
+	}
+	script := filepath.Join(dir, name+".py")
+	if err := os.WriteFile(script, []byte(code), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return script
+}
+
+// exampleNorms returns gvdb's grad_norm of run's examples, by step and
+// example id.
+func exampleNorms(t *testing.T, store, run string) map[string]float64 {
+	t.Helper()
+	csv, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT example_id, grad_norm FROM '"+run+"'")
+	lines := strings.Split(strings.TrimSpace(csv), "\n")
+	if code != exitOK || lines[0] != "step,example_id,grad_norm" {
+		t.Fatalf("%s grad_norm: exit %d, %s\n%s", run, code, errs, csv)
+	}
+	out := map[string]float64{}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		v, err := strconv.ParseFloat(f[2], 64)
+		if err != nil {
+			t.Fatalf("%s: %q", run, l)
+		}
+		out[f[0]+"/"+f[1]] = v
+	}
+	return out
+}
+
+// checkGradNorms compares gvdb's whole-model grad_norm of every example of
+// an imported run with the norm of the example's batch-size-1 gradients of
+// all trainable parameters (want: by step, "grad_norm" by example id).
+func checkGradNorms(t *testing.T, store, run string, want map[string]map[string]any) {
+	t.Helper()
+	got := exampleNorms(t, store, run)
+	n, worst := 0, 0.0
+	for step, w := range want {
+		norms, _ := w["grad_norm"].(map[string]any)
+		for id, v := range norms {
+			ref := v.(float64)
+			g, ok := got[step+"/"+id]
+			rel := math.Abs(g-ref) / ref
+			if !ok || !(rel <= 1e-5) {
+				t.Errorf("%s step %s example %s: gvdb grad_norm %.9g, batch-size-1 autograd %.9g", run, step, id, g, ref)
+			}
+			worst = max(worst, rel)
+			n++
+		}
+	}
+	if n == 0 || n != len(got) {
+		t.Errorf("%s: %d reference norms, gvdb has %d examples", run, n, len(got))
+	}
+	t.Logf("%s: grad_norm of %d examples against batch-size-1 autograd, worst relative difference %.3g", run, n, worst)
+}
+
+// checkChunks: a full snapshot of 256 examples captured in 4 passes of 64
+// equals, after import, the same snapshot captured in one pass, per
+// example (grad_norm) and in its statistics, to 1e-6 relative.
+func checkChunks(t *testing.T, store, out string) {
+	t.Helper()
+	for _, run := range []string{"full-one", "full-chunks"} {
+		if _, errs, code := gvdb(t, "import", filepath.Join(out, run), "--db", store, "--run", run); code != exitOK {
+			t.Fatalf("import %s: %s", run, errs)
+		}
+	}
+	one, four := exampleNorms(t, store, "full-one"), exampleNorms(t, store, "full-chunks")
+	if len(one) != 256 || len(four) != 256 {
+		t.Fatalf("full snapshots: %d and %d examples, want 256", len(one), len(four))
+	}
+	for k, v := range one {
+		if w, ok := four[k]; !ok || !(math.Abs(w-v) <= 1e-6*v) {
+			t.Errorf("example %s: grad_norm %.9g in one pass, %.9g in 4", k, v, w)
+		}
+	}
+	q := "SELECT variance, nvar, gns, gc_variance(16, 16) FROM '%s'"
+	a, _, _ := gvdb(t, "query", "--db", store, "--format", "csv", fmt.Sprintf(q, "full-one"))
+	b, _, _ := gvdb(t, "query", "--db", store, "--format", "csv", fmt.Sprintf(q, "full-chunks"))
+	la, lb := strings.Split(strings.TrimSpace(a), "\n"), strings.Split(strings.TrimSpace(b), "\n")
+	if len(la) != 2 || len(lb) != 2 {
+		t.Fatalf("full snapshots' statistics:\n%s\n%s", a, b)
+	}
+	fa, fb := strings.Split(la[1], ","), strings.Split(lb[1], ",")
+	for i := 1; i < len(fa); i++ {
+		x, _ := strconv.ParseFloat(fa[i], 64)
+		y, _ := strconv.ParseFloat(fb[i], 64)
+		if !(math.Abs(x-y) <= 1e-6*math.Abs(x)) {
+			t.Errorf("%s: %.9g in one pass, %.9g in 4", strings.Split(la[0], ",")[i], x, y)
+		}
+	}
+	if steps, _, _ := gvdb(t, "query", "--db", store, "--format", "csv", "SHOW STEPS FROM 'full-chunks'"); !strings.Contains(steps, "0,full,256,") {
+		t.Errorf("full-chunks: want a full snapshot of 256 examples:\n%s", steps)
+	}
+}
+
+// checkIgnored: a run whose capture left a parameter out (ignore=) records
+// it; whole-model queries and an export say so, per-layer ones do not.
+func checkIgnored(t *testing.T, store, out string) {
+	t.Helper()
+	if _, errs, code := gvdb(t, "import", filepath.Join(out, "ignored"), "--db", store, "--run", "ignored"); code != exitOK {
+		t.Fatalf("import ignored: %s", errs)
+	}
+	const note = "1 trainable parameter was not captured (left out with ignore=): head.bias; whole-model statistics cover the captured layers only"
+	if _, errs, code := gvdb(t, "query", "--db", store, "SELECT variance, nvar FROM 'ignored'"); code != exitOK || !strings.Contains(errs, note) {
+		t.Errorf("whole-model query of a run with an ignored parameter: exit %d, warnings %q", code, errs)
+	}
+	if _, errs, _ := gvdb(t, "query", "--db", store, "SELECT variance FROM 'ignored' GROUP BY layer"); strings.Contains(errs, "not captured") {
+		t.Errorf("per-layer query: %s", errs)
+	}
+	back := filepath.Join(t.TempDir(), "ignored")
+	if _, errs, code := gvdb(t, "export", "--db", store, "--run", "ignored", "--out", back); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	raw, err := os.ReadFile(filepath.Join(back, "run.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Ignored []string `json:"ignored"`
+		Layers  []struct {
+			Name, Capture string
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil || strings.Join(cfg.Ignored, ",") != "head.bias" || len(cfg.Layers) == 0 || cfg.Layers[0].Name != "pos" || cfg.Layers[0].Capture != "generic" {
+		t.Errorf("exported run.json: %v\n%s", err, raw)
+	}
+	if _, errs, code := gvdb(t, "import", back, "--db", store, "--run", "ignored-again"); code != exitOK {
+		t.Fatalf("re-import: %s", errs)
+	}
+	if _, errs, _ := gvdb(t, "query", "--db", store, "SELECT variance FROM 'ignored-again'"); !strings.Contains(errs, note) {
+		t.Errorf("re-imported run: %q", errs)
 	}
 }
 

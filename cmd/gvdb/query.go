@@ -47,8 +47,9 @@ Statements:
   PLOT item, ... FROM ... [WHERE ...] [GROUP BY ...] [SCALE LOG|LINEAR] [TITLE 'text'] TO 'file.png|svg|pdf'
 
 A snapshot's population is a sample or the full training set (train
---full-snapshot-every): Gradient Clustering is in-sample on a full snapshot
-and held out on a sample (gc_*_insample: always in-sample).
+--full-snapshot-every; an imported run: cap.snapshot(..., population="full")
+in python/gvdb_capture.py): Gradient Clustering is in-sample on a full
+snapshot and held out on a sample (gc_*_insample: always in-sample).
 
 WHERE on an example attribute (label, example_loss, true_label, corrupted,
 duplicate_of) chooses the examples every statistic covers; config.x

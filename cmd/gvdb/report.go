@@ -20,11 +20,13 @@ the runs in a store, and an index (index.md and a self-contained
 index.html) listing each figure with the exact query that made it:
 
   - variance and normalized variance over training for SG-B, SG-2B, SVRG
-    (runs trained with --svrg-every) and Gradient Clustering (K = min(--k,
-    B), batch B = the run's batch size): the paper's core comparison. SG
-    and SVRG are measured on every snapshot; GC on the full snapshots
-    (runs trained with --full-snapshot-every), in-sample as the paper
-    defines it, else held out on the samples. Captions say which;
+    (runs trained with --svrg-every, or captured with cap.anchor) and
+    Gradient Clustering (K = min(--k, B), batch B = the run's batch size):
+    the paper's core comparison. SG and SVRG are measured on every
+    snapshot; GC on the full snapshots (runs trained with
+    --full-snapshot-every, or captured with population="full"), in-sample
+    as the paper defines it, else held out on the samples. Captions say
+    which, and which parameters an imported run left out;
   - variance and normalized variance across runs on one plot (e.g. runs
     with different learning rates);
   - normalized variance beside the training loss over steps;

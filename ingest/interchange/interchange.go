@@ -67,6 +67,9 @@ type Manifest struct {
 	// anchor parameters (full snapshots of runs trained with an anchor).
 	Anchor     *Anchor `json:"anchor,omitempty"`
 	Definition string  `json:"definition,omitempty"`
+	// Passes is the number of forward/backward passes the writer ran for
+	// the snapshot (a full snapshot in chunks; informational).
+	Passes int `json:"passes,omitempty"`
 }
 
 // Anchor describes a snapshot's SVRG anchor blocks: the examples'
@@ -86,7 +89,21 @@ type Layer struct {
 	Params    int               `json:"params,omitempty"`
 	Files     map[string]string `json:"files"`
 	Shapes    map[string][]int  `json:"shapes"`
+	// Capture says how the writer captured the layer in this snapshot
+	// (informational, checked against the files and run.json):
+	// CapturedFactors, CapturedDense, CapturedGeneric or CapturedBS1.
+	Capture string `json:"capture,omitempty"`
 }
+
+// How a snapshot's layer was captured (python/gvdb_capture.py): by hooks,
+// as factors or dense rows, or by the generic path, batched by vmap or in
+// batch-size-1 passes (dense rows).
+const (
+	CapturedFactors = "factors"
+	CapturedDense   = "dense"
+	CapturedGeneric = "generic"
+	CapturedBS1     = "bs1"
+)
 
 // Options tune an export.
 type Options struct {

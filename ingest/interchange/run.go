@@ -61,6 +61,7 @@ type RunConfig struct {
 	WeightLayout  string            `json:"weight_layout"`  // LayoutInOut or LayoutOutIn
 	ConvPatch     string            `json:"conv_patch_order,omitempty"`
 	Layers        []db.Layer        `json:"layers"`
+	Ignored       []string          `json:"ignored,omitempty"` // trainable parameters the writer left out (gvdb_capture's ignore=)
 	Params        map[string]string `json:"params,omitempty"`
 }
 
@@ -109,7 +110,7 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 		r.Params[k] = v
 	}
 	r.Params["loss_reduction"] = c.LossReduction
-	r.Params["imported_weight_layout"] = c.WeightLayout
+	r.Params[db.ImportedParam] = c.WeightLayout
 	if c.ConvPatch != "" {
 		r.Params["conv_patch_order"] = c.ConvPatch
 	}
@@ -130,6 +131,11 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 		default:
 			return nil, fmt.Errorf("run.json: layer %s: kind %q, want dense, conv, bias or other", l.Name, l.Kind)
 		}
+		switch l.Capture {
+		case "", db.CaptureHook, db.CaptureGeneric:
+		default:
+			return nil, fmt.Errorf("run.json: layer %s: capture %q, want %q or %q", l.Name, l.Capture, db.CaptureHook, db.CaptureGeneric)
+		}
 		if len(l.Shape) == 0 {
 			return nil, fmt.Errorf("run.json: layer %s has no shape", l.Name)
 		}
@@ -149,6 +155,16 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 		}
 		l.Params = params
 		r.Layers = append(r.Layers, l)
+	}
+	for _, name := range c.Ignored {
+		if err := db.ValidateName("ignored parameter", name); err != nil {
+			return nil, fmt.Errorf("run.json: %w", err)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("run.json: ignored parameter %q is also a layer, or listed twice", name)
+		}
+		seen[name] = true
+		r.Ignored = append(r.Ignored, name)
 	}
 	return r, nil
 }
@@ -304,6 +320,9 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 	if man.Examples < 1 {
 		return bad("%d examples", man.Examples)
 	}
+	if man.Passes < 0 || man.Passes > man.Examples {
+		return bad("%d forward passes for %d examples", man.Passes, man.Examples)
+	}
 	pop, err := db.ParsePopulation(man.Population)
 	if err != nil {
 		return bad("%v", err)
@@ -357,6 +376,9 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 			return bad("layer %s listed twice", ml.Name)
 		}
 		covered[ml.Name] = true
+		if err := checkCapture(ml, sl); err != nil {
+			return bad("layer %s: %v", ml.Name, err)
+		}
 		b, err := readBlock(dir, ml, sl, n, layout)
 		if err != nil {
 			return bad("layer %s: %v", ml.Name, err)
@@ -382,6 +404,9 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 				return bad("anchor layer %d is %q, want %q (the layers' order)", i, ml.Name, s.Blocks[i].Layer)
 			}
 			sl, _ := r.Layer(ml.Name)
+			if err := checkCapture(ml, sl); err != nil {
+				return bad("anchor layer %s: %v", ml.Name, err)
+			}
 			b, err := readBlock(dir, ml, sl, n, layout)
 			if err != nil {
 				return bad("anchor layer %s: %v", ml.Name, err)
@@ -427,6 +452,31 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 		s.Attributes = a
 	}
 	return s, warnings, nil
+}
+
+// checkCapture checks a manifest layer's "capture" (how this snapshot
+// captured it) against its files and run.json's capture path.
+func checkCapture(ml Layer, sl db.Layer) error {
+	factors := ml.Files["A"] != "" || ml.Files["Delta"] != ""
+	switch ml.Capture {
+	case "":
+		return nil
+	case CapturedFactors:
+		if !factors {
+			return fmt.Errorf("capture %q without A and Delta files", ml.Capture)
+		}
+	case CapturedDense, CapturedGeneric, CapturedBS1:
+		if factors {
+			return fmt.Errorf("capture %q with factors (A, Delta): want rows", ml.Capture)
+		}
+	default:
+		return fmt.Errorf("capture %q, want %q, %q, %q or %q", ml.Capture, CapturedFactors, CapturedDense, CapturedGeneric, CapturedBS1)
+	}
+	generic := ml.Capture == CapturedGeneric || ml.Capture == CapturedBS1
+	if sl.Capture != "" && generic != (sl.Capture == db.CaptureGeneric) {
+		return fmt.Errorf("captured as %q, but run.json says %q", ml.Capture, sl.Capture)
+	}
+	return nil
 }
 
 // readBlock reads one layer's files into a block: factored (A and Delta:
@@ -534,14 +584,14 @@ func transposeRows(v []float32, n, r, c int) []float32 {
 func RunConfigOf(r *db.Run) *RunConfig {
 	c := &RunConfig{Format: RunFormat, Version: FormatVersion, Model: r.Model, Dataset: r.Dataset, Optimizer: r.Optimizer,
 		LR: r.LR, Momentum: r.Momentum, WeightDecay: r.WeightDecay, BatchSize: r.BatchSize, Seed: r.Seed,
-		LossReduction: "mean", WeightLayout: LayoutInOut, Layers: r.Layers, Params: map[string]string{}}
+		LossReduction: "mean", WeightLayout: LayoutInOut, Layers: r.Layers, Ignored: r.Ignored, Params: map[string]string{}}
 	for k, v := range r.Params {
 		switch k {
 		case "loss_reduction":
 			c.LossReduction = v
 		case "conv_patch_order":
 			c.ConvPatch = v
-		case "imported_weight_layout":
+		case db.ImportedParam:
 		default:
 			c.Params[k] = v
 		}

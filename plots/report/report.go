@@ -348,7 +348,7 @@ func (w *writer) run(r *db.Run) error {
 	} else {
 		k = min(k, minSample/2)
 		qGC = fmt.Sprintf("SELECT gc_variance(%d, %d), gc_nvar(%d, %d) FROM %s", k, b, k, b, q)
-		gcPop = fmt.Sprintf("GC held out on each sample (fitted on one half, scored on the other: the run has no full snapshots; train with --full-snapshot-every for the paper's population)")
+		gcPop = fmt.Sprintf("GC held out on each sample (fitted on one half, scored on the other: the run has no full snapshots; %s for the paper's population)", query.FullSnapshotHint(r))
 	}
 	var gc *query.Result
 	if k >= 1 {
@@ -369,12 +369,17 @@ func (w *writer) run(r *db.Run) error {
 	}
 	estimators += ", GC"
 	pop := fmt.Sprintf("SG-B (B = %d), SG-2B", b)
-	if anchored > 0 {
+	if anchored > 0 && r.SVRGEvery > 0 {
 		pop += fmt.Sprintf(" and SVRG (anchor refreshed every %d steps)", r.SVRGEvery)
+	} else if anchored > 0 {
+		pop += " and SVRG (the anchors captured with the snapshots)"
 	}
 	pop += fmt.Sprintf(" on each snapshot's examples (%d sampled, %d full); %s, K = %d", sample, full, gcPop, k)
 	if anchored > 0 {
 		pop += ". " + svrgZerosNote
+	}
+	if note := query.IgnoredNote(r); note != "" {
+		pop += ". Not covered: " + note
 	}
 	queries := []string{qSG}
 	if qGC != "" {
