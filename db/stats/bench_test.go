@@ -28,7 +28,7 @@ func mlpScope(n int) []Layer {
 	blocks := synth.Snapshot(rand.New(rand.NewPCG(11, 11)), n, ls)
 	var out []Layer
 	for _, l := range ls {
-		out = append(out, Layer{l.Name, blocks[l.Name]})
+		out = append(out, Layer{Name: l.Name, Block: blocks[l.Name]})
 	}
 	return out
 }

@@ -117,6 +117,39 @@ type GC struct {
 type gcKey struct {
 	k       int
 	heldOut bool
+	method  Method
+}
+
+// Method is how a partition is fitted.
+type Method int
+
+const (
+	// MethodExact is gvdb's fit: the paper's batch algorithm with exact
+	// cluster means, k-means++ seeding and single-example moves that
+	// lower the exact weighted objective (a local optimum).
+	MethodExact Method = iota
+	// MethodPaper is the paper's own algorithm (paper.go): rank-1 centres
+	// over the weight layers, its initialization and split rule.
+	MethodPaper
+)
+
+// String is the name the query language uses.
+func (m Method) String() string {
+	if m == MethodPaper {
+		return "paper"
+	}
+	return "exact"
+}
+
+// ParseMethod parses "exact" or "paper".
+func ParseMethod(s string) (Method, error) {
+	switch s {
+	case "exact":
+		return MethodExact, nil
+	case "paper":
+		return MethodPaper, nil
+	}
+	return 0, fmt.Errorf("unknown clustering method %q (want 'exact' or 'paper')", s)
 }
 
 // NewGC prepares the layers' examples for clustering, on the path opts
@@ -290,9 +323,70 @@ func (g *GC) idOrder(rows []int) []int {
 	return out
 }
 
+// Fit fits k clusters by method, in-sample or held out (see InSample and
+// HeldOut), and scores them exactly over all the layers in scope.
+func (g *GC) Fit(k int, method Method, heldOut bool) (*Partition, error) {
+	if method == MethodExact {
+		if heldOut {
+			return g.HeldOut(k)
+		}
+		return g.InSample(k)
+	}
+	key := gcKey{k, heldOut, method}
+	if p := g.cache[key]; p != nil {
+		return p, nil
+	}
+	n := g.N()
+	rng := rand.New(rand.NewPCG(g.opts.Seed, 0x7061))
+	var p *Partition
+	if !heldOut {
+		if k < 1 || k > n {
+			return nil, fmt.Errorf("%w: %d clusters for %d examples (want 1 to %d)", ErrClusters, k, n, n)
+		}
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		order := g.idOrder(all)
+		a, _, err := paperFit(g.layers, order, k, g.opts.Rounds, g.opts.MinSize, rng)
+		if err != nil {
+			return nil, err
+		}
+		p = &Partition{K: k, N: n, Assign: make([]int, n)}
+		for r, i := range order {
+			p.Assign[i] = a[r]
+		}
+		obj, sizes := g.scatter(all, p.Assign, k)
+		p.Sizes, p.VarB = sizes, obj/float64(n)/float64(n)
+	} else {
+		f := g.halves()
+		if k < 1 || k > len(f[0]) || len(f[1]) < 2 {
+			return nil, fmt.Errorf("%w: %d clusters for held-out halves of %d and %d examples (want 1 to %d)", ErrClusters, k, len(f[0]), len(f[1]), len(f[0]))
+		}
+		p = &Partition{K: k, N: n, HeldOut: true}
+		for h := range 2 {
+			fit, held := f[h], f[1-h]
+			_, pls, err := paperFit(g.layers, fit, k, g.opts.Rounds, g.opts.MinSize, rng)
+			if err != nil {
+				return nil, err
+			}
+			assign, err := paperAssignHeld(pls, g.layers, held, k)
+			if err != nil {
+				return nil, err
+			}
+			obj, _ := g.scatter(held, assign, k)
+			m := float64(len(held))
+			p.VarB += obj / (m * (m - 1)) / 2
+			p.folds[h] = heldFold{rows: held, assign: assign}
+		}
+	}
+	g.cache[key] = p
+	return p, nil
+}
+
 // InSample fits k clusters on all N examples and scores them there.
 func (g *GC) InSample(k int) (*Partition, error) {
-	key := gcKey{k, false}
+	key := gcKey{k, false, MethodExact}
 	if p := g.cache[key]; p != nil {
 		return p, nil
 	}
@@ -368,7 +462,7 @@ func splitmix(x uint64) uint64 {
 // weighted rule to the fitted centres, and score them without bias,
 // Σ_k n_k SS_k / (n(n−1)); VarB is the mean of the two.
 func (g *GC) HeldOut(k int) (*Partition, error) {
-	key := gcKey{k, true}
+	key := gcKey{k, true, MethodExact}
 	if p := g.cache[key]; p != nil {
 		return p, nil
 	}

@@ -14,6 +14,9 @@ import (
 type Layer struct {
 	Name  string
 	Block *codec.Block
+	// Weight says the layer is a weight (of a Linear or Conv2d layer):
+	// the paper's Gradient Clustering clusters weights only (MethodPaper).
+	Weight bool
 }
 
 // Need says which optional quantities Compute produces.

@@ -29,9 +29,9 @@ func testLayers(rng *rand.Rand, n int) []Layer {
 		return v
 	}
 	return []Layer{
-		{"fc.weight", &codec.Block{Kind: codec.Factored, IDs: ids, T: 1, In: 7, Out: 5, A: vals(n*7, true, 0.3), Delta: vals(n*5, false, 0.2)}},
-		{"conv.weight", &codec.Block{Kind: codec.Factored, IDs: ids, T: 3, In: 4, Out: 3, A: vals(n*3*4, true, 0), Delta: vals(n*3*3, false, 0.1)}},
-		{"fc.bias", &codec.Block{Kind: codec.Dense, IDs: ids, Dim: 5, Rows: vals(n*5, false, 0.5)}},
+		{"fc.weight", &codec.Block{Kind: codec.Factored, IDs: ids, T: 1, In: 7, Out: 5, A: vals(n*7, true, 0.3), Delta: vals(n*5, false, 0.2)}, true},
+		{"conv.weight", &codec.Block{Kind: codec.Factored, IDs: ids, T: 3, In: 4, Out: 3, A: vals(n*3*4, true, 0), Delta: vals(n*3*3, false, 0.1)}, true},
+		{"fc.bias", &codec.Block{Kind: codec.Dense, IDs: ids, Dim: 5, Rows: vals(n*5, false, 0.5)}, false},
 	}
 }
 
@@ -430,7 +430,7 @@ func TestGCInvariants(t *testing.T) {
 		for _, f := range h1.folds {
 			sub := make([]Layer, len(layers))
 			for li, l := range layers {
-				sub[li] = Layer{l.Name, subset(l.Block, f.rows)}
+				sub[li] = Layer{Name: l.Name, Block: subset(l.Block, f.rows)}
 			}
 			mh, _ := Compute(sub, 0, Need{})
 			nh := float64(mh.N)
@@ -523,7 +523,7 @@ func TestSVRGMatchesBruteForce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		diff = append(diff, Layer{cur[li].Name, d})
+		diff = append(diff, Layer{Name: cur[li].Name, Block: d})
 	}
 	bc, ba := materializeAll(cur), materializeAll(anc)
 	br := &brute{n: bc.n, d: bc.d, mu: make([]float64, bc.d)}
@@ -563,7 +563,7 @@ func TestSVRGMatchesBruteForce(t *testing.T) {
 	var zero []Layer
 	for _, l := range cur {
 		d, _ := Difference(l.Block, l.Block)
-		zero = append(zero, Layer{l.Name, d})
+		zero = append(zero, Layer{Name: l.Name, Block: d})
 	}
 	m, _ := Compute(zero, 0, Need{Coords: true})
 	nv, _ := SVRGNVar(m, mc, 16)
@@ -600,7 +600,7 @@ func permute(layers []Layer, perm []int) []Layer {
 			b.IDs[i] = l.Block.IDs[p]
 		}
 		b.A, b.Delta, b.Rows = rows(l.Block.A, b.T*b.In), rows(l.Block.Delta, b.T*b.Out), rows(l.Block.Rows, b.Dim)
-		out[li] = Layer{l.Name, &b}
+		out[li] = Layer{Name: l.Name, Block: &b}
 	}
 	return out
 }
@@ -773,7 +773,7 @@ func TestBootstrapCoverage(t *testing.T) {
 		for i := range rows {
 			rows[i] = float32(mu + rng.NormFloat64())
 		}
-		layers := []Layer{{"x", &codec.Block{Kind: codec.Dense, IDs: ids, Dim: d, Rows: rows}}}
+		layers := []Layer{{Name: "x", Block: &codec.Block{Kind: codec.Dense, IDs: ids, Dim: d, Rows: rows}}}
 		g, err := NewGram(layers)
 		if err != nil {
 			t.Fatal(err)
