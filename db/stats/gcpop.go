@@ -567,12 +567,22 @@ func (g *Gram) assignHeld(fit, fitAssign []int, k int, held []int) []int {
 // members' own mean m_k, for the examples rows with clusters assign, and
 // the cluster sizes: exactly, from the Gram matrix or the factors.
 func (g *GC) scatter(rows, assign []int, k int) (float64, []int) {
+	ss, sizes := g.clusterScatter(rows, assign, k)
+	total := 0.0
+	for c, v := range ss {
+		total += float64(sizes[c]) * v
+	}
+	return total, sizes
+}
+
+// clusterScatter returns each cluster's SS_k and size.
+func (g *GC) clusterScatter(rows, assign []int, k int) ([]float64, []int) {
 	members := make([][]int, k)
 	for r, i := range rows {
 		members[assign[r]] = append(members[assign[r]], i)
 	}
 	sizes := make([]int, k)
-	total := 0.0
+	ss := make([]float64, k)
 	for c, ms := range members {
 		sizes[c] = len(ms)
 		if len(ms) < 2 {
@@ -594,10 +604,88 @@ func (g *GC) scatter(rows, assign []int, k int) (float64, []int) {
 		} else {
 			sumSq = sumNormSq(g.layers, ms)
 		}
-		nc := float64(len(ms))
-		total += nc * max(sq-sumSq/nc, 0)
+		ss[c] = max(sq-sumSq/float64(len(ms)), 0)
 	}
-	return total, sizes
+	return ss, sizes
+}
+
+// FixedPartition is a partition fitted at another snapshot of the same
+// population (a refit every T steps), by example id.
+type FixedPartition struct {
+	K  int
+	Of map[uint64]int
+	// Sizes are the clusters' sizes N_k in the population it was fitted
+	// on (of N examples).
+	Sizes []int
+	N     int
+}
+
+// Fixed returns p's partition of this snapshot's examples by id (p fitted
+// in-sample).
+func (g *GC) Fixed(p *Partition) (*FixedPartition, error) {
+	if p.Assign == nil {
+		return nil, fmt.Errorf("gradient clustering: a held-out partition cannot be reused")
+	}
+	f := &FixedPartition{K: p.K, Of: make(map[uint64]int, len(g.ids)), Sizes: p.Sizes, N: p.N}
+	for i, id := range g.ids {
+		f.Of[id] = p.Assign[i]
+	}
+	return f, nil
+}
+
+// Score scores a fixed partition on this snapshot's gradients. When the
+// snapshot holds every example of the partition's population (a full
+// snapshot), exactly: Σ_k N_k SS_k / N². Otherwise the examples are
+// stratified by their clusters and VarB = Σ_k W_k² σ_k² is estimated
+// stratum by stratum, W_k = N_k/N from the population, σ_k² by
+// (N_k−1)/N_k · s_k² with s_k² the stratum's sample variance: unbiased
+// when each stratum's examples are a uniform sample of it (a stratified
+// sample, or a uniform one given the strata's counts). A stratum with
+// fewer than 2 sampled examples cannot be estimated: it is left out, with
+// a warning saying which share of the population that is (the estimate is
+// then low).
+func (g *GC) Score(f *FixedPartition) (*Partition, []string, error) {
+	n := g.N()
+	assign := make([]int, n)
+	all := make([]int, n)
+	for i, id := range g.ids {
+		c, ok := f.Of[id]
+		if !ok {
+			return nil, nil, fmt.Errorf("gradient clustering: example %d is not in the partition's population (%d examples)", id, f.N)
+		}
+		assign[i], all[i] = c, i
+	}
+	ss, sizes := g.clusterScatter(all, assign, f.K)
+	p := &Partition{K: f.K, N: f.N}
+	if n == f.N {
+		for c, v := range ss {
+			p.VarB += float64(sizes[c]) * v
+		}
+		p.VarB /= float64(n) * float64(n)
+		p.Assign, p.Sizes = assign, sizes
+		return p, nil, nil
+	}
+	p.HeldOut = true
+	var missed, strata int
+	for c, nk := range f.Sizes {
+		if nk == 0 {
+			continue
+		}
+		if sizes[c] < 2 {
+			missed += nk
+			strata++
+			continue
+		}
+		w := float64(nk) / float64(f.N)
+		s2 := ss[c] / float64(sizes[c]-1)
+		p.VarB += w * w * float64(nk-1) / float64(nk) * s2
+	}
+	var warnings []string
+	if strata > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d of the partition's clusters (%.1f%% of the population) have fewer than 2 examples in this sample and are left out of the estimate, which is therefore low; take samples with at least 2 examples per cluster, or score the partition on full snapshots",
+			strata, 100*float64(missed)/float64(f.N)))
+	}
+	return p, warnings, nil
 }
 
 // sumNormSq returns |Σ_{i∈rows} g_i|² exactly from the layers' blocks,

@@ -398,7 +398,7 @@ func subset(b *codec.Block, rows []int) *codec.Block {
 func SubsetLayers(layers []Layer, rows []int) []Layer {
 	out := make([]Layer, len(layers))
 	for i, l := range layers {
-		out[i] = Layer{Name: l.Name, Block: subset(l.Block, rows)}
+		out[i] = Layer{Name: l.Name, Block: subset(l.Block, rows), Weight: l.Weight}
 	}
 	return out
 }

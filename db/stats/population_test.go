@@ -1,6 +1,7 @@
 package stats_test
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -45,7 +46,7 @@ func population(t *testing.T, n int) []stats.Layer {
 func sample(layers []stats.Layer, rows []int) []stats.Layer {
 	out := make([]stats.Layer, len(layers))
 	for li, l := range layers {
-		out[li] = stats.Layer{Name: l.Name, Block: stats.Subset(l.Block, rows)}
+		out[li] = stats.Layer{Name: l.Name, Block: stats.Subset(l.Block, rows), Weight: l.Weight}
 	}
 	return out
 }
@@ -166,6 +167,155 @@ func TestPaperAboveExactMNIST(t *testing.T) {
 		}
 		if !(p.VarB < one.VarB) {
 			t.Errorf("K = %d: the paper's partition %g does not beat one cluster %g", k, p.VarB, one.VarB)
+		}
+	}
+}
+
+// snapshots trains logistic regression on the random-features task and
+// captures every training example's gradient after each of steps.
+func snapshots(t *testing.T, n int, steps ...int) [][]stats.Layer {
+	t.Helper()
+	train, _ := trainer.RandomFeatures(3, n, 100, 100, 1000)
+	net, err := trainer.NewNet(trainer.Spec{Kind: "logreg"}, train, 100, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = i
+	}
+	var out [][]stats.Layer
+	done := 0
+	for _, s := range steps {
+		for ; done < s; done++ {
+			if _, _, err := net.Step(train, rng.Perm(n)[:100], 0.05, 0, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		snap, err := net.Capture(train, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var layers []stats.Layer
+		for _, b := range snap.Blocks {
+			layers = append(layers, stats.Layer{Name: b.Layer, Block: b.Block, Weight: b.Layer == "fc1.weight"})
+		}
+		out = append(out, layers)
+	}
+	return out
+}
+
+// bruteScore is Σ_k N_k Σ_{i∈C_k}|g_i − μ_k|² / N² on materialized
+// gradients.
+func bruteScore(layers []stats.Layer, assign []int, k int) float64 {
+	n := layers[0].Block.N()
+	var g [][]float64
+	for i := range n {
+		var row []float64
+		for _, l := range layers {
+			row = append(row, l.Block.Gradient(i, make([]float64, l.Block.Params()))...)
+		}
+		g = append(g, append([]float64(nil), row...))
+	}
+	d := len(g[0])
+	mean := make([][]float64, k)
+	size := make([]int, k)
+	for c := range mean {
+		mean[c] = make([]float64, d)
+	}
+	for i, c := range assign {
+		size[c]++
+		for j, v := range g[i] {
+			mean[c][j] += v
+		}
+	}
+	total := 0.0
+	for i, c := range assign {
+		for j, v := range g[i] {
+			x := v - mean[c][j]/float64(size[c])
+			total += float64(size[c]) * x * x
+		}
+	}
+	return total / float64(n) / float64(n)
+}
+
+// TestRefitScore: a partition fitted at one full snapshot and reused at a
+// later one (refit_every) scores there exactly as a brute force on the
+// materialized current gradients; reused at the snapshot it was fitted on
+// it equals the fresh fit; and on stratified samples of the later
+// population its estimate averages to the exact value within 2 standard
+// errors, for both fitting methods.
+func TestRefitScore(t *testing.T) {
+	const n, k = 600, 6
+	snaps := snapshots(t, n, 10, 40)
+	for _, method := range []stats.Method{stats.MethodExact, stats.MethodPaper} {
+		g0, err := stats.NewGC(snaps[0], stats.GCOptions{Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p0, err := g0.Fit(k, method, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fixed, err := g0.Fixed(p0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same, _, err := g0.Score(fixed)
+		if err != nil || math.Abs(same.VarB-p0.VarB) > 1e-12*p0.VarB {
+			t.Fatalf("%v: reused where fitted %v, fresh %v (%v)", method, same.VarB, p0.VarB, err)
+		}
+		g1, err := stats.NewGC(snaps[1], stats.GCOptions{Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		later, _, err := g1.Score(fixed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bruteScore(snaps[1], later.Assign, k)
+		if d := math.Abs(later.VarB-want) / want; d > 1e-10 {
+			t.Errorf("%v: reused partition %g, brute force %g (rel %g)", method, later.VarB, want, d)
+		}
+		// Stratified samples: 8 examples from each cluster.
+		rng := rand.New(rand.NewPCG(7, 8))
+		members := make([][]int, k)
+		for i, c := range later.Assign {
+			members[c] = append(members[c], i)
+		}
+		const draws = 200
+		var sum, sumSq float64
+		for range draws {
+			var rows []int
+			for _, ms := range members {
+				perm := rng.Perm(len(ms))
+				for _, j := range perm[:min(8, len(ms))] {
+					rows = append(rows, ms[j])
+				}
+			}
+			gs, err := stats.NewGC(sample(snaps[1], rows), stats.GCOptions{Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			est, warnings, err := gs.Score(fixed)
+			if err != nil || len(warnings) > 0 {
+				t.Fatalf("stratified sample: %v %v", err, warnings)
+			}
+			sum += est.VarB
+			sumSq += est.VarB * est.VarB
+		}
+		mean := sum / draws
+		se := math.Sqrt((sumSq/draws - mean*mean) / draws)
+		t.Logf("%v: exact %.5g, stratified estimate %.5g ± %.2g (SE)", method, later.VarB, mean, se)
+		if math.Abs(mean-later.VarB) > 2*se {
+			t.Errorf("%v: stratified estimates average %g, %.1f SE from the exact %g", method, mean, math.Abs(mean-later.VarB)/se, later.VarB)
+		}
+		// A uniform sample too small for every cluster warns.
+		gs, _ := stats.NewGC(sample(snaps[1], rng.Perm(n)[:k+1]), stats.GCOptions{Seed: 1})
+		if _, w, _ := gs.Score(fixed); len(w) == 0 {
+			t.Errorf("%v: no warning for clusters without 2 sampled examples", method)
 		}
 	}
 }
