@@ -23,11 +23,11 @@ const maxWarnings = 20
 // that has not started writing).
 func WaitRunConfig(ctx context.Context, dir string, waiting func()) (*RunConfig, error) {
 	cfg, err := ReadRunConfig(dir)
-	if err == nil || fileExists(filepath.Join(dir, "run.json")) {
+	if err == nil || present(dir, "run.json") {
 		return cfg, err
 	}
 	waiting()
-	for err != nil && !fileExists(filepath.Join(dir, "run.json")) {
+	for err != nil && !present(dir, "run.json") {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("stopped before run.json appeared; nothing was imported")
@@ -80,9 +80,11 @@ func (im *Import) Into(ctx context.Context, rec *ingest.Recorder) (ImportResult,
 		warned     int
 	)
 	res := ImportResult{Last: -1, Status: db.StatusComplete}
-	// pass ingests what is complete now.
-	pass := func() error {
-		lines, off, err := ReadScalars(im.Dir, scalarOff, scalarLine)
+	// pass ingests what is complete now; final, when the writer has
+	// finished (DONE, or a plain import), also refuses an unterminated
+	// last scalar line rather than leave it behind.
+	pass := func(final bool) error {
+		lines, off, err := ReadScalars(im.Dir, scalarOff, scalarLine, final)
 		for _, l := range lines {
 			if serr := rec.Scalars(l.Step, l.Values); serr != nil {
 				return serr
@@ -134,17 +136,21 @@ func (im *Import) Into(ctx context.Context, rec *ingest.Recorder) (ImportResult,
 		}
 		return nil
 	}
-	err := pass()
+	err := pass(!im.Follow)
 	for err == nil && im.Follow {
-		if fileExists(filepath.Join(im.Dir, "DONE")) {
-			err = pass() // what was completed before DONE
+		var finished bool
+		if finished, err = exists(im.Dir, "DONE"); err != nil {
+			break
+		}
+		if finished {
+			err = pass(true) // what was completed before DONE
 			break
 		}
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
 		case <-time.After(FollowPoll):
-			err = pass()
+			err = pass(false)
 		}
 	}
 	if errors.Is(err, context.Canceled) {
@@ -162,8 +168,9 @@ func (im *Import) Into(ctx context.Context, rec *ingest.Recorder) (ImportResult,
 	return res, ferr
 }
 
-// fileExists reports whether path exists.
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
+// present reports whether dir/name exists, of any type (a link is not
+// followed: ReadRunConfig then refuses it).
+func present(dir, name string) bool {
+	_, err := os.Lstat(filepath.Join(dir, name))
 	return err == nil
 }

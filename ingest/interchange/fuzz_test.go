@@ -1,6 +1,9 @@
 package interchange
 
 import (
+	"bytes"
+	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -55,6 +58,22 @@ func FuzzReadSnapshot(f *testing.F) {
 		}
 		f.Add(uint8(i), raw)
 	}
+	// Hostile seeds: names leading out of the directory, an id over int63.
+	man, err := os.ReadFile(filepath.Join(seed, "manifest.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, name := range []string{`"../ids.npy"`, `"/dev/zero"`, `"."`, `"ids.npy/.."`} {
+		f.Add(uint8(0), bytes.Replace(man, []byte(`"ids.npy"`), []byte(name), 1))
+		f.Add(uint8(0), bytes.Replace(man, []byte(`"attr.label.npy"`), []byte(name), 1))
+	}
+	ids, err := os.ReadFile(filepath.Join(seed, "ids.npy"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ids = bytes.Clone(ids)
+	binary.LittleEndian.PutUint64(ids[len(ids)-8:], math.MaxUint64)
+	f.Add(uint8(1), ids)
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
 		dir := t.TempDir()
 		c, r := fuzzSeed(t, dir)
@@ -68,6 +87,44 @@ func FuzzReadSnapshot(f *testing.F) {
 		for _, nb := range s.Blocks {
 			if err := nb.Block.Validate(); err != nil {
 				t.Fatalf("layer %s: accepted an invalid block: %v", nb.Layer, err)
+			}
+			for _, id := range nb.Block.IDs {
+				if id > math.MaxInt64 {
+					t.Fatalf("layer %s: accepted example id %d, over int63", nb.Layer, id)
+				}
+			}
+		}
+	})
+}
+
+// FuzzReadScalars reads any scalars.jsonl: while following, only whole
+// lines are taken (the offset ends after a newline); once the writer has
+// finished, either every byte is read or it is an error; both agree on
+// the lines they read.
+func FuzzReadScalars(f *testing.F) {
+	for _, s := range []string{"{\"step\": 1, \"loss\": 0.5}\n{\"step\": 2, \"loss\": null}\n", "{\"step\": 1, \"loss\": 2, \"loss\": 3}\n",
+		"{\"step\": 3, \"acc\": 1}\n{\"step\": 4", "\n\n{\"step\": 0}\r\n", "{\"step\": 1e2, \"x\": -0}\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "scalars.jsonl"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		follow, off, ferr := ReadScalars(dir, 0, 0, false)
+		if off < 0 || off > int64(len(data)) || off > 0 && data[off-1] != '\n' {
+			t.Fatalf("following: offset %d of %d bytes", off, len(data))
+		}
+		final, foff, err := ReadScalars(dir, 0, 0, true)
+		if err == nil && (foff != int64(len(data)) || ferr != nil) {
+			t.Fatalf("finished without error at %d of %d bytes (following: %v)", foff, len(data), ferr)
+		}
+		if ferr == nil && len(final) < len(follow) {
+			t.Fatalf("finished read %d lines, following %d", len(final), len(follow))
+		}
+		for i := range min(len(final), len(follow)) {
+			if final[i].Step != follow[i].Step || final[i].Line != follow[i].Line || len(final[i].Values) != len(follow[i].Values) {
+				t.Fatalf("line %d: %+v and %+v", i, final[i], follow[i])
 			}
 		}
 	})

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -38,21 +36,18 @@ var (
 // npyWidth is the byte width of each dtype gvdb reads.
 var npyWidth = map[string]int{"<f4": 4, "<f8": 8, "<i8": 8, "<u8": 8, "|b1": 1, "<b1": 1}
 
-// readNpy reads a .npy file, checks it is C-ordered, that its values fill
-// the rest of the file exactly and, when shape is given, its shape, then
-// hands it to read.
-func readNpy(path string, shape []int, read func(*npyArray) error) error {
-	base := filepath.Base(path)
-	f, err := os.Open(path)
+// readNpy reads the .npy file dir/name through the resolver (openFile:
+// field, the manifest field that names it, is named in its errors),
+// checks it is C-ordered, that its values fill the rest of the file
+// exactly and, when shape is given, its shape, then hands it to read.
+func readNpy(dir, field, name string, shape []int, read func(*npyArray) error) error {
+	f, size, err := openFile(dir, field, name)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	a, err := parseNpy(f, st.Size())
+	base := name
+	a, err := parseNpy(f, size)
 	if err != nil {
 		return fmt.Errorf("%s: %w", base, err)
 	}

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -169,9 +169,11 @@ func (c *RunConfig) Run(name string) (*db.Run, error) {
 	return r, nil
 }
 
-// ReadRunConfig reads dir/run.json.
+// ReadRunConfig reads dir/run.json (a regular file of at most
+// MaxJSONBytes).
 func ReadRunConfig(dir string) (*RunConfig, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "run.json"))
+	c := &RunConfig{}
+	err := readJSON(dir, "run.json", "run.json", c)
 	if errors.Is(err, os.ErrNotExist) {
 		if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
 			return nil, fmt.Errorf("no directory %s", dir)
@@ -184,18 +186,13 @@ func ReadRunConfig(dir string) (*RunConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &RunConfig{}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
-		return nil, fmt.Errorf("run.json: %w", err)
-	}
 	return c, nil
 }
 
 // Steps lists the complete snapshot directories of a run directory, by
-// step; a directory named step-... otherwise than SnapshotDir names it is
-// an error (it would be ignored silently).
+// step; a directory named step-... otherwise than SnapshotDir names it,
+// or anything named step-... that is not a directory (a symbolic link, a
+// file), is an error (it would be ignored silently, or followed).
 func Steps(dir string) ([]int64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -204,8 +201,11 @@ func Steps(dir string) ([]int64, error) {
 	var steps []int64
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), "step-")
-		if !ok || !e.IsDir() {
+		if !ok {
 			continue
+		}
+		if !e.IsDir() {
+			return nil, fmt.Errorf("%s is %s; a snapshot is a directory (import follows no links)", e.Name(), fileKind(e.Type()))
 		}
 		s, err := strconv.ParseInt(rest, 10, 64)
 		if err != nil || s < 0 || e.Name() != SnapshotDir(s) {
@@ -215,72 +215,6 @@ func Steps(dir string) ([]int64, error) {
 	}
 	slices.Sort(steps)
 	return steps, nil
-}
-
-// ScalarLine is one line of scalars.jsonl.
-type ScalarLine struct {
-	Line   int
-	Step   int64
-	Values map[string]float64
-}
-
-// ReadScalars reads the complete lines of scalars.jsonl from byte offset
-// off, returning them and the offset after the last complete line (a line
-// still being written is left for later). A missing file has no scalars.
-func ReadScalars(dir string, off int64, line int) ([]ScalarLine, int64, error) {
-	f, err := os.Open(filepath.Join(dir, "scalars.jsonl"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, off, nil
-	}
-	if err != nil {
-		return nil, off, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return nil, off, err
-	}
-	br := bufio.NewReader(f)
-	var out []ScalarLine
-	for {
-		raw, err := br.ReadBytes('\n')
-		if err != nil {
-			return out, off, nil // EOF: a partial line waits
-		}
-		off += int64(len(raw))
-		line++
-		text := strings.TrimSpace(string(raw))
-		if text == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(text), &m); err != nil {
-			return out, off, fmt.Errorf("scalars.jsonl line %d: %v", line, err)
-		}
-		sl := ScalarLine{Line: line, Values: map[string]float64{}}
-		step, ok := m["step"].(float64)
-		if !ok || step < 0 || step != math.Trunc(step) || step > 1<<53 {
-			return out, off, fmt.Errorf("scalars.jsonl line %d: \"step\" must be a non-negative integer", line)
-		}
-		sl.Step = int64(step)
-		for k, v := range m {
-			if k == "step" {
-				continue
-			}
-			if Reserved(k) || !validName(k) {
-				return out, off, fmt.Errorf("scalars.jsonl line %d: scalar name %q is reserved or not a name (letters, digits, _)", line, k)
-			}
-			f, ok := v.(float64)
-			if !ok {
-				if v == nil {
-					f = math.NaN()
-				} else {
-					return out, off, fmt.Errorf("scalars.jsonl line %d: scalar %q is not a number", line, k)
-				}
-			}
-			sl.Values[k] = f
-		}
-		out = append(out, sl)
-	}
 }
 
 // validName: a letter, then letters, digits and '_'.
@@ -298,15 +232,12 @@ func validName(s string) bool {
 // manifest and the run's schema: dtypes, shapes, C order, ids, the weight
 // layout. It reports NaN or Inf values as warnings (they are kept).
 func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []string, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		return nil, nil, err
+	if st, err := os.Lstat(dir); err != nil || !st.IsDir() {
+		return nil, nil, fmt.Errorf("%s: not a snapshot directory (import follows no links)", filepath.Base(dir))
 	}
 	var man Manifest
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&man); err != nil {
-		return nil, nil, fmt.Errorf("manifest.json: %w", err)
+	if err := readJSON(dir, "manifest.json", "manifest.json", &man); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Base(dir), err)
 	}
 	bad := func(format string, args ...any) (*ingest.Snapshot, []string, error) {
 		return nil, nil, fmt.Errorf("%s: %s", filepath.Base(dir), fmt.Sprintf(format, args...))
@@ -336,10 +267,18 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 	}
 	n := man.Examples
 	var ids []uint64
-	if err := readNpy(filepath.Join(dir, man.IDs), []int{n}, func(a *npyArray) error {
+	if err := readNpy(dir, `manifest "ids"`, man.IDs, []int{n}, func(a *npyArray) error {
 		switch a.Dtype {
 		case "<u8":
-			return a.Read(&ids)
+			if err := a.Read(&ids); err != nil {
+				return err
+			}
+			for _, x := range ids {
+				if x > math.MaxInt64 {
+					return fmt.Errorf("example id %d does not fit int63 (ids are below 2^63)", x)
+				}
+			}
+			return nil
 		case "<i8":
 			var v []int64
 			if err := a.Read(&v); err != nil {
@@ -428,7 +367,7 @@ func ReadSnapshot(dir string, c *RunConfig, r *db.Run) (*ingest.Snapshot, []stri
 				return bad("attribute name %q is reserved or not a name", name)
 			}
 			col := codec.Column{Name: name}
-			if err := readNpy(filepath.Join(dir, man.Attributes[name]), []int{n}, func(a *npyArray) error {
+			if err := readNpy(dir, fmt.Sprintf("manifest \"attributes\".%q", name), man.Attributes[name], []int{n}, func(a *npyArray) error {
 				switch a.Dtype {
 				case "<i8":
 					col.Type = codec.Int
@@ -484,21 +423,19 @@ func checkCapture(ml Layer, sl db.Layer) error {
 // rows (N, D), D the schema's parameter count. Dense rows of a dense or
 // conv weight in the out_in layout are transposed to gvdb's in_out.
 func readBlock(dir string, ml Layer, sl db.Layer, n int, layout string) (*codec.Block, error) {
-	file := func(key string) (string, error) {
-		f, ok := ml.Files[key]
-		if !ok || f == "" || strings.ContainsAny(f, `/\`) || f == ".." || f == "." {
-			return "", fmt.Errorf("manifest: no valid %q file", key)
+	field := func(key string) string { return fmt.Sprintf(`manifest "files".%q`, key) }
+	for _, key := range slices.Sorted(maps.Keys(ml.Files)) {
+		if err := plainName(field(key), ml.Files[key]); err != nil {
+			return nil, err // checked even where the file is not read
 		}
-		return filepath.Join(dir, f), nil
 	}
 	read32 := func(key string, rank3 bool) ([]float32, []int, error) {
-		path, err := file(key)
-		if err != nil {
-			return nil, nil, err
+		if ml.Files[key] == "" {
+			return nil, nil, fmt.Errorf(`manifest "files": no %q file`, key)
 		}
 		var v []float32
 		var shape []int
-		err = readNpy(path, nil, func(a *npyArray) error {
+		err := readNpy(dir, field(key), ml.Files[key], nil, func(a *npyArray) error {
 			if a.Dtype != "<f4" {
 				return fmt.Errorf("dtype %s, want float32 (<f4)", a.Dtype)
 			}
