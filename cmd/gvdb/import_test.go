@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,10 +169,49 @@ func TestImportRefusesBadRuns(t *testing.T) {
 				m["layers"].([]any)[0].(map[string]any)["name"] = "fc9.weight"
 			})
 		}, false},
-		{"path in file name", "no valid", func(dir string) {
+		{"path in file name", `"files"."A": "../../etc/passwd" is not a plain file name`, func(dir string) {
 			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) {
 				m["layers"].([]any)[0].(map[string]any)["files"].(map[string]any)["A"] = "../../etc/passwd"
 			})
+		}, false},
+		// Hostile directories (issue 18): nothing outside the run
+		// directory is read, no link, FIFO or endless file is opened.
+		{"ids outside the directory", `manifest "ids": "../../outside/ids.npy" is not a plain file name`, func(dir string) {
+			outside := filepath.Join(dir, "..", "outside")
+			os.Mkdir(outside, 0o755)
+			raw, _ := os.ReadFile(filepath.Join(dir, snap, "ids.npy"))
+			os.WriteFile(filepath.Join(outside, "ids.npy"), raw, 0o644)
+			editJSON(t, filepath.Join(dir, snap, "manifest.json"), func(m map[string]any) { m["ids"] = "../../outside/ids.npy" })
+		}, false},
+		{"run.json links to /dev/zero", "run.json is a symbolic link", func(dir string) {
+			os.Remove(filepath.Join(dir, "run.json"))
+			os.Symlink("/dev/zero", filepath.Join(dir, "run.json"))
+		}, runJSON},
+		{"manifest links to /dev/zero", "manifest.json is a symbolic link", func(dir string) {
+			os.Remove(filepath.Join(dir, snap, "manifest.json"))
+			os.Symlink("/dev/zero", filepath.Join(dir, snap, "manifest.json"))
+		}, false},
+		{"scalars link to /dev/zero", "scalars.jsonl is a symbolic link", func(dir string) {
+			os.Remove(filepath.Join(dir, "scalars.jsonl"))
+			os.Symlink("/dev/zero", filepath.Join(dir, "scalars.jsonl"))
+		}, false},
+		{"FIFO named like a .npy", "fc1.weight.A.npy is a FIFO", func(dir string) {
+			os.Remove(filepath.Join(dir, snap, "fc1.weight.A.npy"))
+			syscall.Mkfifo(filepath.Join(dir, snap, "fc1.weight.A.npy"), 0o644)
+		}, false},
+		{"id over int63", "example id 18446744073709551615 does not fit int63", func(dir string) {
+			p := filepath.Join(dir, snap, "ids.npy")
+			raw, _ := os.ReadFile(p)
+			copy(raw[len(raw)-8:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			os.WriteFile(p, raw, 0o644)
+		}, false},
+		{"duplicate scalar key", `scalars.jsonl line 1: key "loss" appears twice`, func(dir string) {
+			os.WriteFile(filepath.Join(dir, "scalars.jsonl"), []byte("{\"step\": 0, \"loss\": 1, \"loss\": 2}\n"), 0o644)
+		}, false},
+		{"unterminated scalar line", "the file ends inside the line", func(dir string) {
+			f, _ := os.OpenFile(filepath.Join(dir, "scalars.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+			f.WriteString(`{"step": 99, "loss": 1}`)
+			f.Close()
 		}, false},
 	}
 	for _, c := range cases {
@@ -181,7 +221,7 @@ func TestImportRefusesBadRuns(t *testing.T) {
 			c.damage(dir)
 			store := filepath.Join(t.TempDir(), "store")
 			_, errs, code := gvdb(t, "import", dir, "--db", store, "--run", "x")
-			if code == exitOK || !strings.Contains(errs, c.want) {
+			if code == exitOK || !strings.Contains(errs, c.want) || !c.runJSON && !strings.Contains(errs, "status failed") {
 				t.Errorf("exit %d, want an error with %q: %s", code, c.want, errs)
 			}
 			if _, err := os.Stat(store); c.runJSON && err == nil {
@@ -284,6 +324,10 @@ func TestImportFollowInterrupted(t *testing.T) {
 		t.Fatalf("export: %s", errs)
 	}
 	os.Remove(filepath.Join(dir, "DONE"))
+	// A scalar line still being written, with no DONE, waits: no error.
+	f, _ := os.OpenFile(filepath.Join(dir, "scalars.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"step": 99, "lo`)
+	f.Close()
 	store := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -297,5 +341,28 @@ func TestImportFollowInterrupted(t *testing.T) {
 	csv, _, _ := gvdb(t, "runs", "--db", store, "--format", "csv")
 	if !strings.Contains(csv, "live,") || !strings.Contains(csv, ",interrupted,") {
 		t.Errorf("run not marked interrupted:\n%s", csv)
+	}
+}
+
+// TestImportFollowUnterminatedScalars: once DONE exists, a last scalar
+// line without its newline is an error (the run is not complete), with
+// --follow as without it; nothing is dropped silently.
+func TestImportFollowUnterminatedScalars(t *testing.T) {
+	src := trainedStore(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "mlp", "--from", "0", "--to", "0", "--out", dir); code != exitOK {
+		t.Fatalf("export: %s", errs)
+	}
+	f, _ := os.OpenFile(filepath.Join(dir, "scalars.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"step": 99, "loss": 1}`)
+	f.Close()
+	store := t.TempDir()
+	_, errs, code := gvdb(t, "import", dir, "--db", store, "--run", "live", "--follow")
+	if code == exitOK || !strings.Contains(errs, "scalars.jsonl line") || !strings.Contains(errs, "the file ends inside the line") || !strings.Contains(errs, "status failed") {
+		t.Fatalf("import --follow with an unterminated line at DONE: exit %d, %s", code, errs)
+	}
+	csv, _, _ := gvdb(t, "runs", "--db", store, "--format", "csv")
+	if !strings.Contains(csv, "live,") || !strings.Contains(csv, ",failed,") {
+		t.Errorf("run not marked failed:\n%s", csv)
 	}
 }
