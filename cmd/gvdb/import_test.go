@@ -252,6 +252,10 @@ func TestImportKeepsNaN(t *testing.T) {
 	if !strings.Contains(out, "fc2.bias,10,NaN") || !strings.Contains(out, "fc1.bias,10,0.") {
 		t.Errorf("variance by layer after a NaN in fc2.bias:\n%s", out)
 	}
+	// The NaN kept is no fault: its rollup equals its block's.
+	if out, errs, code := gvdb(t, "check", "--db", store); code != exitOK {
+		t.Errorf("check after importing a NaN: exit %d\n%s%s", code, out, errs)
+	}
 }
 
 // TestImportFollow starts import --follow on an empty run directory, then

@@ -153,10 +153,9 @@ func (im *Import) Into(ctx context.Context, rec *ingest.Recorder) (ImportResult,
 			err = pass(false)
 		}
 	}
+	res.Status = ingest.StatusFor(err)
 	if errors.Is(err, context.Canceled) {
-		res.Status, err = db.StatusInterrupted, nil
-	} else if err != nil {
-		res.Status = db.StatusFailed
+		err = nil
 	}
 	if warned > maxWarnings {
 		warn(fmt.Sprintf("%d more NaN or Inf warnings not shown", warned-maxWarnings))
