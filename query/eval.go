@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"runtime/metrics"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -164,6 +166,20 @@ type evaluator struct {
 	last []int64
 	// examples are the per-example values of per-example rows.
 	examples []*exampleOut
+	// refits are the partitions fitted at full snapshots for
+	// refit_every, and each run's full snapshots.
+	refitMu sync.Mutex
+	refits  map[refitKey]*stats.FixedPartition
+	fulls   map[string][]int64
+}
+
+// refitKey names a partition fitted at a full snapshot.
+type refitKey struct {
+	run    string
+	step   int64
+	layers string
+	k      int
+	method stats.Method
 }
 
 func evalSelect(ctx context.Context, d *db.DB, s *parser.Select, opts Options) (*Result, error) {
@@ -263,14 +279,87 @@ func (e *evaluator) window() db.Window { return db.Window{From: e.p.stepLo, To: 
 
 // scopeLayers returns the decoded blocks of a scope's layers, in schema
 // order.
-func scopeLayers(sc scope, blocks map[string]*codec.Block) []stats.Layer {
+func scopeLayers(r *db.Run, sc scope, blocks map[string]*codec.Block) []stats.Layer {
 	var layers []stats.Layer
 	for _, l := range sc.layers {
 		if b := blocks[l]; b != nil {
-			layers = append(layers, stats.Layer{Name: l, Block: b})
+			layers = append(layers, stats.Layer{Name: l, Block: b, Weight: isWeight(r, l)})
 		}
 	}
 	return layers
+}
+
+// isWeight says a run's layer is a weight of a Linear or Conv2d layer,
+// which the paper's Gradient Clustering clusters.
+func isWeight(r *db.Run, layer string) bool {
+	l, err := r.Layer(layer)
+	return err == nil && (l.Kind == db.DenseWeight || l.Kind == db.ConvWeight)
+}
+
+// refitPartition returns the partition of k clusters fitted by method at
+// the latest full snapshot of rp's run at or before step whose step is a
+// multiple of every, over the given layers. A missing full snapshot there
+// is an error naming the nearest ones: never an older partition.
+func (e *evaluator) refitPartition(rp runPlan, step, every int64, layers []string, k int, method stats.Method) (*stats.FixedPartition, error) {
+	e.refitMu.Lock()
+	defer e.refitMu.Unlock()
+	if e.refits == nil {
+		e.refits, e.fulls = map[refitKey]*stats.FixedPartition{}, map[string][]int64{}
+	}
+	r := rp.run
+	fulls, ok := e.fulls[r.Name]
+	if !ok {
+		infos, err := e.d.SnapshotInfos(r, db.AllSteps)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range infos {
+			if in.Population == db.Full {
+				fulls = append(fulls, in.Step)
+			}
+		}
+		e.fulls[r.Name] = fulls
+	}
+	at := step / every * every
+	if !slices.Contains(fulls, at) {
+		near := "it has none: " + FullSnapshotHint(r)
+		if len(fulls) > 0 {
+			i, _ := slices.BinarySearch(fulls, at)
+			var ns []string
+			for _, j := range []int{i - 1, i} {
+				if j >= 0 && j < len(fulls) {
+					ns = append(ns, fmt.Sprint(fulls[j]))
+				}
+			}
+			near = "the nearest is at step " + ns[0]
+			if len(ns) > 1 {
+				near = "the nearest are at steps " + strings.Join(ns, " and ")
+			}
+		}
+		return nil, fmt.Errorf("refit_every %d at step %d needs a full snapshot at step %d of run %s; %s", every, step, at, r.Name, near)
+	}
+	key := refitKey{r.Name, at, strings.Join(layers, ","), k, method}
+	if f := e.refits[key]; f != nil {
+		return f, nil
+	}
+	ls, _, err := loadLayers(e.d, r, at, layers)
+	if err != nil {
+		return nil, err
+	}
+	g, err := stats.NewGC(ls, e.gcOptions())
+	if err != nil {
+		return nil, err
+	}
+	p, err := g.Fit(k, method, false)
+	if err != nil {
+		return nil, fmt.Errorf("fitting at step %d: %w", at, err)
+	}
+	f, err := g.Fixed(p)
+	if err != nil {
+		return nil, err
+	}
+	e.refits[key] = f
+	return f, nil
 }
 
 // scopeInput is what one scope of one snapshot is computed from: the
@@ -304,7 +393,17 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 	for _, w := range m.Warnings {
 		o.warn(fmt.Sprintf("run %s: %s", rp.run.Name, w))
 	}
-	x := &scopeData{m: m, population: s.Population}
+	x := &scopeData{m: m, population: s.Population, warn: func(w string) { o.warn(fmt.Sprintf("run %s step %d: %s", rp.run.Name, s.Step, w)) }}
+	x.refit = func(every int64, k int, method stats.Method) (*stats.FixedPartition, error) {
+		if in.rows != nil {
+			return nil, fmt.Errorf("refit_every scores whole snapshots: it does not combine with GROUP BY an example attribute or WHERE on one")
+		}
+		names := make([]string, len(layers))
+		for i, l := range layers {
+			names[i] = l.Name
+		}
+		return e.refitPartition(rp, s.Step, every, names, k, method)
+	}
 	var gc *stats.GC
 	x.gc = func() (*stats.GC, error) {
 		if gc != nil {
@@ -360,7 +459,7 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 				return err
 			}
 		}
-		v, err := def.eval(x, ref.args)
+		v, err := def.eval(x, ref.evalArgs())
 		if err != nil {
 			return fmt.Errorf("%s: %w", ref.text(", "), err)
 		}
@@ -426,7 +525,7 @@ func checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *statDef, o *sna
 	if k > s.N {
 		return fmt.Errorf("%s: K = %d clusters but the snapshot has %d examples", ref.name, k, s.N)
 	}
-	heldOut := s.Population == db.Sample && !strings.HasSuffix(def.name, "_insample")
+	heldOut := s.Population == db.Sample && !strings.HasSuffix(def.name, "_insample") && ref.refit == 0
 	if heldOut && k > s.N/2 {
 		return fmt.Errorf("%s: K = %d clusters but each held-out half of this %d-example sample has %d examples (use K <= %d, a full snapshot, or %s_insample)",
 			ref.name, k, s.N, s.N/2, s.N/2, ref.name)

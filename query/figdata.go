@@ -24,7 +24,7 @@ func loadLayers(d *db.DB, r *db.Run, step int64, layers []string) ([]stats.Layer
 	}
 	var out []stats.Layer
 	for _, b := range s.Blocks {
-		out = append(out, stats.Layer{Name: b.Layer, Block: blocks[b.Layer]})
+		out = append(out, stats.Layer{Name: b.Layer, Block: blocks[b.Layer], Weight: isWeight(r, b.Layer)})
 	}
 	return out, s, nil
 }

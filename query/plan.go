@@ -217,6 +217,10 @@ func (p *plan) collect(e *parser.Expr, seen map[string]bool) error {
 			err = p.special(c, seen)
 			return
 		}
+		if str, ok := o.(*parser.Str); ok {
+			err = parser.Errorf(str.Pos, "a string is only an argument of a Gradient Clustering statistic (gc_variance(128, 128, 'paper')); got %s here", str)
+			return
+		}
 		if n, ok := o.(*parser.Name); ok && exampleNames[string(n.Name)] {
 			p.exampleRows = true
 			p.perExample[string(n.Name)] = true

@@ -279,7 +279,7 @@ func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, all []string, ne
 	t1 := time.Now()
 	for si, sc := range rp.scopes {
 		for _, g := range groups {
-			in := scopeInput{layers: scopeLayers(sc, blocks), anchor: scopeLayers(sc, anchors), group: g.value, attrs: attrs, rows: g.rows}
+			in := scopeInput{layers: scopeLayers(rp.run, sc, blocks), anchor: scopeLayers(rp.run, sc, anchors), group: g.value, attrs: attrs, rows: g.rows}
 			if len(in.layers) > 0 {
 				in.splitKeys = splitKeys(attrs, g.rows, in.layers[0].Block.IDs)
 			}

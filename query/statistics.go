@@ -36,6 +36,10 @@ type statDef struct {
 	// pooled says the statistic has a pooled form: it is a function of
 	// moments that merge across snapshots (pooled(stat)).
 	pooled bool
+	// fit says the statistic takes a Gradient Clustering fit after its
+	// numbers: a method ('exact' or 'paper') and a refit period
+	// (gc_variance(K, B, 'paper', 2000)).
+	fit bool
 	// eval computes the statistic for one snapshot and scope, or for a
 	// window's pooled moments (then only x.m is set).
 	eval func(x *scopeData, args []float64) (float64, error)
@@ -52,6 +56,11 @@ type scopeData struct {
 	// differences g_i(θ) − g_i(θ̃).
 	gc   func() (*stats.GC, error)
 	svrg func() (*stats.Moments, error)
+	// refit returns the partition fitted at the latest full snapshot at or
+	// before this one whose step is a multiple of every (refit_every);
+	// warn reports a warning for the snapshot.
+	refit func(every int64, k int, method stats.Method) (*stats.FixedPartition, error)
+	warn  func(string)
 }
 
 // moment adapts a function of the moments.
@@ -60,7 +69,10 @@ func moment(f func(m *stats.Moments, a []float64) (float64, error)) func(*scopeD
 }
 
 // gcStat adapts a function of a Gradient Clustering partition: held out
-// on a sample unless insample, in-sample on a full snapshot.
+// on a sample unless insample, in-sample on a full snapshot; with a
+// refit period (fit arguments), the partition fitted at an earlier full
+// snapshot, scored on this one. a holds the statistic's numbers, then the
+// method and the refit period (0: fitted on this snapshot).
 func gcStat(insample bool, f func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error)) func(*scopeData, []float64) (float64, error) {
 	return func(x *scopeData, a []float64) (float64, error) {
 		if x.m.NonFinite {
@@ -71,11 +83,25 @@ func gcStat(insample bool, f func(x *scopeData, g *stats.GC, p *stats.Partition,
 			return math.NaN(), err
 		}
 		k := int(a[0])
+		method, refit := stats.Method(a[len(a)-2]), int64(a[len(a)-1])
 		var p *stats.Partition
-		if insample || x.population == db.Full {
-			p, err = g.InSample(k)
-		} else {
-			p, err = g.HeldOut(k)
+		switch {
+		case refit > 0 && insample:
+			return math.NaN(), fmt.Errorf("refit_every scores a partition fitted elsewhere: the _insample forms fit on the snapshot itself")
+		case refit > 0:
+			var fixed *stats.FixedPartition
+			if fixed, err = x.refit(refit, k, method); err != nil {
+				return math.NaN(), err
+			}
+			var warnings []string
+			p, warnings, err = g.Score(fixed)
+			for _, w := range warnings {
+				x.warn(w)
+			}
+		case insample || x.population == db.Full:
+			p, err = g.Fit(k, method, false)
+		default:
+			p, err = g.Fit(k, method, true)
 		}
 		if err != nil {
 			return math.NaN(), err
@@ -127,32 +153,32 @@ var statistics = []*statDef{
 	{name: "ortho_test", args: []string{"B"}, need: needs{inner: true},
 		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return m.OrthoTest(a[0]) }),
 		doc:  "orthogonality test sqrt(Σ|g_i−(g_i·μ/|μ|²)μ|²/((N−1)·B·|μ|²))"},
-	{name: "gc_variance", args: []string{"K", "B"}, need: needs{gc: true},
+	{name: "gc_variance", fit: true, args: []string{"K", "B"}, need: needs{gc: true},
 		eval: gcStat(false, func(x *scopeData, _ *stats.GC, p *stats.Partition, a []float64) (float64, error) {
 			return ok(p.Variance(a[1], x.m.D))
 		}),
-		doc: "variance of Gradient Clustering with K clusters, batch B (full snapshot: in-sample; sample: held out)"},
-	{name: "gc_nvar", args: []string{"K", "B"}, need: needs{gc: true, mean: true},
+		doc: "variance of Gradient Clustering with K clusters, batch B (full snapshot: in-sample; sample: held out); then optionally the method ('exact', gvdb's fit, or 'paper', the paper's algorithm) and refit_every T (the partition of the latest full snapshot at a multiple of T)"},
+	{name: "gc_nvar", fit: true, args: []string{"K", "B"}, need: needs{gc: true, mean: true},
 		eval: gcStat(false, func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error) {
 			return g.NVar(p, x.m, a[1])
 		}),
 		doc: "normalized variance of Gradient Clustering (populations as gc_variance)"},
-	{name: "gc_distortion", args: []string{"K"}, need: needs{gc: true},
+	{name: "gc_distortion", fit: true, args: []string{"K"}, need: needs{gc: true},
 		eval: gcStat(false, func(_ *scopeData, _ *stats.GC, p *stats.Partition, _ []float64) (float64, error) {
 			return ok(p.Distortion())
 		}),
 		doc: "weighted distortion Σ_k N_k Σ_{i∈C_k}|g_i−μ_k|² of the K-clustering (populations as gc_variance)"},
-	{name: "gc_variance_insample", args: []string{"K", "B"}, need: needs{gc: true},
+	{name: "gc_variance_insample", fit: true, args: []string{"K", "B"}, need: needs{gc: true},
 		eval: gcStat(true, func(x *scopeData, _ *stats.GC, p *stats.Partition, a []float64) (float64, error) {
 			return ok(p.Variance(a[1], x.m.D))
 		}),
 		doc: "gc_variance fitted and scored on the snapshot's own examples (optimistic on a sample)"},
-	{name: "gc_nvar_insample", args: []string{"K", "B"}, need: needs{gc: true, mean: true},
+	{name: "gc_nvar_insample", fit: true, args: []string{"K", "B"}, need: needs{gc: true, mean: true},
 		eval: gcStat(true, func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error) {
 			return g.NVar(p, x.m, a[1])
 		}),
 		doc: "gc_nvar fitted and scored on the snapshot's own examples"},
-	{name: "gc_distortion_insample", args: []string{"K"}, need: needs{gc: true},
+	{name: "gc_distortion_insample", fit: true, args: []string{"K"}, need: needs{gc: true},
 		eval: gcStat(true, func(_ *scopeData, _ *stats.GC, p *stats.Partition, _ []float64) (float64, error) {
 			return ok(p.Distortion())
 		}),
@@ -229,6 +255,12 @@ type statRef struct {
 	name   string
 	args   []float64
 	pooled bool
+	// method and refit are a Gradient Clustering statistic's fit
+	// (statDef.fit): how the partition is fitted, and every how many steps
+	// (0: on each snapshot).
+	method stats.Method
+	refit  int64
+	fitSet bool // the query gave a method
 }
 
 // statRefOf returns the statistic an operand names, with its arguments:
@@ -263,17 +295,48 @@ func statRefOf(o parser.Operand) (ref statRef, ok bool, err error) {
 		if def == nil {
 			return ref, false, unknownStat(x.Pos, n)
 		}
-		if len(x.Args) > len(def.args) {
-			return ref, false, parser.Errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, len(def.args), strings.Join(def.args, ", "), len(x.Args))
+		if max := len(def.args); len(x.Args) > max && !def.fit {
+			return ref, false, parser.Errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, max, strings.Join(def.args, ", "), len(x.Args))
 		}
 		ref = statRef{name: n}
-		for i, a := range x.Args {
+		for _, a := range x.Args {
+			if str, ok := singleOperand(a).(*parser.Str); ok {
+				if !def.fit {
+					return ref, false, parser.Errorf(str.Pos, "%s takes numbers only, got %s", n, str)
+				}
+				if ref.fitSet {
+					return ref, false, parser.Errorf(str.Pos, "%s takes one method, got a second: %s", n, str)
+				}
+				m, err := stats.ParseMethod(str.Value)
+				if err != nil {
+					return ref, false, parser.Errorf(str.Pos, "%s: %v", n, err)
+				}
+				ref.method, ref.fitSet = m, true
+				continue
+			}
 			v, err := constant(a)
 			if err != nil {
 				return ref, false, err
 			}
+			if ref.fitSet {
+				if ref.refit != 0 {
+					return ref, false, parser.Errorf(x.Pos, "%s takes at most the method and refit_every after its numbers", n)
+				}
+				if !(v >= 1 && v <= 1<<62) || v != math.Trunc(v) {
+					return ref, false, parser.Errorf(x.Pos, "%s: refit_every must be a whole number of steps from 1, got %g", n, v)
+				}
+				ref.refit = int64(v)
+				continue
+			}
+			if len(ref.args) == len(def.args) {
+				more := ""
+				if def.fit {
+					more = ", then 'exact' or 'paper' and refit_every"
+				}
+				return ref, false, parser.Errorf(x.Pos, "%s takes at most %d number(s) (%s)%s, got %d", n, len(def.args), strings.Join(def.args, ", "), more, len(ref.args)+1)
+			}
 			if !(v >= 1 && v <= maxArg) || v != math.Trunc(v) {
-				return ref, false, parser.Errorf(x.Pos, "%s: %s must be a whole number from 1 to %d, got %g", n, def.args[i], maxArg, v)
+				return ref, false, parser.Errorf(x.Pos, "%s: %s must be a whole number from 1 to %d, got %g", n, def.args[len(ref.args)], maxArg, v)
 			}
 			ref.args = append(ref.args, v)
 		}
@@ -296,7 +359,7 @@ func singleOperand(e *parser.Expr) parser.Operand {
 // paper).
 func (s statRef) resolve(batch int) statRef {
 	def := lookupStat(s.name)
-	out := statRef{name: s.name, pooled: s.pooled, args: make([]float64, len(def.args))}
+	out := statRef{name: s.name, pooled: s.pooled, args: make([]float64, len(def.args)), method: s.method, refit: s.refit, fitSet: s.fitSet}
 	given := func(name string) float64 {
 		for j, b := range def.args {
 			if b == name && j < len(s.args) && !math.IsNaN(s.args[j]) {
@@ -336,5 +399,20 @@ func (s statRef) text(sep string) string {
 	for i, a := range s.args {
 		parts[i] = fmt.Sprint(a)
 	}
+	if s.fitSet || s.refit > 0 {
+		parts = append(parts, parser.Quote(s.method.String()))
+	}
+	if s.refit > 0 {
+		parts = append(parts, fmt.Sprint(s.refit))
+	}
 	return s.name + "(" + strings.Join(parts, sep) + ")"
+}
+
+// evalArgs are the numbers a statistic's eval takes: its arguments, then,
+// for a Gradient Clustering fit, the method and the refit period.
+func (s statRef) evalArgs() []float64 {
+	if !lookupStat(s.name).fit {
+		return s.args
+	}
+	return append(append([]float64(nil), s.args...), float64(s.method), float64(s.refit))
 }

@@ -112,8 +112,8 @@ type Factor struct {
 	Operand Operand `parser:"@@"`
 }
 
-// Operand is a number, a call, a name or a parenthesized expression (a
-// sealed interface).
+// Operand is a number, a call, a name, a parenthesized expression or a
+// string argument (a sealed interface).
 type Operand interface {
 	operand()
 	String() string
@@ -139,6 +139,13 @@ type Name struct {
 	Name Ident `parser:"(?! 'FROM' | 'WHERE' | 'GROUP' | 'ORDER' | 'LIMIT' | 'AS' | 'TO' | 'SCALE' | 'TITLE' | 'HAVING' | 'SELECT' | 'PLOT' | 'SHOW' | 'AND' | 'OR' | 'NOT' | 'IN' | 'BY' | 'DESC' | 'ASC') @Ident"`
 }
 
+// Str is a quoted string: only an argument, the method of a Gradient
+// Clustering statistic (gc_variance(128, 128, 'paper')).
+type Str struct {
+	Pos   lexer.Position
+	Value string `parser:"@String"`
+}
+
 // Paren is a parenthesized expression.
 type Paren struct {
 	Expr *Expr `parser:"'(' @@ ')'"`
@@ -148,6 +155,7 @@ func (*Number) operand() {}
 func (*Call) operand()   {}
 func (*Name) operand()   {}
 func (*Paren) operand()  {}
+func (*Str) operand()    {}
 
 // Cond is a disjunction of conjunctions (WHERE).
 type Cond struct {
@@ -440,6 +448,8 @@ func (c *Call) String() string {
 func (n *Name) String() string { return string(n.Name) }
 
 // String prints the Paren as query text.
+func (s *Str) String() string { return Quote(s.Value) }
+
 func (p *Paren) String() string { return "(" + p.Expr.String() + ")" }
 
 // String prints the Cond as query text.

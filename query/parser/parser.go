@@ -26,7 +26,7 @@ var grammar = participle.MustBuild[Script](
 	participle.CaseInsensitive("Ident"),
 	participle.Map(unquote, "String"),
 	participle.Union[Statement](&Show{}, &Select{}, &Plot{}),
-	participle.Union[Operand](&Number{}, &Call{}, &Name{}, &Paren{}),
+	participle.Union[Operand](&Number{}, &Call{}, &Name{}, &Paren{}, &Str{}),
 	participle.UseLookahead(4),
 )
 
