@@ -35,9 +35,10 @@ forward pass contributes every call, as time steps):
                                  G_i = sum_t a_it d_it^T, stored as factors     output gradient, kept; the
                                  (A, Delta) when T*(In+Out) <= In*Out, else as  product only when dense is
                                  dense rows (out, in); bias sum_t d_it          smaller
-  nn.Conv1d, nn.Conv2d (zero     the same with a_it the unfolded input patch    an unfold of the input
-  padding; grouped/depthwise     (C, kh, kw) at output position t (F.unfold);
-  dense per group)               Conv1d as a Conv2d of height 1
+  nn.Conv1d, nn.Conv2d (zero     the same with a_it the unfolded input patch    factors: an unfold of the input;
+  padding; grouped/depthwise     (C, kh, kw) at output position t (F.unfold);   dense: one convolution of the
+  dense per group)               Conv1d as a Conv2d of height 1                 input by the output gradient,
+                                                                                the batch as groups
   nn.Embedding                   the same with a_it the one-hot token (a        one-hot factors (T*vocabulary)
                                  padding_idx row gets no gradient); its (V, D)  or dense rows
                                  weight is written (D, V) in the out_in layout
