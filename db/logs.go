@@ -52,6 +52,13 @@ func checkLogs(dir string, writer, allVlogs bool) error {
 	case writer && len(vlogs) > 0:
 		files = append(files, vlogs[len(vlogs)-1])
 	}
+	// Badger asserts (exits the process) on a log shorter than its header:
+	// every log file must hold one.
+	for _, f := range append(mems, vlogs...) {
+		if st, err := os.Stat(f); err == nil && st.Size() < logHeaderSize {
+			return fmt.Errorf("%w: log %s has %d bytes, less than its %d-byte header", ErrCorruptStore, filepath.Base(f), st.Size(), logHeaderSize)
+		}
+	}
 	for _, f := range files {
 		if err := checkLog(f); err != nil {
 			return fmt.Errorf("%w: log %s: %w", ErrCorruptStore, filepath.Base(f), err)

@@ -50,6 +50,9 @@ func copyStore(t *testing.T, src string) string {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue // a live writer's socket
+		}
 		out, err := os.Create(filepath.Join(dst, e.Name()))
 		if err != nil {
 			t.Fatal(err)
