@@ -4,6 +4,7 @@ import (
 	"flag"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func mnistPopulation(b *testing.B, n int) []stats.Layer {
 	}
 	var layers []stats.Layer
 	for _, nb := range snap.Blocks {
-		layers = append(layers, stats.Layer{Name: nb.Layer, Block: nb.Block})
+		layers = append(layers, stats.Layer{Name: nb.Layer, Block: nb.Block, Weight: strings.HasSuffix(nb.Layer, ".weight")})
 	}
 	return layers
 }
@@ -98,4 +99,36 @@ func BenchmarkGCMNIST(b *testing.B) {
 	}
 	b.ReportMetric(input/(1<<20), "heap-before-MiB")
 	b.ReportMetric(float64(stats.RSS())/(1<<20), "rss-MiB")
+}
+
+// BenchmarkGCMethods times the paper's algorithm ('paper': rank-1 centres,
+// weights only) against gvdb's exact fit ('exact', on the path PathAuto
+// picks: Gram up to 8192 examples, else the sketch) on the same full
+// snapshot as BenchmarkGCMNIST, K = 128, 10 rounds, both scored exactly.
+// Metrics: seconds of each, and GC/SG-B of each (the partition's VarB over
+// one cluster's: GC's variance over SG-B's at B = K).
+//
+//	go test ./db/stats -run X -bench GCMethods -benchtime 1x -args -mnist-n=10000
+func BenchmarkGCMethods(b *testing.B) {
+	layers := mnistPopulation(b, *mnistN)
+	const k = 128
+	for b.Loop() {
+		g, err := stats.NewGC(layers, stats.GCOptions{Seed: 1, Rounds: 10})
+		if err != nil {
+			b.Fatal(err)
+		}
+		one, err := g.InSample(1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, m := range []stats.Method{stats.MethodExact, stats.MethodPaper} {
+			start := time.Now()
+			p, err := g.Fit(k, m, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(time.Since(start).Seconds(), m.String()+"-s")
+			b.ReportMetric(p.VarB/one.VarB, m.String()+"-GC/SG")
+		}
+	}
 }
