@@ -222,13 +222,15 @@ func evalSelect(ctx context.Context, d *db.DB, s *parser.Select, opts Options) (
 			}
 		}
 	}
-	if err := e.g.finishPooled(plans); err != nil {
+	if err := e.g.finishPooled(ctx, plans); err != nil {
 		return nil, err
 	}
 	e.partialWindows(runs)
-	buildRows(e.res, s, p, runs, plans, e.g, e.examples)
+	if err := buildRows(ctx, e.res, s, p, runs, plans, e.g, e.examples); err != nil {
+		return nil, err
+	}
 	if s.Having != nil {
-		if err := having(e.res, s.Having); err != nil {
+		if err := having(ctx, e.res, s.Having); err != nil {
 			return nil, err
 		}
 	}
@@ -449,27 +451,36 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 	k := e.g.key(ri, si, s.Step)
 	k.group = in.group
 	for _, ref := range rp.refs {
+		if err := e.ctx.Err(); err != nil {
+			return err
+		}
 		if ref.pooled {
 			o.pools = append(o.pools, cellAdd{k: k, ref: ref.key(), m: m})
 			continue
 		}
 		def := lookupStat(ref.name)
 		if def.need.gc {
-			if err := checkClusters(rp, s, ref, def, o); err != nil {
+			if err := checkClusters(rp, s, m.N, ref, def, o); err != nil {
 				return err
 			}
 		}
-		v, err := def.eval(x, ref.evalArgs())
+		eval := func() (float64, error) { return def.eval(x, ref.evalArgs()) }
+		var v float64
+		if (def.need.gc && ref.refit == 0) || def.need.anchor {
+			v, err = interruptible(e.ctx, eval) // in-memory work without cancellation of its own
+		} else {
+			v, err = eval()
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", ref.text(", "), err)
 		}
 		o.adds = append(o.adds, cellAdd{k: k, ref: ref.key(), v: v})
 	}
-	if err := e.intervals(rp, layers, m, k, o); err != nil {
+	if _, err := interruptible(e.ctx, func() (any, error) { return nil, e.intervals(rp, layers, m, k, o) }); err != nil {
 		return err
 	}
 	if e.p.exampleRows {
-		ex, err := e.exampleValues(layers, m, in, x)
+		ex, err := interruptible(e.ctx, func() (*exampleOut, error) { return e.exampleValues(layers, m, in, x, rp.run.Name, s.Step) })
 		if err != nil {
 			return err
 		}
@@ -518,23 +529,51 @@ func (e *evaluator) intervals(rp runPlan, layers []stats.Layer, m *stats.Moments
 	return nil
 }
 
-// checkClusters refuses more clusters than a partition can have and warns
-// about samples too small for their clusters.
-func checkClusters(rp runPlan, s *db.Snapshot, ref statRef, def *statDef, o *snapOut) error {
-	k := int(ref.args[0])
-	if k > s.N {
-		return fmt.Errorf("%s: K = %d clusters but the snapshot has %d examples", ref.name, k, s.N)
-	}
+// checkClusters refuses more clusters than a partition of the scope's n
+// examples can have (checkK: the rule on K everywhere) and warns about
+// samples too small for their clusters.
+func checkClusters(rp runPlan, s *db.Snapshot, n int, ref statRef, def *statDef, o *snapOut) error {
 	heldOut := s.Population == db.Sample && !strings.HasSuffix(def.name, "_insample") && ref.refit == 0
-	if heldOut && k > s.N/2 {
-		return fmt.Errorf("%s: K = %d clusters but each held-out half of this %d-example sample has %d examples (use K <= %d, a full snapshot, or %s_insample)",
-			ref.name, k, s.N, s.N/2, s.N/2, ref.name)
+	avail, where := n, fmt.Sprintf("the examples of run %s at step %d", rp.run.Name, s.Step)
+	if heldOut {
+		avail, where = n/2, fmt.Sprintf("each held-out half of the %d examples of run %s at step %d; or use a full snapshot, or %s_insample", n, rp.run.Name, s.Step, ref.name)
 	}
+	if err := checkK(ref.pos, ref.name, ref.args[0], avail, where); err != nil {
+		return err
+	}
+	k := int(ref.args[0])
 	if s.Population == db.Sample && s.N < 32*k {
 		o.warn(fmt.Sprintf("run %s: Gradient Clustering with K = %d on samples of %d examples (%.1f per cluster, fewer than 32): the estimate is noisy; full snapshots (%s) give the paper's population",
 			rp.run.Name, k, s.N, float64(s.N)/float64(k), FullSnapshotHint(rp.run)))
 	}
 	return nil
+}
+
+// interruptible runs f and returns its result, or ctx's error as soon as
+// ctx is done (within a second of an interrupt, whatever f is doing). The
+// statistics code (Gradient Clustering, Gram matrices, bootstraps) has no
+// cancellation of its own: f then finishes in the background, on memory
+// only, and its result is dropped.
+func interruptible[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	if ctx.Done() == nil {
+		return f()
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 }
 
 // gcOptions are the Gradient Clustering options of this evaluation.

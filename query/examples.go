@@ -57,6 +57,9 @@ func (e *evaluator) exampleGroups(rp runPlan, s *db.Snapshot, attrs *codec.Attri
 	}
 	var rows []int
 	for i := range s.N {
+		if i%4096 == 0 && e.ctx.Err() != nil {
+			return nil, e.ctx.Err()
+		}
 		keep := true
 		for _, c := range e.p.exampleConds {
 			keep = keep && evalExampleCond(c, func(f string) float64 { return get(f, i) })
@@ -133,7 +136,7 @@ func evalExampleCond(c *parser.Cond, get func(string) float64) bool {
 // g_i·μ / (|g_i| |μ|), attributes, and cluster(K), the example's cluster
 // in the K-partition fitted on these examples (in-sample: a label, not an
 // estimate).
-func (e *evaluator) exampleValues(layers []stats.Layer, m *stats.Moments, in scopeInput, x *scopeData) (*exampleOut, error) {
+func (e *evaluator) exampleValues(layers []stats.Layer, m *stats.Moments, in scopeInput, x *scopeData, run string, step int64) (*exampleOut, error) {
 	n := m.N
 	ex := &exampleOut{ids: layers[0].Block.IDs, cols: map[string][]float64{}}
 	norm := m.Norm()
@@ -159,8 +162,11 @@ func (e *evaluator) exampleValues(layers []stats.Layer, m *stats.Moments, in sco
 		}
 	}
 	for _, k := range e.p.clusterKs {
+		if err := checkK(e.p.clusterAt[k], "cluster", k, n, fmt.Sprintf("the examples of run %s at step %d", run, step)); err != nil {
+			return nil, err
+		}
 		v := make([]float64, n)
-		if k > n || m.NonFinite {
+		if m.NonFinite {
 			for j := range v {
 				v[j] = math.NaN()
 			}
@@ -169,7 +175,7 @@ func (e *evaluator) exampleValues(layers []stats.Layer, m *stats.Moments, in sco
 			if err != nil {
 				return nil, err
 			}
-			p, err := g.InSample(k)
+			p, err := g.InSample(int(k))
 			if err != nil {
 				return nil, err
 			}
@@ -177,7 +183,7 @@ func (e *evaluator) exampleValues(layers []stats.Layer, m *stats.Moments, in sco
 				v[j] = float64(a)
 			}
 		}
-		ex.cols[fmt.Sprintf("cluster(%d)", k)] = v
+		ex.cols[fmt.Sprintf("cluster(%g)", k)] = v
 	}
 	return ex, nil
 }
@@ -203,7 +209,7 @@ func (ex *exampleOut) value(o parser.Operand, j int) (float64, bool) {
 	case *parser.Call:
 		if x.Name == "cluster" {
 			k, _ := constant(x.Args[0])
-			if v, ok := ex.cols[fmt.Sprintf("cluster(%d)", int(k))]; ok {
+			if v, ok := ex.cols[fmt.Sprintf("cluster(%g)", k)]; ok {
 				return v[j], true
 			}
 			return math.NaN(), true

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/alecthomas/participle/v2/lexer"
+
 	"gvdb/db"
 	"gvdb/db/stats"
 	"gvdb/query/parser"
@@ -100,8 +102,11 @@ func ClusterSizes(d *db.DB, r *db.Run, k int, layers []string, opts Options) ([]
 	}
 	var sizes [][]int
 	for _, step := range steps {
-		ls, _, err := loadLayers(d, r, step, layers)
+		ls, snap, err := loadLayers(d, r, step, layers)
 		if err != nil {
+			return nil, nil, err
+		}
+		if err := checkK(lexer.Position{}, "clusters", float64(k), snap.N, fmt.Sprintf("the examples of run %s at step %d", r.Name, step)); err != nil {
 			return nil, nil, err
 		}
 		gc, err := stats.NewGC(ls, gcOptions(opts))

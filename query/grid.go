@@ -2,6 +2,7 @@ package query
 
 import (
 	"cmp"
+	"context"
 	"math"
 	"sort"
 
@@ -92,8 +93,11 @@ func (g *grid) pool(k rowKey, ref string, m *stats.Moments) error {
 }
 
 // finishPooled evaluates the pooled statistics of every row.
-func (g *grid) finishPooled(plans []runPlan) error {
+func (g *grid) finishPooled(ctx context.Context, plans []runPlan) error {
 	for k, byRef := range g.pooled {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		for _, ref := range plans[k.run].refs {
 			m := byRef[ref.key()]
 			if m == nil {

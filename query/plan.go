@@ -54,7 +54,8 @@ type plan struct {
 	// cluster(K).
 	exampleRows bool
 	perExample  map[string]bool
-	clusterKs   []int
+	clusterKs   []float64
+	clusterAt   map[float64]lexer.Position // where cluster(K) is written
 	// aggregate: items aggregate runs (mean, stddev, count).
 	aggregate bool
 	// cis are the statistics of ci(stat[, level]) items, by item index.
@@ -253,12 +254,16 @@ func (p *plan) special(c *parser.Call, seen map[string]bool) error {
 		if err != nil {
 			return err
 		}
-		if !(k >= 1 && k <= maxArg) || k != math.Trunc(k) {
-			return parser.Errorf(c.Pos, "cluster: K must be a whole number from 1 to %d, got %g", maxArg, k)
+		if err := checkK(c.Pos, "cluster", k, maxArg, "the most any snapshot could hold"); err != nil {
+			return err
 		}
 		p.exampleRows = true
-		if !slices.Contains(p.clusterKs, int(k)) {
-			p.clusterKs = append(p.clusterKs, int(k))
+		if !slices.Contains(p.clusterKs, k) {
+			p.clusterKs = append(p.clusterKs, k)
+			if p.clusterAt == nil {
+				p.clusterAt = map[float64]lexer.Position{}
+			}
+			p.clusterAt[k] = c.Pos
 		}
 		return nil
 	case "count":

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"path"
@@ -16,7 +17,7 @@ import (
 // buildRows lays out the columns (keys, then items) and the rows: one per
 // grid row, one per example (per-example items), or one per group of runs
 // (aggregates).
-func buildRows(res *Result, s *parser.Select, p *plan, runs []*db.Run, plans []runPlan, g *grid, examples []*exampleOut) {
+func buildRows(ctx context.Context, res *Result, s *parser.Select, p *plan, runs []*db.Run, plans []runPlan, g *grid, examples []*exampleOut) error {
 	// A run column whenever the query could cover several runs: a glob
 	// that matches one run today still yields one.
 	showRun := (p.byRun || len(runs) > 1 || len(s.Runs) > 1 || slices.ContainsFunc(s.Runs, isGlob)) && !p.aggregate
@@ -110,30 +111,39 @@ func buildRows(res *Result, s *parser.Select, p *plan, runs []*db.Run, plans []r
 			rp := plans[ex.k.run]
 			vals := g.values[ex.k]
 			for j, id := range ex.ids {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				row := append(keyCells(ex.k, rp), int64(id))
 				row = items(row, ex.k, rp, vals, func(o parser.Operand) (float64, bool) { return ex.value(o, j) })
 				res.Rows = append(res.Rows, row)
 			}
 		}
 	case p.aggregate:
-		aggregateRows(res, p, plans, g)
+		return aggregateRows(ctx, res, p, plans, g)
 	default:
 		for _, k := range g.sorted() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			rp := plans[k.run]
 			res.Rows = append(res.Rows, items(keyCells(k, rp), k, rp, g.values[k], nil))
 		}
 	}
+	return nil
 }
 
 // having keeps the rows whose output columns pass the HAVING condition
 // (columns by name or alias; numbers compare as numbers, text as text;
 // NaN passes nothing).
-func having(res *Result, c *parser.Cond) error {
+func having(ctx context.Context, res *Result, c *parser.Cond) error {
+	cols := map[string]int{}
+	for i := len(res.Columns) - 1; i >= 0; i-- {
+		cols[strings.ToLower(res.Columns[i])] = i
+	}
 	col := func(name string) int {
-		for i, n := range res.Columns {
-			if strings.EqualFold(n, name) {
-				return i
-			}
+		if i, ok := cols[strings.ToLower(name)]; ok {
+			return i
 		}
 		return -1
 	}
@@ -148,6 +158,9 @@ func having(res *Result, c *parser.Cond) error {
 	}
 	var keep [][]any
 	for _, row := range res.Rows {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if havingRow(c, func(f string) any { return row[col(f)] }) {
 			keep = append(keep, row)
 		}
@@ -200,7 +213,7 @@ func singleCallArg(e *parser.Expr) *parser.Expr {
 // aggregateRows builds the rows of a query that aggregates runs: one per
 // group of runs sharing their GROUP BY config.x values (all runs when there
 // is none), scope, example group and time.
-func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
+func aggregateRows(ctx context.Context, res *Result, p *plan, plans []runPlan, g *grid) error {
 	type groupKey struct {
 		config      string
 		scope       int
@@ -234,6 +247,9 @@ func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
 		return compareKeys(rowKey{scope: order[a].scope, group: order[a].group, t: order[a].t}, rowKey{scope: order[b].scope, group: order[b].group, t: order[b].t}) < 0
 	})
 	for _, gk := range order {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		ks := members[fmt.Sprint(gk.config, "|", gk.scope, "|", gk.group, "|", gk.t)]
 		row := append([]any(nil), gk.configCells...)
 		if p.byLayer {
@@ -255,6 +271,7 @@ func aggregateRows(res *Result, p *plan, plans []runPlan, g *grid) {
 		}
 		res.Rows = append(res.Rows, row)
 	}
+	return nil
 }
 
 // aggregateValue computes an aggregate over the runs of a group (their

@@ -279,6 +279,9 @@ func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, all []string, ne
 	t1 := time.Now()
 	for si, sc := range rp.scopes {
 		for _, g := range groups {
+			if err := e.ctx.Err(); err != nil {
+				return fail(err)
+			}
 			in := scopeInput{layers: scopeLayers(rp.run, sc, blocks), anchor: scopeLayers(rp.run, sc, anchors), group: g.value, attrs: attrs, rows: g.rows}
 			if len(in.layers) > 0 {
 				in.splitKeys = splitKeys(attrs, g.rows, in.layers[0].Block.IDs)
@@ -295,6 +298,9 @@ func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, all []string, ne
 				}
 			}
 			if err := e.compute(rp, ri, si, s, in, need, pooled, o); err != nil {
+				if qe := (*parser.Error)(nil); errors.As(err, &qe) && qe.Pos.Line > 0 {
+					return fail(err) // positioned, and it names the run and step
+				}
 				return fail(fmt.Errorf("run %q step %d: %w", rp.run.Name, s.Step, err))
 			}
 		}
@@ -446,6 +452,9 @@ func (e *evaluator) scanScalars(rp runPlan, ri int) error {
 	}
 	found := map[string]bool{}
 	err := e.d.Scalars(rp.run, e.window(), func(r db.ScalarRow) error {
+		if err := e.ctx.Err(); err != nil {
+			return err
+		}
 		if !p.stepPred(r.Step) {
 			return nil
 		}

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/alecthomas/participle/v2/lexer"
+
 	"gvdb/db"
 	"gvdb/db/stats"
 	"gvdb/query/parser"
@@ -249,6 +251,19 @@ func StatisticDocs() []string {
 // maxArg bounds statistic arguments (batch sizes and cluster counts).
 const maxArg = 1 << 31
 
+// checkK applies the one rule on a number of clusters K, wherever a
+// query or a figure names one: a whole number from 1 to n, the examples
+// available (where says which), else an error at pos saying the range.
+func checkK(pos lexer.Position, what string, k float64, n int, where string) error {
+	if k >= 1 && k <= float64(n) && k == math.Trunc(k) {
+		return nil
+	}
+	if n < 1 {
+		return &parser.Error{Pos: pos, Msg: fmt.Sprintf("%s: K must be a whole number from 1 to the examples available, and there are none (%s)", what, where)}
+	}
+	return &parser.Error{Pos: pos, Msg: fmt.Sprintf("%s: K must be a whole number from 1 to %d (%s), got %g", what, n, where, k)}
+}
+
 // statRef is one statistic the query needs, with its arguments as written
 // (NaN: the default, resolved per run).
 type statRef struct {
@@ -260,7 +275,8 @@ type statRef struct {
 	// (0: on each snapshot).
 	method stats.Method
 	refit  int64
-	fitSet bool // the query gave a method
+	fitSet bool           // the query gave a method
+	pos    lexer.Position // where the query names it
 }
 
 // statRefOf returns the statistic an operand names, with its arguments:
@@ -271,7 +287,7 @@ func statRefOf(o parser.Operand) (ref statRef, ok bool, err error) {
 	switch x := o.(type) {
 	case *parser.Name:
 		n := string(x.Name)
-		return statRef{name: n}, isStat(n), nil
+		return statRef{name: n, pos: x.Pos}, isStat(n), nil
 	case *parser.Call:
 		n := string(x.Name)
 		if n == "pooled" {
@@ -298,7 +314,7 @@ func statRefOf(o parser.Operand) (ref statRef, ok bool, err error) {
 		if max := len(def.args); len(x.Args) > max && !def.fit {
 			return ref, false, parser.Errorf(x.Pos, "%s takes at most %d argument(s) (%s), got %d", n, max, strings.Join(def.args, ", "), len(x.Args))
 		}
-		ref = statRef{name: n}
+		ref = statRef{name: n, pos: x.Pos}
 		for _, a := range x.Args {
 			if str, ok := singleOperand(a).(*parser.Str); ok {
 				if !def.fit {
@@ -359,7 +375,7 @@ func singleOperand(e *parser.Expr) parser.Operand {
 // paper).
 func (s statRef) resolve(batch int) statRef {
 	def := lookupStat(s.name)
-	out := statRef{name: s.name, pooled: s.pooled, args: make([]float64, len(def.args)), method: s.method, refit: s.refit, fitSet: s.fitSet}
+	out := statRef{name: s.name, pooled: s.pooled, args: make([]float64, len(def.args)), method: s.method, refit: s.refit, fitSet: s.fitSet, pos: s.pos}
 	given := func(name string) float64 {
 		for j, b := range def.args {
 			if b == name && j < len(s.args) && !math.IsNaN(s.args[j]) {

@@ -60,38 +60,70 @@ func Errorf(pos lexer.Position, format string, args ...any) *Error {
 }
 
 // Limits on what Parse accepts: deeper nesting would exhaust the stack,
-// longer text is not a query.
+// longer text is not a query, and more operands in one statement would
+// make its work (parsing, then evaluating every operand on every row)
+// unbounded in practice.
 const (
 	MaxQueryBytes = 1 << 20
 	MaxDepth      = 200
+	MaxOperands   = 10000
 )
 
-// checkLimits refuses a query over MaxQueryBytes or nested deeper than
-// MaxDepth parentheses (outside strings), with the position of the excess.
+// checkLimits refuses a query over MaxQueryBytes, nested deeper than
+// MaxDepth parentheses, or with a statement of more than MaxOperands
+// operands (names, numbers and strings), outside comments, with the
+// position of the excess.
 func checkLimits(src string) error {
 	if len(src) > MaxQueryBytes {
 		return &Error{Pos: lexer.Position{Line: 1, Column: 1}, Msg: fmt.Sprintf("query of %d bytes is over the limit of %d", len(src), MaxQueryBytes)}
 	}
-	depth, line, col := 0, 1, 0
-	var quote byte
+	depth, operands, line, col := 0, 0, 1, 0
+	var quote, comment byte // comment: '-' to the end of the line, '*' to */
+	inWord := false
+	next := func(i int) byte {
+		if i+1 < len(src) {
+			return src[i+1]
+		}
+		return 0
+	}
 	for i := 0; i < len(src); i++ {
 		c := src[i]
 		col++
+		word, operand := false, false
 		switch {
 		case c == '\n':
 			line, col = line+1, 0
+			if comment == '-' {
+				comment = 0
+			}
+		case comment == '-':
+		case comment == '*':
+			if c == '*' && next(i) == '/' {
+				comment, i, col = 0, i+1, col+1
+			}
 		case quote != 0:
 			if c == quote {
 				quote = 0
 			}
+		case c == '-' && next(i) == '-', c == '/' && next(i) == '*':
+			comment, i, col = next(i), i+1, col+1
 		case c == '\'' || c == '"':
-			quote = c
+			quote, operand = c, true
+		case c == ';':
+			operands = 0
 		case c == '(':
 			if depth++; depth > MaxDepth {
 				return &Error{Pos: lexer.Position{Line: line, Column: col}, Msg: fmt.Sprintf("parentheses nested deeper than %d", MaxDepth)}
 			}
 		case c == ')':
 			depth--
+		case c == '_' || c == '.' || '0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'z':
+			word, operand = true, !inWord
+		}
+		if inWord = word; operand {
+			if operands++; operands > MaxOperands {
+				return &Error{Pos: lexer.Position{Line: line, Column: col}, Msg: fmt.Sprintf("a statement has more than %d operands (names, numbers and strings), the limit on one statement's work: split it into several statements", MaxOperands)}
+			}
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/participle/v2/lexer"
 )
@@ -155,5 +156,30 @@ func TestLimits(t *testing.T) {
 	}
 	if _, err := Parse("SELECT variance FROM '(((('"); err != nil {
 		t.Errorf("parentheses in a string: %v", err)
+	}
+}
+
+// TestOperandLimit: a statement of more than MaxOperands operands (the
+// 100,000-term query, 500 KB, under the byte cap) is refused at once with
+// the position of the first operand over the limit; comments do not
+// count, and each statement of a script has its own budget.
+func TestOperandLimit(t *testing.T) {
+	terms := func(n int) string { return strings.TrimSuffix(strings.Repeat("x + ", n), " + ") }
+	big := "SELECT " + terms(100000) + " FROM 'a'"
+	start := time.Now()
+	_, err := Parse(big)
+	var qe *Error
+	if !errorsAs(err, &qe) || qe.Pos.Line != 1 || qe.Pos.Column != len("SELECT ")+4*(MaxOperands-1)+1 || !strings.Contains(qe.Msg, "operands") {
+		t.Fatalf("100,000 terms: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refusing took %s", d)
+	}
+	ok := "SELECT " + terms(MaxOperands-3) + " FROM 'a' /* " + terms(100) + " */ -- x x x\n"
+	if _, err := Parse(ok + ";" + ok); err != nil {
+		t.Errorf("%d operands per statement: %v", MaxOperands, err)
+	}
+	if _, err := Parse(strings.Replace(ok, "FROM", "+ x FROM", 1)); err == nil {
+		t.Errorf("%d operands accepted", MaxOperands+1)
 	}
 }
