@@ -24,7 +24,7 @@ var ErrNotGvdb = errors.New("not a gvdb store")
 // marks a gvdb store that predates the marker (when writing).
 func (d *DB) checkMarker() error {
 	found, foreign := false, false
-	err := d.view(func(txn *badger.Txn) error {
+	err := d.view(func(txn readTxn) error {
 		if _, err := txn.Get(markerKey); err == nil {
 			found = true
 			return nil
@@ -161,7 +161,7 @@ func (d *DB) KeyFaults() (faults, notes []string, err error) {
 	for _, r := range runs {
 		byID[r.ID] = r
 	}
-	err = d.view(func(txn *badger.Txn) error {
+	err = d.view(func(txn readTxn) error {
 		it := txn.NewIterator(badger.IteratorOptions{})
 		defer it.Close()
 		manifests := map[string]bool{}

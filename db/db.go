@@ -44,6 +44,11 @@ type DB struct {
 	bdb  *badger.DB
 	dir  string
 	opts Options
+	// remote reads a store through its live writer's socket (bdb nil);
+	// srv is a writer's socket server (serve.go).
+	remote *remoteStore
+	srv    *kvServer
+	live   liveRuns
 }
 
 // Open opens (or creates) the store in dir. A read-only open never
@@ -62,6 +67,11 @@ func Open(dir string, opts Options) (d *DB, err error) {
 			d, err = nil, fmt.Errorf("open store %s: %w: badger: %v", dir, ErrCorruptStore, r)
 		}
 	}()
+	if opts.ReadOnly {
+		if d, err := openRemote(dir, opts); d != nil || err != nil {
+			return d, err
+		}
+	}
 	if err := preOpen(dir, opts); err != nil {
 		return nil, err
 	}
@@ -73,6 +83,9 @@ func Open(dir string, opts Options) (d *DB, err error) {
 	if err := d.checkMarker(); err != nil {
 		bdb.Close()
 		return nil, err
+	}
+	if !opts.ReadOnly {
+		d.serve()
 	}
 	return d, nil
 }
@@ -185,6 +198,10 @@ func (d *DB) Dir() string { return d.dir }
 
 // Close flushes and closes the store.
 func (d *DB) Close() error {
+	if d.remote != nil {
+		return d.remote.close()
+	}
+	d.stopServing()
 	if err := d.bdb.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
@@ -224,6 +241,9 @@ func (badgerLogger) Debugf(string, ...any) {}
 
 // update runs fn in a read-write transaction, retrying on conflicts.
 func (d *DB) update(fn func(txn *badger.Txn) error) error {
+	if d.remote != nil {
+		return errRemoteWrite
+	}
 	for attempt := 0; ; attempt++ {
 		err := d.bdb.Update(fn)
 		if errors.Is(err, badger.ErrConflict) && attempt < 10 {
@@ -235,11 +255,14 @@ func (d *DB) update(fn func(txn *badger.Txn) error) error {
 
 // view runs fn in a read-only transaction. A panic inside Badger while
 // reading (a damaged table block) is returned as ErrCorruptStore.
-func (d *DB) view(fn func(txn *badger.Txn) error) (err error) {
+func (d *DB) view(fn func(txn readTxn) error) (err error) {
+	if d.remote != nil {
+		return d.remote.view(fn)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("read store %s: %w: badger: %v", d.dir, ErrCorruptStore, r)
 		}
 	}()
-	return d.bdb.View(fn)
+	return d.bdb.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
 }

@@ -73,6 +73,10 @@ type Run struct {
 	Status  string    `json:"status,omitempty"`
 	Created time.Time `json:"created"`
 	Version string    `json:"gvdb_version,omitempty"`
+
+	// live: the store's live writer (this process, or the one read
+	// through) is writing the run (live.go).
+	live bool
 }
 
 // Imported reports whether the run came in through gvdb import (a run
@@ -196,6 +200,7 @@ func (d *DB) CreateRun(r *Run) error {
 	if err != nil {
 		return fmt.Errorf("create run %q: %w", r.Name, err)
 	}
+	d.noteWriting(r)
 	return nil
 }
 
@@ -214,7 +219,7 @@ func (d *DB) UpdateRun(r *Run) error {
 		return fmt.Errorf("update run: %w", err)
 	}
 	err := d.update(func(txn *badger.Txn) error {
-		old, err := d.getRun(txn, r.Name)
+		old, err := d.getRun(badgerTxn{txn}, r.Name)
 		if err != nil {
 			return err
 		}
@@ -226,6 +231,7 @@ func (d *DB) UpdateRun(r *Run) error {
 	if err != nil {
 		return fmt.Errorf("update run %q: %w", r.Name, err)
 	}
+	d.noteWriting(r)
 	return nil
 }
 
@@ -233,15 +239,18 @@ func (d *DB) UpdateRun(r *Run) error {
 // ErrRunNotFound) that names the runs there are.
 func (d *DB) Run(name string) (*Run, error) {
 	var r *Run
-	err := d.view(func(txn *badger.Txn) error {
+	err := d.view(func(txn readTxn) error {
 		var err error
 		r, err = d.getRun(txn, name)
 		return err
 	})
+	if err == nil {
+		d.markLive(r)
+	}
 	return r, err
 }
 
-func (d *DB) getRun(txn *badger.Txn, name string) (*Run, error) {
+func (d *DB) getRun(txn readTxn, name string) (*Run, error) {
 	item, err := txn.Get(runKey(name))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		known, _ := runNames(txn)
@@ -253,7 +262,7 @@ func (d *DB) getRun(txn *badger.Txn, name string) (*Run, error) {
 	return decodeRun(item)
 }
 
-func decodeRun(item *badger.Item) (*Run, error) {
+func decodeRun(item readItem) (*Run, error) {
 	r := new(Run)
 	err := item.Value(func(v []byte) error { return json.Unmarshal(v, r) })
 	if err != nil {
@@ -262,7 +271,7 @@ func decodeRun(item *badger.Item) (*Run, error) {
 	return r, nil
 }
 
-func runNames(txn *badger.Txn) ([]string, error) {
+func runNames(txn readTxn) ([]string, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRun}})
 	defer it.Close()
 	var names []string
@@ -275,7 +284,7 @@ func runNames(txn *badger.Txn) ([]string, error) {
 // Runs returns every run, sorted by name.
 func (d *DB) Runs() ([]*Run, error) {
 	var runs []*Run
-	err := d.view(func(txn *badger.Txn) error {
+	err := d.view(func(txn readTxn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRun}, PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -291,13 +300,14 @@ func (d *DB) Runs() ([]*Run, error) {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
 	sort.Slice(runs, func(i, j int) bool { return runs[i].Name < runs[j].Name })
+	d.markLive(runs...)
 	return runs, nil
 }
 
 // RunNames returns the names of all runs, sorted.
 func (d *DB) RunNames() ([]string, error) {
 	var names []string
-	err := d.view(func(txn *badger.Txn) error {
+	err := d.view(func(txn readTxn) error {
 		var err error
 		names, err = runNames(txn)
 		return err
@@ -331,9 +341,10 @@ func (d *DB) DeleteRun(name string) error {
 const StatusKilled = "killed"
 
 // ShownStatus returns the run's status for display by a process that
-// opened the store: StatusKilled for a run still marked running.
+// opened the store: StatusKilled for a run still marked running that the
+// store's live writer is not writing.
 func (r *Run) ShownStatus() string {
-	if r.Status == StatusRunning {
+	if r.Status == StatusRunning && !r.live {
 		return StatusKilled
 	}
 	return r.Status

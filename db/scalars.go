@@ -118,7 +118,7 @@ func (d *DB) PutScalars(run string, rows []ScalarRow) error {
 // Scalars calls fn for each step of run r in window w that has scalars,
 // in step order.
 func (d *DB) Scalars(r *Run, w Window, fn func(ScalarRow) error) error {
-	return d.view(func(txn *badger.Txn) error {
+	return d.view(func(txn readTxn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: runPrefix(prefixScalars, r.ID), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Seek(stepKey(prefixScalars, r.ID, max(w.From, 0))); it.Valid(); it.Next() {

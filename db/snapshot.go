@@ -338,7 +338,7 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 		s.Time = time.Now().UTC()
 	}
 	mkey := blockKey(r.ID, s.Step, 0)
-	err = d.view(func(txn *badger.Txn) error {
+	err = d.view(func(txn readTxn) error {
 		if _, err := txn.Get(mkey); err == nil {
 			return fmt.Errorf("%w: %s@%d", ErrSnapshotExists, run, s.Step)
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
@@ -350,6 +350,9 @@ func (d *DB) PutSnapshot(run string, s *Snapshot) error {
 		return fmt.Errorf("put snapshot: %w", err)
 	}
 
+	if d.remote != nil {
+		return errRemoteWrite
+	}
 	txn := d.bdb.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	set := func(k, v []byte) error {
@@ -439,7 +442,7 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 	if err != nil {
 		return err
 	}
-	return d.view(func(txn *badger.Txn) error {
+	return d.view(func(txn readTxn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: runPrefix(prefixSnapshot, r.ID)})
 		defer it.Close()
 		var cur *Snapshot
