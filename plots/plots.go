@@ -12,7 +12,6 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
@@ -38,6 +37,9 @@ type Options struct {
 	// TO 'file'): Save resolves it beneath the working directory without
 	// following symbolic links.
 	InQuery bool
+	// Style "paper" is a single-column figure (PaperWidth x PaperHeight
+	// at PaperDPI) where Width, Height or DPI are not set.
+	Style string
 	// ZerosExplained says the figure's caption explains its values <= 0
 	// (SVRG's variance at its anchor's own step): a log scale leaves them
 	// out without a warning.
@@ -46,6 +48,9 @@ type Options struct {
 
 func (o Options) size() (vg.Length, vg.Length, int) {
 	w, h, dpi := o.Width, o.Height, o.DPI
+	if o.Style == "paper" {
+		w, h, dpi = cmpOr(w, PaperWidth), cmpOr(h, PaperHeight), int(cmpOr(vg.Length(dpi), PaperDPI))
+	}
 	if w <= 0 {
 		w = 6 * vg.Inch
 	}
@@ -58,6 +63,13 @@ func (o Options) size() (vg.Length, vg.Length, int) {
 	return w, h, dpi
 }
 
+func cmpOr(v, def vg.Length) vg.Length {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
 // ErrNothingToPlot says a figure would have no data.
 var ErrNothingToPlot = errors.New("nothing to plot")
 
@@ -67,7 +79,7 @@ var ErrNothingToPlot = errors.New("nothing to plot")
 // directory (outfile.ErrUnsafe).
 var ErrUnsafeWrite = outfile.ErrUnsafe
 
-// Save writes p to path; the extension (.png, .svg, .pdf) picks the format.
+// Save writes f to path; the extension (.png, .svg, .pdf) picks the format.
 // The figure goes to a temporary file in path's directory, renamed into
 // place: never written through a symbolic link, never left partial. Save
 // never creates directories and never replaces a file that is not a
@@ -75,8 +87,9 @@ var ErrUnsafeWrite = outfile.ErrUnsafe
 // was written in query text: PLOT ... TO) it must be relative, without
 // '..', and is resolved beneath the working directory without following
 // symbolic links (outfile.Beneath).
-func Save(p *plot.Plot, path string, o Options) error {
+func Save(f *Figure, path string, o Options) error {
 	w, h, dpi := o.size()
+	h = max(h, f.Height)
 	var c vg.CanvasWriterTo
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".png":
@@ -100,7 +113,7 @@ func Save(p *plot.Plot, path string, o Options) error {
 	if err := checkFigure(t); err != nil {
 		return err
 	}
-	Render(p, draw.New(c))
+	f.Draw(draw.New(c))
 	return t.Write(func(w io.Writer) error {
 		_, err := c.WriteTo(w)
 		return err
@@ -127,38 +140,6 @@ func isFigure(head []byte) bool {
 	s := string(head)
 	return strings.HasPrefix(s, "\x89PNG") || strings.HasPrefix(s, "%PDF") ||
 		strings.HasPrefix(strings.TrimSpace(s), "<?xml") || strings.HasPrefix(strings.TrimSpace(s), "<svg")
-}
-
-// Layout splits canvas c into the plot's area and, when the plot's legend
-// has entries, a strip at the right for the legend, outside the data and
-// aligned with the top of the data area. It returns the legend's box.
-func Layout(p *plot.Plot, c draw.Canvas) (plotArea draw.Canvas, legend vg.Rectangle, ok bool) {
-	r := p.Legend.Rectangle(c)
-	w := r.Size().X
-	if w <= 0 {
-		return c, vg.Rectangle{}, false
-	}
-	pad := vg.Points(6)
-	w = min(w+pad, (c.Max.X-c.Min.X)*2/5)
-	plotArea = draw.Crop(c, 0, -w, 0, 0)
-	top := p.DataCanvas(plotArea).Max.Y
-	legend = vg.Rectangle{Min: vg.Point{X: plotArea.Max.X + pad, Y: top - r.Size().Y}, Max: vg.Point{X: c.Max.X, Y: top}}
-	return plotArea, legend, true
-}
-
-// Render draws p on c with its legend outside the data area (Layout).
-func Render(p *plot.Plot, c draw.Canvas) {
-	area, box, ok := Layout(p, c)
-	if !ok {
-		p.Draw(c)
-		return
-	}
-	leg := p.Legend
-	p.Legend = plot.NewLegend()
-	p.Draw(area)
-	p.Legend = leg
-	leg.Left, leg.Top, leg.XOffs, leg.YOffs = true, true, 0, 0
-	leg.Draw(draw.Canvas{Canvas: c.Canvas, Rectangle: box})
 }
 
 // grid adds light grid lines behind the data.
@@ -203,174 +184,6 @@ func logByDefault(label string) bool {
 		}
 	}
 	return false
-}
-
-// Lines plots a query result over steps: one series per value column and
-// per combination of the other keys (run, layer, config.x groups, an
-// example attribute group). Bands are shaded: mean(x) beside stddev(x)
-// (aggregates over runs) draws the mean with a ±1 sd band, and a ci(stat)
-// item draws its bootstrap interval around stat (or alone); the legend
-// says what each band is. NaN points leave gaps; points a log axis cannot
-// show are dropped and reported. It returns warnings beside the figure.
-func Lines(res *query.Result, o Options) (*plot.Plot, []string, error) {
-	if len(res.Rows) == 0 {
-		return nil, nil, fmt.Errorf("%w: the query returned no rows", ErrNothingToPlot)
-	}
-	col := map[string]int{}
-	for i, c := range res.Columns {
-		col[c] = i
-	}
-	stepCol, ok := col["step"]
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: the result has no step column to plot against", ErrNothingToPlot)
-	}
-	if _, ok := col["example_id"]; ok {
-		return nil, nil, fmt.Errorf("%w: per-example rows have no line over steps (select statistics, or export the rows with --format csv)", ErrNothingToPlot)
-	}
-	isKey := map[int]bool{}
-	var seriesKeys, values []int
-	for _, i := range res.KeyColumns() {
-		isKey[i] = true
-		if i != stepCol {
-			seriesKeys = append(seriesKeys, i)
-		}
-	}
-	for i := range res.Columns {
-		if !isKey[i] {
-			values = append(values, i)
-		}
-	}
-	labels := res.Labels
-	if len(labels) != len(res.Columns) {
-		labels = res.Columns
-	}
-	kind := func(i int) string {
-		if i < len(res.Kinds) && res.Kinds[i] != "" {
-			return res.Kinds[i]
-		}
-		return labels[i]
-	}
-	tr := traces(res.Columns, values, kind)
-	logY := o.Scale == "log"
-	if o.Scale == "" {
-		logY = true
-		for _, v := range values {
-			logY = logY && logByDefault(labels[v])
-		}
-	}
-
-	series := map[string][]int{}
-	names := map[string]string{}
-	var order []string
-	for r, row := range res.Rows {
-		var parts []string
-		for _, i := range seriesKeys {
-			c := res.Columns[i]
-			if c == "run" || c == "layer" {
-				parts = append(parts, fmt.Sprint(row[i]))
-			} else {
-				v := fmt.Sprint(row[i])
-				if v == "" {
-					v = "none" // a run without this config key
-				}
-				parts = append(parts, fmt.Sprintf("%s=%s", strings.TrimPrefix(c, "config."), v))
-			}
-		}
-		k := strings.Join(parts, "\x00")
-		if _, ok := series[k]; !ok {
-			order = append(order, k)
-			names[k] = strings.Join(parts, " ")
-		}
-		series[k] = append(series[k], r)
-	}
-
-	p := newPlot(o)
-	grid(p)
-	p.X.Label.Text = "step"
-	var kinds []string
-	for _, v := range values {
-		kinds = append(kinds, baseKind(kind(v)))
-	}
-	p.Y.Label.Text = yLabel(kinds)
-	if o.YLabel != "" {
-		p.Y.Label.Text = o.YLabel
-	}
-	if logY {
-		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = logTicks{}
-	}
-	var warnings []string
-	dropped, cut, points, idx := 0, 0, 0, 0
-	value := func(r, c int) (float64, bool) {
-		y := toFloat(res.Rows[r][c])
-		if math.IsNaN(y) || math.IsInf(y, 0) {
-			return 0, false
-		}
-		if logY && y <= 0 {
-			dropped++
-			return 0, false
-		}
-		return y, true
-	}
-	for _, k := range order {
-		for _, t := range tr {
-			c := plotutil.Color(idx)
-			var things []plot.Thumbnailer
-			if t.lo >= 0 || t.sd >= 0 {
-				bands, n := band(res, series[k], stepCol, t, logY, &cut, value)
-				for _, b := range bands {
-					b.Color = fade(c)
-					b.LineStyle.Width = 0
-					p.Add(b)
-				}
-				if len(bands) > 0 {
-					things = append(things, bands[0])
-				}
-				points += n
-			}
-			if t.line >= 0 {
-				var xys plotter.XYs
-				for _, r := range series[k] {
-					if y, ok := value(r, t.line); ok {
-						xys = append(xys, plotter.XY{X: toFloat(res.Rows[r][stepCol]), Y: y})
-					}
-				}
-				if len(xys) > 0 {
-					points += len(xys)
-					line, pts, err := plotter.NewLinePoints(xys)
-					if err != nil {
-						return nil, nil, err
-					}
-					line.Color, pts.Color = c, c
-					line.Dashes = plotutil.Dashes(idx / 7)
-					pts.Shape = plotutil.Shape(idx % 7)
-					pts.Radius = vg.Points(2)
-					p.Add(line, pts)
-					things = append(things, line, pts)
-				}
-			}
-			if len(things) == 0 {
-				continue
-			}
-			name := strings.TrimSpace(strings.Join(nonEmpty(names[k], labelIf(len(tr) > 1 || t.note != "", t.label(labels))), " "))
-			if name != "" {
-				// Long names wrap: the legend strip is at most 2/5 of the
-				// figure's width.
-				p.Legend.Add(wrap(name, 26), things...)
-			}
-			idx++
-		}
-	}
-	if points == 0 {
-		return nil, nil, fmt.Errorf("%w: every value is NaN or missing (see the query's warnings)", ErrNothingToPlot)
-	}
-	if dropped > 0 && !o.ZerosExplained {
-		warnings = append(warnings, fmt.Sprintf("%d values <= 0 left out of the log-scale plot (use SCALE LINEAR to see them)", dropped))
-	}
-	if cut > 0 {
-		warnings = append(warnings, fmt.Sprintf("the ±1 sd band is cut at %d points where mean − sd <= 0, which a log scale cannot show (use SCALE LINEAR)", cut))
-	}
-	return p, warnings, nil
 }
 
 // trace is one value drawn per series: a line (column, or -1), and a band
@@ -576,19 +389,31 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 	return ticks
 }
 
-// newPlot starts a figure with a title small enough for a query.
-func newPlot(o Options) *plot.Plot {
+// newPlot starts a panel in the figure style at body font size font.
+func newPlot(font vg.Length) *plot.Plot {
 	p := plot.New()
-	p.Title.Text = wrap(o.Title, 90)
-	p.Title.TextStyle.Font.Size = vg.Points(10)
-	p.Legend.TextStyle.Font.Size = vg.Points(9)
-	// Axis labels name statistics in words; at 10 points they fit the
-	// height of a 4-inch figure.
-	p.X.Label.TextStyle.Font.Size = vg.Points(10)
-	p.Y.Label.TextStyle.Font.Size = vg.Points(10)
-	p.X.Tick.Label.Font.Size = vg.Points(9)
-	p.Y.Tick.Label.Font.Size = vg.Points(9)
+	styleAxes(p, font)
 	return p
+}
+
+// newFigure makes a one-panel figure of p, titled by o.
+func newFigure(p *plot.Plot, o Options) *Figure {
+	w, _, _ := o.size()
+	f := &Figure{Title: o.Title, Font: fontSize(w), Panels: [][]*plot.Plot{{p}}}
+	padRange(&p.X, isLog(p.X), 0.03)
+	padRange(&p.Y, isLog(p.Y), 0.06)
+	return f
+}
+
+func isLog(a plot.Axis) bool {
+	_, ok := a.Scale.(plot.LogScale)
+	return ok
+}
+
+// figFont is the body font of a figure sized by o.
+func figFont(o Options) vg.Length {
+	w, _, _ := o.size()
+	return fontSize(w)
 }
 
 // wrap breaks s at spaces into lines of at most n characters.
@@ -641,11 +466,11 @@ func toFloat(v any) float64 {
 // Distortion plots the GC weighted distortion against the number of
 // clusters K on log-log axes, with the levels D0/K (below it GC beats
 // SG-B) and D0/(2K) (below it GC beats SG-2B).
-func Distortion(c *stats.Curve, o Options) (*plot.Plot, error) {
+func Distortion(c *stats.Curve, o Options) (*Figure, error) {
 	if c == nil || len(c.K) == 0 || !(c.D0 > 0) {
 		return nil, fmt.Errorf("%w: no distortion curve (D0 = 0: all gradients equal?)", ErrNothingToPlot)
 	}
-	p := newPlot(o)
+	p := newPlot(figFont(o))
 	grid(p)
 	p.X.Label.Text = "clusters K"
 	p.Y.Label.Text = "weighted distortion"
@@ -662,30 +487,28 @@ func Distortion(c *stats.Curve, o Options) (*plot.Plot, error) {
 	if len(gc) == 0 {
 		return nil, fmt.Errorf("%w: every distortion is 0", ErrNothingToPlot)
 	}
-	add := func(name string, xys plotter.XYs, c color.Color, dashed bool) error {
+	add := func(name string, xys plotter.XYs, c color.Color, style int) error {
 		l, err := plotter.NewLine(xys)
 		if err != nil {
 			return err
 		}
 		l.Color = c
-		l.Width = vg.Points(1.5)
-		if dashed {
-			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-		}
+		l.Width = figFont(o) / 9 * 1.2
+		l.Dashes = Dashes(style)
 		p.Add(l)
 		p.Legend.Add(name, l)
 		return nil
 	}
-	if err := add("GC distortion", gc, plotutil.Color(0), false); err != nil {
+	if err := add("GC distortion", gc, Color(0), 0); err != nil {
 		return nil, err
 	}
-	if err := add("D0/K (GC = SG-B)", sgb, plotutil.Color(1), true); err != nil {
+	if err := add("D0/K (GC = SG-B)", sgb, Color(1), 1); err != nil {
 		return nil, err
 	}
-	if err := add("D0/(2K) (GC = SG-2B)", sg2b, plotutil.Color(2), true); err != nil {
+	if err := add("D0/(2K) (GC = SG-2B)", sg2b, Color(2), 3); err != nil {
 		return nil, err
 	}
-	return p, nil
+	return newFigure(p, o), nil
 }
 
 // Sample is a labelled set of values (the gradient norms of one step).
@@ -696,7 +519,7 @@ type Sample struct {
 
 // Histogram plots the distribution of per-example gradient norms, one
 // outlined histogram per sample (e.g. per step), with shared bins.
-func Histogram(samples []Sample, o Options) (*plot.Plot, error) {
+func Histogram(samples []Sample, o Options) (*Figure, error) {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, s := range samples {
 		for _, x := range s.Values {
@@ -708,7 +531,7 @@ func Histogram(samples []Sample, o Options) (*plot.Plot, error) {
 	if len(samples) == 0 || lo > hi {
 		return nil, fmt.Errorf("%w: no finite gradient norms", ErrNothingToPlot)
 	}
-	p := newPlot(o)
+	p := newPlot(figFont(o))
 	grid(p)
 	p.X.Label.Text = "per-example gradient norm |g_i|"
 	p.Y.Label.Text = "examples"
@@ -748,22 +571,23 @@ func Histogram(samples []Sample, o Options) (*plot.Plot, error) {
 			h.Bins[bin(x)].Weight++
 		}
 		h.FillColor = nil
-		h.LineStyle.Color = plotutil.Color(i)
-		h.LineStyle.Width = vg.Points(1.5)
+		h.LineStyle.Color = Color(i)
+		h.LineStyle.Width = figFont(o) / 9 * 1.2
+		h.LineStyle.Dashes = Dashes(i)
 		p.Add(h)
 		p.Legend.Add(smp.Label, h)
 	}
-	return p, nil
+	return newFigure(p, o), nil
 }
 
 // ClusterSizes plots, for each step, the sizes of the clusters sorted
 // from largest to smallest: one line per rank quantile (largest, 90th,
 // median, 10th percentile, smallest).
-func ClusterSizes(steps []int64, sizes [][]int, o Options) (*plot.Plot, error) {
+func ClusterSizes(steps []int64, sizes [][]int, o Options) (*Figure, error) {
 	if len(steps) == 0 || len(steps) != len(sizes) {
 		return nil, fmt.Errorf("%w: no clusterings", ErrNothingToPlot)
 	}
-	p := newPlot(o)
+	p := newPlot(figFont(o))
 	grid(p)
 	p.X.Label.Text = "step"
 	p.Y.Label.Text = "cluster size (examples)"
@@ -790,11 +614,11 @@ func ClusterSizes(steps []int64, sizes [][]int, o Options) (*plot.Plot, error) {
 		if err != nil {
 			return nil, err
 		}
-		l.Color, pts.Color = plotutil.Color(i), plotutil.Color(i)
+		styleLine(l, pts, Color(i), i, figFont(o))
 		p.Add(l, pts)
 		p.Legend.Add(q.name, l, pts)
 	}
-	return p, nil
+	return newFigure(p, o), nil
 }
 
 // DrawLines draws a query result over steps to file and returns the

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/cmpimg"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
@@ -23,7 +22,7 @@ var regen = cmpimg.GenerateTestData
 
 // checkGolden saves p as PNG and compares it with testdata/name, allowing
 // small differences (font rasterization).
-func checkGolden(t *testing.T, p *plot.Plot, name string) {
+func checkGolden(t *testing.T, p *Figure, name string) {
 	t.Helper()
 	got := filepath.Join(t.TempDir(), name)
 	if err := Save(p, got, Options{DPI: 60}); err != nil {
@@ -164,28 +163,33 @@ func TestLogTicks(t *testing.T) {
 	}
 }
 
-// TestLegendOutsideData draws a line plot the way Save does and checks
-// that the legend's box lies right of the data area (so no entry can
-// cover a point), that the y axis names the statistics, and that the
-// title is the one given.
+// TestLegendOutsideData lays a two-panel figure out the way Save does
+// and checks that each legend's box lies right of every data area (so no
+// entry can cover a point) and inside the canvas, that the y axes name
+// the statistics, one unit a panel, and that the title is the one given.
 func TestLegendOutsideData(t *testing.T) {
 	res := result()
-	res.Kinds = []string{"run", "step", "nvar", "nvar"}
-	p, _, err := Lines(res, Options{Title: "nvar: lr-0.1, lr-0.01"})
+	res.Kinds = []string{"run", "step", "nvar", "variance"}
+	f, _, err := Lines(res, Options{Title: "nvar: lr-0.1, lr-0.01"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := draw.New(vgimg.New(6*vg.Inch, 4*vg.Inch))
-	area, legend, ok := Layout(p, c)
-	if !ok {
-		t.Fatal("no legend")
+	l := f.layout(c)
+	if len(f.Panels) != 2 || len(l.legends) != 2 {
+		t.Fatalf("%d panels, %d legends; want 2 and 2 (nvar and variance apart)", len(f.Panels), len(l.legends))
 	}
-	data := p.DataCanvas(area)
-	if legend.Min.X < data.Max.X || legend.Max.Y > c.Max.Y || legend.Size().X <= 0 || legend.Size().Y <= 0 {
-		t.Errorf("legend box %v overlaps the data area %v", legend, data.Rectangle)
+	for j, row := range f.Panels {
+		p := row[0]
+		data := p.DataCanvas(l.panels[j][0])
+		legend := l.legends[p]
+		if legend.Min.X < data.Max.X || legend.Max.X > c.Max.X || legend.Max.Y > c.Max.Y || legend.Size().Y <= 0 {
+			t.Errorf("panel %d: legend box %v overlaps the data area %v or leaves the canvas", j, legend, data.Rectangle)
+		}
 	}
-	if p.Y.Label.Text != "normalized variance" || p.Title.Text != "nvar: lr-0.1, lr-0.01" {
-		t.Errorf("y label %q, title %q", p.Y.Label.Text, p.Title.Text)
+	y0, y1 := strings.ReplaceAll(f.Panels[0][0].Y.Label.Text, "\n", " "), strings.ReplaceAll(f.Panels[1][0].Y.Label.Text, "\n", " ")
+	if y0 != "normalized variance" || y1 != "variance per coordinate" || f.Title != "nvar: lr-0.1, lr-0.01" {
+		t.Errorf("y labels %q, %q, title %q", f.Panels[0][0].Y.Label.Text, f.Panels[1][0].Y.Label.Text, f.Title)
 	}
 	if got := yLabel([]string{"variance", "gc_variance", "svrg_variance"}); got != "variance per coordinate" {
 		t.Errorf("yLabel = %q", got)

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	flag "github.com/spf13/pflag"
-	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 
 	"gvdb/db"
@@ -22,13 +21,15 @@ func init() {
 
 // figureFlags are the size flags every figure takes.
 type figureFlags struct {
-	width, height float64
-	dpi           int
-	scale, title  string
+	width, height       float64
+	dpi                 int
+	scale, title, style string
+	fs                  *flag.FlagSet
 }
 
 func addFigureFlags(fs *flag.FlagSet) *figureFlags {
-	f := &figureFlags{}
+	f := &figureFlags{fs: fs}
+	fs.StringVar(&f.style, "style", "", "a style preset: paper (3.5 x 2.6 in at 300 DPI, 9 pt fonts; --width, --height, --dpi override it)")
 	fs.Float64Var(&f.width, "width", 6, "figure width in inches")
 	fs.Float64Var(&f.height, "height", 4, "figure height in inches")
 	fs.IntVar(&f.dpi, "dpi", 150, "PNG resolution in dots per inch")
@@ -50,7 +51,7 @@ func (f *figureFlags) options(title string) (plots.Options, error) {
 	if f.title != "" {
 		title = f.title
 	}
-	return plots.Options{Width: vg.Length(f.width) * vg.Inch, Height: vg.Length(f.height) * vg.Inch, DPI: f.dpi, Title: title, Scale: f.scale}, nil
+	return plots.Options{Width: vg.Length(f.width) * vg.Inch, Height: vg.Length(f.height) * vg.Inch, DPI: f.dpi, Title: title, Scale: f.scale}.WithStyle(f.style, f.fs.Changed)
 }
 
 // statementOptions sizes the figure of a SELECT or PLOT: titled by
@@ -248,7 +249,7 @@ func (m *Main) plot(ctx context.Context, args []string) error {
 	return usagef("plot: unknown --kind %q (want lines, distortion, norms or clusters)", *kind)
 }
 
-func (m *Main) saveFigure(p *plot.Plot, file string, o plots.Options) error {
+func (m *Main) saveFigure(p *plots.Figure, file string, o plots.Options) error {
 	if err := plots.Save(p, file, o); err != nil {
 		return err
 	}

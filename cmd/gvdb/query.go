@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +86,12 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	ef := addEvalFlags(fs)
 	bail := fs.Bool("bail", false, "stop at the first statement that fails (default: report it and go on)")
 	outFile := fs.String("out", "", "with --format parquet: the Parquet file to write (one SELECT; docs/SCALE.md)")
+	ff := addFigureFlags(fs)
 	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	fo, err := ff.options("")
 	if err != nil {
 		return err
 	}
@@ -111,7 +117,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 		return err
 	}
 	opts.NoFileWrites = m.noWrites
-	out := output{format: *format, timing: *timing, opts: opts, file: *outFile}
+	out := output{format: *format, timing: *timing, opts: opts, file: *outFile, figure: fo}
 	defer d.Close()
 	// run runs a script's statements one by one: a statement that fails
 	// is reported with its position and the rest still run (unless
@@ -195,7 +201,8 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st parser.Statement, 
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
 	if res.Plot != nil {
-		o := plots.Options{Scale: res.Plot.Scale, Title: res.Plot.Title, InQuery: true}
+		o := out.figure // --width, --height, --style, ...; the PLOT's TITLE and SCALE unless given
+		o.Title, o.Scale, o.InQuery = cmp.Or(o.Title, res.Plot.Title), cmp.Or(o.Scale, res.Plot.Scale), true
 		if err := m.saveLines(res, res.Plot.File, o); err != nil {
 			return err
 		}
@@ -234,6 +241,7 @@ type output struct {
 	file   string // --format parquet: the file
 	timing bool
 	opts   query.Options
+	figure plots.Options // PLOT ... TO: the figure flags
 }
 
 // evalFlags are the evaluation settings of commands that run queries.
