@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -19,6 +20,10 @@ import (
 // through the writer's socket. Each iteration has its own connection
 // (closing it stops the writer's scan); the gets of a transaction share
 // one.
+
+// writerWait is how long a reader waits for a writer that holds the lock
+// without a socket (opening or closing the store).
+const writerWait = 3 * time.Second
 
 // errRemoteWrite refuses a write to a store read through its writer.
 var errRemoteWrite = errors.New("store is read through its live writer: read-only")
@@ -32,21 +37,28 @@ type remoteStore struct {
 // openRemote opens dir through its writer's socket when a live writer
 // holds it, and returns nil, nil when none does or it does not answer
 // (Open then says who holds the store, as before).
+//
+// A writer that is opening or closing the store holds its lock without a
+// socket for a moment: the reader waits up to writerWait for one or the
+// other to end.
 func openRemote(dir string, opts Options) (*DB, error) {
-	held, err := probeLock(dir, false)
-	if err != nil || !held {
-		return nil, nil
+	var rs *remoteStore
+	for deadline := time.Now().Add(writerWait); rs == nil; time.Sleep(50 * time.Millisecond) {
+		held, err := probeLock(dir, false)
+		if err != nil || !held {
+			return nil, nil
+		}
+		if addr, ok := writerAddress(dir); ok {
+			if c, err := (&remoteStore{addr: addr}).dial(); err == nil {
+				c.Close()
+				rs = &remoteStore{dir: dir, addr: addr}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, nil
+		}
 	}
-	addr, ok := writerAddress(dir)
-	if !ok {
-		return nil, nil
-	}
-	rs := &remoteStore{dir: dir, addr: addr}
-	c, err := rs.dial()
-	if err != nil {
-		return nil, nil
-	}
-	c.Close()
 	d := &DB{dir: dir, opts: opts, remote: rs}
 	d.opts.ReadOnly = true
 	if err := d.checkMarker(); err != nil {
@@ -100,6 +112,9 @@ func (rs *remoteStore) view(fn func(readTxn) error) error {
 	t := &remoteTxn{rs: rs}
 	err := fn(t)
 	t.close()
+	if errors.Is(t.err, io.ErrUnexpectedEOF) || errors.Is(t.err, io.EOF) || errors.Is(t.err, syscall.ECONNRESET) {
+		return fmt.Errorf("read store %s through its writer: the writer closed the store during the read (run the command again): %w", rs.dir, t.err)
+	}
 	if t.err != nil {
 		return fmt.Errorf("read store %s through its writer: %w", rs.dir, t.err)
 	}
