@@ -344,5 +344,5 @@ type BLAS interface {
 }
 
 // UseBLAS makes Gorgonia's matrix products use b (for instance OpenBLAS,
-// which the CLI hands over when built with -tags openblas).
+// which the CLI hands over when it is installed: db/stats/blas.go).
 func UseBLAS(b BLAS) { G.Use(b) }

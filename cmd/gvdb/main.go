@@ -36,7 +36,8 @@ const (
 
 func init() {
 	// The trainer's matrix products use the same BLAS as the statistics
-	// (OpenBLAS with -tags openblas).
+	// (OpenBLAS when it is installed, loaded at run time; GVDB_BLAS=gonum
+	// keeps pure Go).
 	trainer.UseBLAS(stats.Implementation())
 }
 

@@ -1,6 +1,16 @@
 package stats
 
-import "gonum.org/v1/gonum/blas"
+import (
+	"os"
+	"sync"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/blas/gonum"
+)
 
 // Impl is a complete BLAS implementation (what Gorgonia's Use takes).
 type Impl interface {
@@ -8,4 +18,136 @@ type Impl interface {
 	blas.Float64
 	blas.Complex64
 	blas.Complex128
+}
+
+// BLAS names the BLAS implementation the matrix products use: "openblas
+// (FILE)" when OpenBLAS was found and loaded at run time, else "gonum"
+// (gonum's pure Go).
+var BLAS = "gonum"
+
+// openBLASFiles are the shared objects tried, in order: Debian's
+// libopenblas0 (any of its -pthread, -openmp, -serial variants) installs
+// the first.
+var openBLASFiles = []string{"libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"}
+
+// The matrix products (Dgemm, Sgemm) run in OpenBLAS when its shared
+// object can be loaded, without cgo: it is opened at start-up through
+// purego's dlopen. GVDB_BLAS=gonum keeps gonum's pure Go; GVDB_BLAS=PATH
+// names the shared object to load. Every other routine is gonum's own, and
+// results agree with the pure-Go ones to rounding.
+func init() {
+	impl = gonum.Implementation{}
+	choice := os.Getenv("GVDB_BLAS")
+	if choice == "gonum" {
+		return
+	}
+	files := openBLASFiles
+	if choice != "" {
+		files = []string{choice}
+	}
+	for _, f := range files {
+		if o, ok := loadOpenBLAS(f); ok {
+			impl, BLAS = o, "openblas ("+f+")"
+			blas64.Use(o)
+			blas32.Use(o)
+			return
+		}
+	}
+}
+
+var impl Impl
+
+// Implementation returns the BLAS implementation the statistics use, so
+// that the CLI can hand the same one to the trainer.
+func Implementation() Impl { return impl }
+
+// cblas constants.
+const (
+	cblasRowMajor = 101
+	cblasNoTrans  = 111
+	cblasTrans    = 112
+)
+
+type openBLAS struct {
+	gonum.Implementation
+	dgemm func(order, ta, tb, m, n, k int32, alpha float64, a unsafe.Pointer, lda int32, b unsafe.Pointer, ldb int32, beta float64, c unsafe.Pointer, ldc int32)
+	sgemm func(order, ta, tb, m, n, k int32, alpha float32, a unsafe.Pointer, lda int32, b unsafe.Pointer, ldb int32, beta float32, c unsafe.Pointer, ldc int32)
+}
+
+var loadMu sync.Mutex
+
+// loadOpenBLAS opens file and binds its cblas_dgemm and cblas_sgemm.
+func loadOpenBLAS(file string) (o *openBLAS, ok bool) {
+	loadMu.Lock()
+	defer loadMu.Unlock()
+	defer func() {
+		if recover() != nil { // a symbol purego cannot bind
+			o, ok = nil, false
+		}
+	}()
+	lib, err := purego.Dlopen(file, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return nil, false
+	}
+	for _, sym := range []string{"cblas_dgemm", "cblas_sgemm"} {
+		if _, err := purego.Dlsym(lib, sym); err != nil {
+			return nil, false
+		}
+	}
+	o = &openBLAS{}
+	purego.RegisterLibFunc(&o.dgemm, lib, "cblas_dgemm")
+	purego.RegisterLibFunc(&o.sgemm, lib, "cblas_sgemm")
+	return o, true
+}
+
+func trans(t blas.Transpose) int32 {
+	if t == blas.NoTrans {
+		return cblasNoTrans
+	}
+	return cblasTrans
+}
+
+// smallGemm is the size (m·n·k) under which gonum's own product is at
+// least as fast as a call into OpenBLAS.
+const smallGemm = 4096
+
+// Dgemm calls cblas_dgemm; small and degenerate shapes, and arguments
+// gonum would reject, go to gonum (which checks them and panics alike).
+func (o *openBLAS) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+	if m*n*k < smallGemm || len(a) == 0 || len(b) == 0 || len(c) == 0 || !gemmOK(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc) {
+		o.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	o.dgemm(cblasRowMajor, trans(tA), trans(tB), int32(m), int32(n), int32(k), alpha, unsafe.Pointer(&a[0]), int32(lda),
+		unsafe.Pointer(&b[0]), int32(ldb), beta, unsafe.Pointer(&c[0]), int32(ldc))
+}
+
+// Sgemm calls cblas_sgemm, as Dgemm does cblas_dgemm.
+func (o *openBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m*n*k < smallGemm || len(a) == 0 || len(b) == 0 || len(c) == 0 || !gemmOK(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc) {
+		o.Implementation.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	o.sgemm(cblasRowMajor, trans(tA), trans(tB), int32(m), int32(n), int32(k), alpha, unsafe.Pointer(&a[0]), int32(lda),
+		unsafe.Pointer(&b[0]), int32(ldb), beta, unsafe.Pointer(&c[0]), int32(ldc))
+}
+
+// gemmOK checks a row-major product's shapes against its slices, as gonum
+// does, so that C never reads or writes outside them; every dimension must
+// fit a 32-bit blasint.
+func gemmOK(tA, tB blas.Transpose, m, n, k, la, lda, lb, ldb, lc, ldc int) bool {
+	const max32 = 1<<31 - 1
+	if m <= 0 || n <= 0 || k <= 0 || m > max32 || n > max32 || k > max32 || lda > max32 || ldb > max32 || ldc > max32 {
+		return false
+	}
+	rowsA, colsA := m, k
+	if tA != blas.NoTrans {
+		rowsA, colsA = k, m
+	}
+	rowsB, colsB := k, n
+	if tB != blas.NoTrans {
+		rowsB, colsB = n, k
+	}
+	return lda >= max(1, colsA) && ldb >= max(1, colsB) && ldc >= max(1, n) &&
+		la >= lda*(rowsA-1)+colsA && lb >= ldb*(rowsB-1)+colsB && lc >= ldc*(m-1)+n
 }

@@ -262,9 +262,43 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 			lm.sqNorms[i] = sumSquares(g)
 		}
 		return lm
+	case b.T <= maxProductT:
+		// Per-coordinate moments with few positions (an SVRG difference
+		// has T = 2): G_i = Σ_s a_is d_isᵀ, so Σ_i G_i∘G_i =
+		// Σ_st (A_s∘A_t)ᵀ(Δ_s∘Δ_t) with A_s the N x In rows of position
+		// s: T(T+1)/2 matrix products instead of N materialized gradients.
+		a, d := f64(b.A), f64(b.Delta)
+		lm := layerMom{sum: atb(a, d, n*b.T, b.In, b.Out), sqNorms: make([]float64, n)}
+		for i := range n {
+			lm.sqNorms[i] = positionNormSq(a[i*b.T*b.In:(i+1)*b.T*b.In], d[i*b.T*b.Out:(i+1)*b.T*b.Out], b.T, b.In, b.Out)
+		}
+		lm.sumSq = make([]float64, b.Params())
+		pa, pd := make([]float64, n*b.In), make([]float64, n*b.Out)
+		for s := range b.T {
+			for t := s; t < b.T; t++ {
+				w := 1.0
+				if t != s {
+					w = 2
+				}
+				for i := range n {
+					as, at := a[(i*b.T+s)*b.In:(i*b.T+s+1)*b.In], a[(i*b.T+t)*b.In:(i*b.T+t+1)*b.In]
+					for j := range as {
+						pa[i*b.In+j] = w * as[j] * at[j]
+					}
+					ds, dt := d[(i*b.T+s)*b.Out:(i*b.T+s+1)*b.Out], d[(i*b.T+t)*b.Out:(i*b.T+t+1)*b.Out]
+					for j := range ds {
+						pd[i*b.Out+j] = ds[j] * dt[j]
+					}
+				}
+				for j, v := range atb(pa, pd, n, b.In, b.Out) {
+					lm.sumSq[j] += v
+				}
+			}
+		}
+		return lm
 	default:
-		// Per-coordinate moments with T > 1: materialize one example at a
-		// time, G_i = A_iᵀΔ_i.
+		// Per-coordinate moments with T > maxProductT: materialize one
+		// example at a time, G_i = A_iᵀΔ_i.
 		p := b.Params()
 		lm := layerMom{sum: make([]float64, p), sqNorms: make([]float64, n), sumSq: make([]float64, p)}
 		g := make([]float64, p)
@@ -279,6 +313,11 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 		return lm
 	}
 }
+
+// maxProductT is the largest number of positions whose per-coordinate
+// moments come from T(T+1)/2 matrix products rather than N materialized
+// gradients (which cost about T+3 products' worth of work).
+const maxProductT = 3
 
 // positionNormSq returns |Σ_t a_t d_tᵀ|² = Σ_st (a_s·a_t)(d_s·d_t) for one
 // example's T position rows.
