@@ -119,7 +119,9 @@ func (f *Figure) layout(c draw.Canvas) layout {
 	// the data area to fit it): it wraps.
 	f.each(func(_, _ int, p *plot.Plot) {
 		if p.Y.Label.Text != "" {
-			p.Y.Label.Text = wrapText(p.Y.Label.Text, p.Y.Label.TextStyle, (area.Max.Y-area.Min.Y)/vg.Length(rows)*0.6)
+			sty := p.Y.Label.TextStyle
+			sty.Rotation = 0 // measured along the text
+			p.Y.Label.Text = wrapText(p.Y.Label.Text, sty, (area.Max.Y-area.Min.Y)/vg.Length(rows)*0.5)
 		}
 	})
 	l.panels = align(grid, area, pad)

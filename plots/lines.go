@@ -294,7 +294,9 @@ func (d *drawer) add(p *plot.Plot, e entry, rows []int, i int, c color.Color, lo
 		}
 	}
 	if legend && len(things) > 0 && e.name != "" {
-		p.Legend.Add(e.name, things...)
+		// Long names wrap: the legend strip is at most 2/5 of the
+		// figure's width.
+		p.Legend.Add(wrap(e.name, 22), things...)
 	}
 	return n
 }

@@ -502,10 +502,10 @@ func Distortion(c *stats.Curve, o Options) (*Figure, error) {
 	if err := add("GC distortion", gc, Color(0), 0); err != nil {
 		return nil, err
 	}
-	if err := add("D0/K (GC = SG-B)", sgb, Color(1), 1); err != nil {
+	if err := add("D0/K (= SG-B)", sgb, Color(1), 1); err != nil {
 		return nil, err
 	}
-	if err := add("D0/(2K) (GC = SG-2B)", sg2b, Color(2), 3); err != nil {
+	if err := add("D0/(2K) (= SG-2B)", sg2b, Color(2), 3); err != nil {
 		return nil, err
 	}
 	return newFigure(p, o), nil

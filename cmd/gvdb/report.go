@@ -16,31 +16,34 @@ func init() {
 
 func (m *Main) report(ctx context.Context, args []string) error {
 	fs := m.newFlags("report --out DIR [flags]", `Write the figure set of "A Study of Gradient Variance in Deep Learning" for
-the runs in a store, and an index (index.md and a self-contained
-index.html) listing each figure with the exact query that made it:
-
-  - variance and normalized variance over training for SG-B, SG-2B, SVRG
-    (runs trained with --svrg-every, or captured with cap.anchor) and
-    Gradient Clustering (K = min(--k, B), batch B = the run's batch size):
-    the paper's core comparison. SG and SVRG are measured on every
-    snapshot; GC on the full snapshots (runs trained with
-    --full-snapshot-every, or captured with population="full"), in-sample
-    as the paper defines it, else held out on the samples. Captions say
-    which, and which parameters an imported run left out;
-  - variance and normalized variance across runs on one plot (e.g. runs
-    with different learning rates);
-  - normalized variance beside the training loss over steps;
-  - the GC distortion-vs-K curve (K up to --k) at the last full snapshot
-    (else the last sample, held out), with D0/K and D0/(2K).`, `  gvdb report --out ./report
+the runs in a store: a self-contained index.html (a summary, the runs,
+a Findings table of the paper's claims measured on them, the figures in
+sections with captions and their queries, a glossary) and index.md, and
+each figure as PNG and SVG. Per run: the variance and NGV of SG-B,
+SG-2B, SVRG (runs with anchors) and Gradient Clustering (K = min(--k,
+B)) over training, GC both as the paper runs it (refitted every
+full-snapshot period) and gvdb's exact fit; NGV over the loss; GC's
+distortion vs K. Across runs: variance, NGV and loss.`, `  gvdb report --out ./report
   gvdb report --db ./sweep --runs 'lr-*' --out ./report
-  gvdb report --out ./report --overwrite     # replace the report written there before`)
+  gvdb report --out ./report --overwrite     # replace the report written there before
+  gvdb report --findings-only --format csv   # the paper's claims checked on the runs; no file`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	out := fs.String("out", "", "output folder (required): new or empty, written all or nothing; never through a symbolic link")
 	overwrite := fs.Bool("overwrite", false, "replace the report gvdb wrote in --out before (the files its .gvdb-report.json lists); a folder holding any other file is refused, and nothing in it is touched")
 	glob := fs.String("runs", "*", "runs to include (a glob)")
 	k := fs.Int("k", 128, "Gradient Clustering clusters (the paper's 128)")
 	ff := addFigureFlags(fs)
+	findings := fs.Bool("findings-only", false, "print the Findings table (the paper's claims measured on the runs) to standard output and write no file")
+	format := formatFlag(fs)
 	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *findings {
+		_, d, err := m.openWithFormat(fs, nil, dir, format, false)
+		if err == nil {
+			defer d.Close()
+			err = report.WriteFindings(ctx, d, *glob, *k, m.Stdout, *format)
+		}
 		return err
 	}
 	if *out == "" {

@@ -13,12 +13,9 @@ package report
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"html"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -32,11 +29,16 @@ import (
 	"gvdb/query/parser"
 )
 
-// Figure is one figure of a report: its file, caption and the queries
-// that made it.
+// Figure is one figure of a report: its file (a PNG, with an SVG of the
+// same name beside it), its section, a short heading (at most
+// MaxHeading characters), a caption (what is plotted, on which
+// population, by which estimator) and the queries that made it.
 type Figure struct {
-	File, Caption, Query string
+	File, Section, Heading, Caption, Query string
 }
+
+// MaxHeading is the longest figure heading, in characters.
+const MaxHeading = 100
 
 // Options say what a report covers and how its figures look.
 type Options struct {
@@ -66,6 +68,10 @@ type writer struct {
 	o    Options
 	eval func(q string) (*query.Result, error)
 	figs []Figure
+	// section is the section the next figures go in.
+	section string
+	ctx     context.Context
+	runs    []*db.Run
 }
 
 // Write draws the figures of the runs matching o.Runs into the folder
@@ -84,27 +90,11 @@ func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, erro
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	all, err := d.Runs()
+	runs, err := selectRuns(d, o.Runs)
 	if err != nil {
 		return nil, err
 	}
-	var runs []*db.Run
-	for _, r := range all {
-		if ok, _ := path.Match(o.Runs, r.Name); !ok {
-			continue
-		}
-		steps, err := d.SnapshotInfos(r, db.AllSteps)
-		if err != nil {
-			return nil, err
-		}
-		if len(steps) > 0 {
-			runs = append(runs, r)
-		}
-	}
-	if len(runs) == 0 {
-		return nil, fmt.Errorf("report: no run matching %q has snapshots", o.Runs)
-	}
-	w := &writer{d: d, o: o}
+	w := &writer{d: d, o: o, ctx: ctx, runs: runs}
 	w.eval = func(q string) (*query.Result, error) {
 		st, err := parser.ParseStatement(q)
 		if err != nil {
@@ -132,10 +122,12 @@ func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, erro
 // figures draws every figure into w.out and writes the index there.
 func (w *writer) figures(runs []*db.Run) ([]Figure, error) {
 	for _, r := range runs {
+		w.section = "Run " + r.Name
 		if err := w.run(r); err != nil {
 			return nil, err
 		}
 	}
+	w.section = "Across runs"
 	if len(runs) > 1 {
 		from := make([]string, len(runs))
 		names := make([]string, len(runs))
@@ -147,32 +139,41 @@ func (w *writer) figures(runs []*db.Run) ([]Figure, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := w.draw(res, []string{"variance"}, "runs-variance.png", "gradient variance of SG-B across runs",
-			"gradient variance of SG-B across runs, on each snapshot's examples (the paper: smaller learning rates coincide with higher variance)", "log", q); err != nil {
+		if err := w.draw(res, []string{"variance"}, "runs-variance.png", "Gradient variance of SG-B across runs",
+			"Variance per coordinate of SG-B (B = each run's batch size) over training, one line a run, on each snapshot's examples. The paper finds that smaller learning rates coincide with higher variance.", "log", q); err != nil {
 			return nil, err
 		}
-		if err := w.draw(res, []string{"nvar"}, "runs-nvar.png", "normalized gradient variance of SG-B across runs",
-			"normalized gradient variance of SG-B across runs, on each snapshot's examples", "linear", q); err != nil {
+		if err := w.draw(res, []string{"nvar"}, "runs-nvar.png", "Normalized gradient variance of SG-B across runs",
+			"Normalized variance (NGV) of SG-B over training, one line a run, on each snapshot's examples.", "linear", q); err != nil {
 			return nil, err
 		}
 		ql := fmt.Sprintf("SELECT loss FROM %s GROUP BY run, window(10)", strings.Join(from, ", "))
 		if res, err = w.eval(ql); err != nil {
 			return nil, err
 		}
-		if err := w.draw(res, []string{"loss=training loss"}, "runs-loss.png", "training loss across runs (mean over 10 steps)",
-			"training loss across runs (NGV tracks convergence speed better than variance)", "log", ql); err != nil {
+		if err := w.draw(res, []string{"loss=training loss"}, "runs-loss.png", "Training loss across runs",
+			"Training loss over training, one line a run, each point the mean over 10 steps; set it beside the NGV figure above (the Findings table measures how each tracks the loss decrease).", "log", ql); err != nil {
 			return nil, err
 		}
 	}
 	if err := w.perturbations(runs); err != nil {
 		return nil, err
 	}
-	return w.figs, writeIndex(w.out, w.d.Dir(), w.figs)
+	findings, err := Findings(w.ctx, w.d, runs, w.o.K)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := runRows(w.d, runs)
+	if err != nil {
+		return nil, err
+	}
+	return w.figs, writeIndex(w.out, w.d.Dir(), rows, findings, w.figs)
 }
 
-// draw draws the given columns of res to file with a clean title; cols
-// are "column=legend name" or "column".
-func (w *writer) draw(res *query.Result, cols []string, file, title, caption, scale string, queries ...string) error {
+// draw draws the given columns of res to file (a PNG, and an SVG beside
+// it), titled with the heading; cols are "column=legend name" or
+// "column".
+func (w *writer) draw(res *query.Result, cols []string, file, heading, caption, scale string, queries ...string) error {
 	var names []string
 	rename := map[string]string{}
 	for _, c := range cols {
@@ -187,15 +188,17 @@ func (w *writer) draw(res *query.Result, cols []string, file, title, caption, sc
 		return err
 	}
 	sub.Rename(rename)
+	// The page sets the heading over the figure and the caption under
+	// it: the figure itself carries a title only when --title gives one.
 	o := w.o.Figure
-	if o.Title == "" {
-		o.Title = title
-	}
 	if o.Scale == "" {
 		o.Scale = scale
 	}
 	o.ZerosExplained = strings.Contains(caption, svrgZerosNote)
-	warnings, err := plots.DrawLines(sub, filepath.Join(w.out, file), o)
+	fig, warnings, err := plots.Lines(sub, o)
+	if err == nil {
+		err = w.save(fig, file, o)
+	}
 	if err != nil {
 		return fmt.Errorf("report figure %s: %w", file, err)
 	}
@@ -203,9 +206,20 @@ func (w *writer) draw(res *query.Result, cols []string, file, title, caption, sc
 		fmt.Fprintf(w.o.Log, "warning: %s: %s\n", file, msg)
 	}
 	fmt.Fprintf(w.o.Log, "  %s\n", file)
-	w.figs = append(w.figs, Figure{file, caption, strings.Join(queries, ";\n")})
+	w.figs = append(w.figs, Figure{File: file, Section: w.section, Heading: heading, Caption: caption, Query: strings.Join(queries, ";\n")})
 	return nil
 }
+
+// save writes fig as file (a PNG) and as an SVG beside it.
+func (w *writer) save(fig *plots.Figure, file string, o plots.Options) error {
+	if err := plots.Save(fig, filepath.Join(w.out, file), o); err != nil {
+		return err
+	}
+	return plots.Save(fig, filepath.Join(w.out, svgName(file)), o)
+}
+
+// svgName is the SVG beside a PNG.
+func svgName(png string) string { return strings.TrimSuffix(png, ".png") + ".svg" }
 
 // perturbations names a run's data perturbations (gvdb train --duplicate,
 // --corrupt-labels, --label-smoothing, --imbalance), "" for none.
@@ -289,8 +303,9 @@ func (w *writer) perturbations(runs []*db.Run) error {
 			}
 		}
 	}
+	w.section = "Perturbed data"
 	return w.draw(res, []string{"gc_over_sg"}, "perturbations-gc-sg.png", "GC against SG-B: clean and perturbed data",
-		fmt.Sprintf("gradient variance of GC (K = %d) over that of SG-B (B = each run's batch), %s; below 1 GC has the smaller variance (the paper: duplicates widen GC's gain). Runs: %s",
+		fmt.Sprintf("Gradient variance of GC (K = %d, gvdb's exact fit) over that of SG-B (B = each run's batch), %s; below 1 GC has the smaller variance (the paper: duplicates widen GC's gain). Runs: %s.",
 			k, pop, strings.Join(desc, "; ")), "log", q)
 }
 
@@ -351,6 +366,7 @@ func (w *writer) run(r *db.Run) error {
 		gcPop = fmt.Sprintf("GC held out on each sample (fitted on one half, scored on the other: the run has no full snapshots; %s for the paper's population)", query.FullSnapshotHint(r))
 	}
 	var gc *query.Result
+	paperNote := ""
 	if k >= 1 {
 		if gc, err = w.eval(qGC); err != nil {
 			return err
@@ -358,8 +374,29 @@ func (w *writer) run(r *db.Run) error {
 		if gc, err = query.Join(sg, gc); err != nil {
 			return err
 		}
-		sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d)=GC", k, b))
-		nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d)=GC", k, b))
+		exact := "GC"
+		// The paper's curve: its rank-1 algorithm, refitted every
+		// full-snapshot period T and scored in between; left out, with a
+		// note, where the refit grid lacks full snapshots.
+		if full > 0 && r.FullSnapshotEvery > 0 {
+			t := r.FullSnapshotEvery
+			qp := fmt.Sprintf("SELECT gc_variance(%d, %d, 'paper', %d), gc_nvar(%d, %d, 'paper', %d) FROM %s WHERE population = 'full'", k, b, t, k, b, t, q)
+			if pr, err := w.eval(qp); err != nil {
+				paperNote = fmt.Sprintf(" The paper's GC curve is left out: %v.", err)
+			} else if gc, err = query.Join(gc, pr); err != nil {
+				return err
+			} else {
+				exact = "GC exact"
+				sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d, 'paper', %d)=GC paper", k, b, t))
+				nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d, 'paper', %d)=GC paper", k, b, t))
+				qGC += ";\n" + qp
+				paperNote = fmt.Sprintf(" GC paper is the paper's algorithm (rank-1 centres) with its partition refitted every %d steps, the curve the paper draws; GC exact is gvdb's exact optimum, fitted at each full snapshot.", t)
+			}
+		} else if full > 0 {
+			paperNote = " The paper's GC curve is left out: the run has no full-snapshot period to refit on."
+		}
+		sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d)=%s", k, b, exact))
+		nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d)=%s", k, b, exact))
 	} else {
 		gc, qGC = sg, ""
 	}
@@ -386,11 +423,11 @@ func (w *writer) run(r *db.Run) error {
 		queries = append(queries, qGC)
 	}
 	if err := w.draw(gc, sgCols, safe+"-variance.png", fmt.Sprintf("%s: gradient variance of %s", r.Name, estimators),
-		fmt.Sprintf("%s: gradient variance per coordinate over training. %s.", r.Name, pop), "log", queries...); err != nil {
+		fmt.Sprintf("Gradient variance per coordinate over training.%s %s.", paperNote, pop), "log", queries...); err != nil {
 		return err
 	}
 	if err := w.draw(gc, nvCols, safe+"-nvar.png", fmt.Sprintf("%s: normalized gradient variance of %s", r.Name, estimators),
-		fmt.Sprintf("%s: normalized gradient variance over training. %s.", r.Name, pop), "linear", queries...); err != nil {
+		fmt.Sprintf("Normalized gradient variance (NGV) over training.%s %s.", paperNote, pop), "linear", queries...); err != nil {
 		return err
 	}
 	window := ""
@@ -403,7 +440,7 @@ func (w *writer) run(r *db.Run) error {
 		return err
 	}
 	if err := w.draw(res, []string{fmt.Sprintf("nvar(%d)=NGV", b), "loss=training loss"}, safe+"-nvar-loss.png", fmt.Sprintf("%s: normalized variance and training loss", r.Name),
-		fmt.Sprintf("%s: normalized variance (on each snapshot's examples) beside the training loss; each point is the mean over a window of steps", r.Name), "linear", ql); err != nil {
+		"Normalized variance of SG-B (on each snapshot's examples, top) over the training loss (bottom), on one step axis; each point is the mean over a window of steps.", "linear", ql); err != nil {
 		return err
 	}
 	last := lastFull
@@ -412,8 +449,13 @@ func (w *writer) run(r *db.Run) error {
 	}
 	file := safe + "-distortion.png"
 	curve, err := query.DistortionCurve(w.d, r, last, nil, w.o.K, query.Options{})
+	heading := fmt.Sprintf("%s, step %d: GC distortion vs K", r.Name, last)
 	if err == nil {
-		err = plots.DrawDistortion(curve, r.Name, last, filepath.Join(w.out, file), w.o.Figure)
+		o := w.o.Figure
+		var fig *plots.Figure
+		if fig, err = plots.Distortion(curve.Curve, o); err == nil {
+			err = w.save(fig, file, o)
+		}
 	}
 	if errors.Is(err, stats.ErrNonFinite) || errors.Is(err, plots.ErrNothingToPlot) {
 		fmt.Fprintf(w.o.Log, "warning: %s left out: %v\n", file, err)
@@ -423,36 +465,52 @@ func (w *writer) run(r *db.Run) error {
 		return fmt.Errorf("report: %w", err)
 	}
 	fmt.Fprintf(w.o.Log, "  %s\n", file)
-	w.figs = append(w.figs, Figure{file, fmt.Sprintf("%s: GC weighted distortion vs K at step %d (%s, %s); below D0/K GC beats SG-B, below D0/(2K) it beats SG-2B",
-		r.Name, last, curve.PopulationLabel(), curve.Path),
-		fmt.Sprintf("gvdb plot --kind distortion --run %s --step %d --kmax %d", r.Name, last, w.o.K)})
-	return nil
-}
-
-// writeIndex writes index.md and a self-contained index.html.
-func writeIndex(out, store string, figs []Figure) error {
-	var md, h strings.Builder
-	fmt.Fprintf(&md, "# gvdb report\n\nStore: `%s`. Each figure was made by the query under it.\n\n", store)
-	fmt.Fprintf(&h, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>gvdb report</title>\n<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;} img{max-width:100%%;border:1px solid #ddd} pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}</style></head><body>\n<h1>gvdb report</h1>\n<p>Store: <code>%s</code>. Each figure was made by the query under it.</p>\n", html.EscapeString(store))
-	for _, f := range figs {
-		fmt.Fprintf(&md, "## %s\n\n![%s](%s)\n\n```\n%s\n```\n\n", f.Caption, f.Caption, f.File, f.Query)
-		raw, err := os.ReadFile(filepath.Join(out, f.File))
-		if err != nil {
-			return fmt.Errorf("report index: %w", err)
-		}
-		fmt.Fprintf(&h, "<h2>%s</h2>\n<img alt=\"%s\" src=\"data:image/png;base64,%s\">\n<pre>%s</pre>\n",
-			html.EscapeString(f.Caption), html.EscapeString(f.Caption), base64.StdEncoding.EncodeToString(raw), html.EscapeString(f.Query))
-	}
-	h.WriteString("</body></html>\n")
-	if err := os.WriteFile(filepath.Join(out, "index.md"), []byte(md.String()), 0o644); err != nil {
-		return fmt.Errorf("report index: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(out, "index.html"), []byte(h.String()), 0o644); err != nil {
-		return fmt.Errorf("report index: %w", err)
-	}
+	w.figs = append(w.figs, Figure{File: file, Section: w.section, Heading: heading,
+		Caption: fmt.Sprintf("GC's weighted distortion (gvdb's exact fit) against the number of clusters K at step %d, on the %s (%s path). Below D0/K GC beats SG-B; below D0/(2K) it beats SG-2B.",
+			last, curve.PopulationLabel(), curve.Path),
+		Query: fmt.Sprintf("gvdb plot --kind distortion --run %s --step %d --kmax %d", r.Name, last, w.o.K)})
 	return nil
 }
 
 // svrgZerosNote is the caption's note on SVRG's zeros: a figure whose
 // caption carries it leaves them out of a log scale without a warning.
 const svrgZerosNote = "SVRG is 0 at its anchor's own steps, which a log axis cannot show"
+
+// selectRuns returns the runs matching glob that have snapshots.
+func selectRuns(d *db.DB, glob string) ([]*db.Run, error) {
+	all, err := d.Runs()
+	if err != nil {
+		return nil, err
+	}
+	var runs []*db.Run
+	for _, r := range all {
+		if ok, _ := path.Match(glob, r.Name); !ok {
+			continue
+		}
+		steps, err := d.SnapshotInfos(r, db.AllSteps)
+		if err != nil {
+			return nil, err
+		}
+		if len(steps) > 0 {
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		return nil, fmt.Errorf("report: no run matching %q has snapshots", glob)
+	}
+	return runs, nil
+}
+
+// WriteFindings prints the Findings table of the runs matching glob
+// (gvdb report --findings-only) to out in format (table, csv or json).
+func WriteFindings(ctx context.Context, d *db.DB, glob string, k int, out io.Writer, format string) error {
+	runs, err := selectRuns(d, cmp.Or(glob, "*"))
+	if err != nil {
+		return err
+	}
+	fs, err := Findings(ctx, d, runs, max(k, 1))
+	if err != nil {
+		return err
+	}
+	return FindingsTable(fs).Write(out, format)
+}
