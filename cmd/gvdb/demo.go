@@ -75,6 +75,7 @@ files.`, `  gvdb demo
 	}
 	defer d.Close()
 	last := *steps
+	fmt.Fprintf(m.Stderr, "\nquerying the runs (Gradient Clustering, K = 128, on each full snapshot of %d examples takes most of it)\n", *dataSize)
 	queries := []string{
 		"SHOW RUNS",
 		"SELECT step, loss, variance, nvar, gns FROM 'demo-lr-0.1'",
@@ -93,7 +94,7 @@ files.`, `  gvdb demo
 			return err
 		}
 	}
-	fmt.Fprintf(m.Stderr, "\nwriting the report to %s\n", *out)
+	fmt.Fprintf(m.Stderr, "\nwriting the report to %s (its figures, with Gradient Clustering on each full snapshot again)\n", *out)
 	figs, err := report.Write(ctx, d, *out, report.Options{Runs: "demo-*", K: 128, Log: m.Stderr, Overwrite: true,
 		Figure: plots.Options{Width: 6 * vg.Inch, Height: 4 * vg.Inch, DPI: 110}})
 	if err != nil {

@@ -30,7 +30,7 @@ func TestReport(t *testing.T) {
 		}
 	}
 	html, _ := os.ReadFile(filepath.Join(out, "index.html"))
-	if !strings.Contains(string(html), "data:image/png;base64,") || strings.Contains(string(html), `src="lr-`) {
+	if !strings.Contains(string(html), "<svg") || strings.Contains(string(html), `src="lr-`) {
 		t.Error("index.html is not self-contained")
 	}
 	if _, errs, code := gvdb(t, "report", "--db", dir, "--out", out, "--runs", "nope*"); code != exitError || !strings.Contains(errs, "no run matching") {
@@ -38,31 +38,52 @@ func TestReport(t *testing.T) {
 	}
 }
 
-// TestDemo runs the demo twice on a store that holds another run: the
-// second run replaces the demo's runs and leaves the other alone.
+// TestDemo runs the demo once on a store and a report folder that already
+// hold what an earlier demo left (its two runs, here small stand-ins, and
+// its report) beside another run: the demo replaces its own runs and its
+// report, and leaves the other run alone.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains two runs")
 	}
 	dir := t.TempDir()
 	out := filepath.Join(t.TempDir(), "report")
-	if _, errs, code := gvdb(t, "train", "--db", dir, "--run", "mine", "--hidden", "8", "--steps", "5", "--batch", "16", "--snapshot-every", "0"); code != exitOK {
-		t.Fatalf("train: %s", errs)
-	}
-	for i := range 2 {
-		stdout, errs, code := gvdb(t, "demo", "--db", dir, "--out", out, "--steps", "100", "--data-size", "2000")
-		if code != exitOK {
-			t.Fatalf("demo %d: exit %d: %s", i, code, errs)
-		}
-		for _, want := range []string{"gvdb> SHOW RUNS", "gc_gain", "demo-lr-0.01", "index.html", "Done in"} {
-			if !strings.Contains(stdout, want) {
-				t.Errorf("demo %d output lacks %q", i, want)
-			}
+	for _, run := range []string{"mine", demoRuns[0].name, demoRuns[1].name} {
+		if _, errs, code := gvdb(t, "train", "--db", dir, "--run", run, "--hidden", "8", "--steps", "5", "--batch", "16",
+			"--snapshot-every", "5", "--snapshot-examples", "16", "--eval-examples", "100"); code != exitOK {
+			t.Fatalf("train %s: %s", run, errs)
 		}
 	}
-	out2, _, _ := gvdb(t, "runs", "--db", dir, "--format", "csv")
-	if !strings.Contains(out2, "\nmine,") || strings.Count(out2, "demo-lr-") != 2 {
-		t.Errorf("runs after two demos:\n%s", out2)
+	if _, errs, code := gvdb(t, "report", "--db", dir, "--out", out, "--runs", "demo-*", "--k", "2"); code != exitOK {
+		t.Fatalf("the earlier report: %s", errs)
+	}
+	stdout, errs, code := gvdb(t, "demo", "--db", dir, "--out", out, "--steps", "100", "--data-size", "1024")
+	if code != exitOK {
+		t.Fatalf("demo: exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"gvdb> SHOW RUNS", "gc_gain", "demo-lr-0.01", "index.html", "Done in"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	for _, want := range []string{"training demo-lr-0.1", "training demo-lr-0.01", "Gradient Clustering", "writing the report"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("demo progress lacks %q:\n%s", want, errs)
+		}
+	}
+	runs, _, _ := gvdb(t, "runs", "--db", dir, "--format", "csv")
+	if !strings.Contains(runs, "\nmine,") || strings.Count(runs, "demo-lr-") != 2 {
+		t.Errorf("runs after the demo:\n%s", runs)
+	}
+	for _, r := range demoRuns {
+		steps, _, _ := gvdb(t, "query", "--db", dir, "--format", "csv", "SELECT step, examples FROM '"+r.name+"' WHERE population = 'full'")
+		if steps != "step,examples\n0,1024\n50,1024\n100,1024\n" {
+			t.Errorf("%s was not replaced: its full snapshots are at\n%s", r.name, steps)
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(out, "index.md"))
+	if err != nil || !strings.Contains(string(md), "N = 1024") {
+		t.Errorf("the earlier report was not replaced: %v\n%s", err, md)
 	}
 	if _, err := os.Stat(filepath.Join(out, "index.html")); err != nil {
 		t.Error(err)
