@@ -73,9 +73,7 @@ type Main struct {
 	// flagSets are the commands' flags by command name, recorded by
 	// newFlags when set (for completion).
 	flagSets map[string]*flag.FlagSet
-	// noWrites: --no-file-writes (before or after the command) or
-	// GVDB_NO_FILE_WRITES=1 refuses writing files outside the store.
-	noWrites bool
+	noWrites bool // --no-file-writes or GVDB_NO_FILE_WRITES=1: no files outside the store
 }
 
 // statementContext returns a context for one statement at the prompt,
@@ -218,10 +216,9 @@ Commands:
 Every command takes -h for its flags and examples. A store is a directory
 (--db, default ./gvdb-data).
 
-Global flag, before or after the command: --no-file-writes refuses to write
-any file outside the store (figures, reports, exports, Parquet, PLOT ... TO,
-the prompt's history); GVDB_NO_FILE_WRITES=1 sets it. Writes to the store
-itself are not affected.
+Global flag (before or after the command, or GVDB_NO_FILE_WRITES=1):
+--no-file-writes refuses every file outside the store (figures, reports,
+exports, Parquet, PLOT ... TO, history); writes to the store go on.
 
 Examples:
   gvdb runs
@@ -250,8 +247,7 @@ func (m *Main) newFlags(name, synopsis, examples string) *flag.FlagSet {
 	return fs
 }
 
-// fileWrites refuses a command that writes what (a file outside the
-// store) when --no-file-writes is on.
+// fileWrites refuses to write what (outside the store) with --no-file-writes.
 func (m *Main) fileWrites(cmd, what string) error {
 	if m.noWrites {
 		return fmt.Errorf("%s: refusing to write %s: %w", cmd, what, outfile.ErrOff)
