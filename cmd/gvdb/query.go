@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/chzyer/readline"
 	"github.com/dustin/go-humanize"
 	flag "github.com/spf13/pflag"
 
@@ -24,6 +22,7 @@ import (
 	"gvdb/plots"
 	"gvdb/query"
 	"gvdb/query/parser"
+	"gvdb/query/prompt"
 )
 
 func init() {
@@ -164,7 +163,7 @@ treats all the window's examples as one population.`, `  gvdb query 'SHOW RUNS'
 	case m.Interactive && out.format == "parquet":
 		return usagef("query: --format parquet writes a file: give the query as an argument or on standard input")
 	case m.Interactive:
-		return m.prompt(ctx, d, out)
+		return m.interactive(ctx, d, out)
 	default:
 		src, err := io.ReadAll(m.Stdin)
 		if err != nil {
@@ -274,54 +273,6 @@ func (f *evalFlags) options() (query.Options, error) {
 	return o, nil
 }
 
-// lineReader reads the prompt's input a line at a time.
-type lineReader interface {
-	// readLine shows prompt and returns the next line (io.EOF at the end,
-	// errInterrupt for Ctrl-C).
-	readLine(prompt string) (string, error)
-	// remember adds a whole query to the history.
-	remember(query string)
-	close() error
-}
-
-var errInterrupt = errors.New("interrupt")
-
-// scanReader reads lines from any reader (pipes, tests).
-type scanReader struct {
-	in *bufio.Scanner
-	w  io.Writer
-}
-
-func (s *scanReader) readLine(prompt string) (string, error) {
-	fmt.Fprint(s.w, prompt)
-	if !s.in.Scan() {
-		if err := s.in.Err(); err != nil {
-			return "", err
-		}
-		return "", io.EOF
-	}
-	return s.in.Text(), nil
-}
-
-func (s *scanReader) remember(string) {}
-func (s *scanReader) close() error    { return nil }
-
-// termReader edits lines on a terminal, with history kept in
-// $GVDB_HISTORY (default ~/.gvdb_history).
-type termReader struct{ rl *readline.Instance }
-
-func (t *termReader) readLine(prompt string) (string, error) {
-	t.rl.SetPrompt(prompt)
-	line, err := t.rl.Readline()
-	if errors.Is(err, readline.ErrInterrupt) {
-		return "", errInterrupt
-	}
-	return line, err
-}
-
-func (t *termReader) remember(q string) { _ = t.rl.SaveHistory(q) }
-func (t *termReader) close() error      { return t.rl.Close() }
-
 func (m *Main) historyFile() string {
 	if m.noWrites {
 		return "" // --no-file-writes: no history file either
@@ -335,27 +286,19 @@ func (m *Main) historyFile() string {
 	return ""
 }
 
-func (m *Main) newLineReader() lineReader {
-	if f, ok := m.Stdin.(*os.File); ok && isTerminal(f) {
-		rl, err := readline.NewEx(&readline.Config{
-			Prompt: "gvdb> ", HistoryFile: m.historyFile(), DisableAutoSaveHistory: true,
-			HistoryLimit: 1000, InterruptPrompt: "^C", EOFPrompt: "exit",
-		})
-		if err == nil {
-			return &termReader{rl}
-		}
-	}
-	return &scanReader{in: bufio.NewScanner(m.Stdin), w: m.Stderr}
+func (m *Main) newLineReader() prompt.Reader {
+	f, ok := m.Stdin.(*os.File)
+	return prompt.New(m.Stdin, m.Stderr, ok && isTerminal(f), m.historyFile())
 }
 
-// prompt is the interactive query loop: a query ends at ';' or a blank
+// interactive is the interactive query loop: a query ends at ';' or a blank
 // line (a first line that is a whole query runs at once); arrow keys
 // recall earlier queries; Ctrl-C clears the current input or stops the
 // running query; Ctrl-D or 'exit' quits.
-func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
+func (m *Main) interactive(ctx context.Context, d *db.DB, out output) error {
 	fmt.Fprintln(m.Stderr, "gvdb query prompt: end a query with ';' or a blank line; 'help' lists statistics, 'exit' quits.")
 	in := m.newLineReader()
-	defer in.close()
+	defer in.Close()
 	var buf strings.Builder
 	for {
 		if err := ctx.Err(); err != nil {
@@ -365,8 +308,8 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
 		if buf.Len() > 0 {
 			p = "   -> "
 		}
-		line, err := in.readLine(p)
-		if errors.Is(err, errInterrupt) {
+		line, err := in.ReadLine(p)
+		if errors.Is(err, prompt.ErrInterrupt) {
 			buf.Reset()
 			continue
 		}
@@ -403,7 +346,7 @@ func (m *Main) prompt(ctx context.Context, d *db.DB, out output) error {
 			continue
 		}
 		buf.Reset()
-		in.remember(strings.Join(strings.Fields(src), " "))
+		in.Remember(strings.Join(strings.Fields(src), " "))
 		script, err := parser.Parse(src)
 		if err != nil {
 			fmt.Fprintln(m.Stderr, "error:", err)

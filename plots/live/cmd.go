@@ -18,8 +18,8 @@ their figures (redrawn as snapshots land) and a query box.
 
 serve opens the store read-only and holds it while it runs: a writer
 (train, import) cannot start on it meanwhile. To watch a run while it
-trains, serve from the writer instead (train --serve), or run read commands
-beside it: they read through the writer.
+trains, run read commands (query, runs, plot, report) beside the writer:
+they read through it.
 
 Read-only; loopback by default: any other address needs --token (or
 GVDB_TOKEN), which every request must carry (Authorization: Bearer TOKEN,
