@@ -19,8 +19,8 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 
 	"gvdb/db/stats"
-	"gvdb/internal/outfile"
 	"gvdb/query"
+	"gvdb/query/outfile"
 )
 
 // Options size a figure. Zero values pick 6 x 4 inches at 150 DPI.

@@ -18,7 +18,7 @@ import (
 	"gvdb/db"
 	"gvdb/db/codec"
 	"gvdb/db/stats"
-	"gvdb/internal/outfile"
+	"gvdb/query/outfile"
 	"gvdb/query/parser"
 )
 

@@ -20,7 +20,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/stats"
-	"gvdb/internal/outfile"
+	"gvdb/query/outfile"
 	"gvdb/trainer"
 )
 

@@ -18,9 +18,9 @@ import (
 	"gvdb/db"
 	"gvdb/db/stats"
 	"gvdb/ingest/interchange"
-	"gvdb/internal/outfile"
 	"gvdb/plots"
 	"gvdb/query"
+	"gvdb/query/outfile"
 	"gvdb/query/parser"
 	"gvdb/query/prompt"
 )

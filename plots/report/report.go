@@ -23,9 +23,9 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/stats"
-	"gvdb/internal/outfile"
 	"gvdb/plots"
 	"gvdb/query"
+	"gvdb/query/outfile"
 	"gvdb/query/parser"
 )
 

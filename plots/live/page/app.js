@@ -19,8 +19,15 @@ function fillTable(el, cols, rows) {
   }
 }
 const figs = {};
-function figure(run) {
-  const q = "PLOT variance, variance(2*batch_size), nvar, gns, loss FROM " + quote(run) + " TO 'live.svg'";
+// coreQuery is the figure of a run with batch size b: SG-B and SG-2B
+// variance, nvar, gns and the loss (TestPageQuery runs it).
+function coreQuery(run, b) {
+  return "PLOT variance(" + b + "), variance(" + 2 * b + "), nvar(" + b + "), gns, loss FROM " + quote(run) + " TO 'live.svg'";
+}
+const batches = {};
+function figure(run, batch) {
+  if (batch > 0) batches[run] = batch;
+  const q = coreQuery(run, batches[run] || 128);
   let img = figs[run];
   if (!img) {
     const div = document.createElement("div");
@@ -41,7 +48,7 @@ async function runs() {
   const body = await r.json();
   if (!r.ok) { document.getElementById("status").textContent = body.error; return; }
   fillTable(document.getElementById("runs"), body.columns, body.rows);
-  for (const row of body.rows) figure(row.run !== undefined ? row.run : row.name);
+  for (const row of body.rows) figure(row.run !== undefined ? row.run : row.name, row.batch);
 }
 async function runQuery(ev) {
   ev.preventDefault();
