@@ -705,16 +705,7 @@ func sumNormSq(layers []Layer, rows []int) float64 {
 			continue
 		}
 		m := len(rows) * b.T
-		a := make([]float64, 0, m*b.In)
-		d := make([]float64, 0, m*b.Out)
-		for _, i := range rows {
-			for _, v := range b.A[i*b.T*b.In : (i+1)*b.T*b.In] {
-				a = append(a, float64(v))
-			}
-			for _, v := range b.Delta[i*b.T*b.Out : (i+1)*b.T*b.Out] {
-				d = append(d, float64(v))
-			}
-		}
+		a, d := factorRows(b, rows)
 		if m*(b.In+b.Out)/2 < b.In*b.Out {
 			// Σ_rs (a_r·a_s)(d_r·d_s) over all position rows.
 			ka, kd := make([]float64, m*m), make([]float64, m*m)
@@ -889,4 +880,21 @@ func (g *GC) Curve(kmax int, heldOut bool) (*Curve, error) {
 			return c, nil
 		}
 	}
+}
+
+// factorRows returns a factored block's input and output-gradient factors
+// of the examples rows (all their positions, in order) as float64 rows.
+func factorRows(b *codec.Block, rows []int) (a, d []float64) {
+	m := len(rows) * b.T
+	a = make([]float64, 0, m*b.In)
+	d = make([]float64, 0, m*b.Out)
+	for _, i := range rows {
+		for _, v := range b.A[i*b.T*b.In : (i+1)*b.T*b.In] {
+			a = append(a, float64(v))
+		}
+		for _, v := range b.Delta[i*b.T*b.Out : (i+1)*b.T*b.Out] {
+			d = append(d, float64(v))
+		}
+	}
+	return a, d
 }

@@ -175,16 +175,7 @@ func (pl *paperLayer) dots(rows []int, k int, dot []float64) {
 	// P = A·Cinᵀ and Q = Δ·Coutᵀ over the rows' positions; ⟨g_i, C_k⟩ =
 	// Σ_t P[it,k]·Q[it,k].
 	m := len(rows) * b.T
-	a := make([]float64, 0, m*b.In)
-	d := make([]float64, 0, m*b.Out)
-	for _, i := range rows {
-		for _, v := range b.A[i*b.T*b.In : (i+1)*b.T*b.In] {
-			a = append(a, float64(v))
-		}
-		for _, v := range b.Delta[i*b.T*b.Out : (i+1)*b.T*b.Out] {
-			d = append(d, float64(v))
-		}
-	}
+	a, d := factorRows(b, rows)
 	cin := make([]float64, 0, k*b.In)
 	cou := make([]float64, 0, k*b.Out)
 	for c := range k {
@@ -230,16 +221,7 @@ func paperSplit(assign []int, dist []float64, k, minSize int, rng *rand.Rand) {
 	if size[small] >= minSize || big == small || size[big] < 2 {
 		return
 	}
-	var members []int
-	for r, c := range assign {
-		if c == big {
-			members = append(members, r)
-		}
-	}
-	rng.Shuffle(len(members), func(a, b int) { members[a], members[b] = members[b], members[a] })
-	for _, r := range members[:len(members)/2] {
-		assign[r] = small
-	}
+	moveHalf(assign, big, small, rng)
 }
 
 // update is the U-step: each cluster's centre factors become its members'

@@ -330,16 +330,7 @@ func (sp *sketchSpace) split(assign []int, minSize int, rng *rand.Rand) {
 	if big < 0 {
 		return
 	}
-	var members []int
-	for r, c := range assign {
-		if c == big {
-			members = append(members, r)
-		}
-	}
-	rng.Shuffle(len(members), func(a, b int) { members[a], members[b] = members[b], members[a] })
-	for _, r := range members[:len(members)/2] {
-		assign[r] = small
-	}
+	moveHalf(assign, big, small, rng)
 }
 
 // fit runs the paper's batch algorithm in sketch space, as Cluster does
@@ -471,4 +462,19 @@ func (sk *sketch) check() error {
 		}
 	}
 	return nil
+}
+
+// moveHalf moves a random half of cluster big's members (rows of assign)
+// into cluster small: the paper's split.
+func moveHalf(assign []int, big, small int, rng *rand.Rand) {
+	var members []int
+	for r, c := range assign {
+		if c == big {
+			members = append(members, r)
+		}
+	}
+	rng.Shuffle(len(members), func(a, b int) { members[a], members[b] = members[b], members[a] })
+	for _, r := range members[:len(members)/2] {
+		assign[r] = small
+	}
 }
