@@ -37,6 +37,7 @@ marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
 	run := fs.String("run", "", "name of the run to create (required)")
 	follow := fs.Bool("follow", false, "keep ingesting new snapshots and scalars until DONE appears or Ctrl-C")
 	overwrite := fs.Bool("overwrite", false, "replace a run of the same name")
+	serve := fs.String("serve", "", "also serve the store over HTTP meanwhile, as gvdb serve (token: GVDB_TOKEN)")
 	encoding := fs.String("encoding", "float32", "block encoding: float32 (lossless), float16, bfloat16 or int8")
 	rollups := fs.String("rollups", "auto", "rollups: auto, vectors, scalars or none (as gvdb train)")
 	pos, err := parseArgs(fs, args)
@@ -77,6 +78,11 @@ marked interrupted).`, `  gvdb import ./runs/my-mlp --run my-mlp
 		return err
 	}
 	defer d.Close()
+	stop, err := m.serveWhile(ctx, d, *serve)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	rec, err := ingest.Record(d, r, *overwrite, ingest.Options{Encoding: enc, Rollups: policy})
 	if err != nil {
 		return fmt.Errorf("import: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"gvdb/db"
@@ -26,4 +27,25 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	defer d.Close()
 	return live.Run(ctx, d, *addr, *token, m.Stderr)
+}
+
+// serveWhile serves the open store d on addr (gvdb train/import --serve)
+// until the returned stop is called; "" serves nothing. The token is
+// GVDB_TOKEN's.
+func (m *Main) serveWhile(ctx context.Context, d *db.DB, addr string) (stop func(), err error) {
+	token := os.Getenv("GVDB_TOKEN")
+	if addr == "" {
+		return func() {}, nil
+	} else if err := live.CheckAddr(addr, token); err != nil {
+		return nil, usageError{err}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := live.Run(sctx, d, addr, token, m.Stderr); err != nil && sctx.Err() == nil {
+			fmt.Fprintln(m.Stderr, "warning: serve:", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }

@@ -21,8 +21,8 @@ func init() {
 // trainFlags are gvdb train's settings, shared with the demo: the store
 // and run, and the trainer's Setup the flags fill in directly.
 type trainFlags struct {
-	dir, run  string
-	overwrite bool
+	dir, run, serve string
+	overwrite       bool
 	trainer.Setup
 }
 
@@ -70,6 +70,7 @@ flushed and the run is marked interrupted.
 	fs.StringVar(&f.Rollups, "rollups", "auto", "per-snapshot rollups that answer moment statistics without reading blocks: auto (per-example table always, per-coordinate vectors where smaller than the block), vectors, scalars or none")
 	fs.Uint64Var(&f.Seed, "seed", 1, "random seed (initialization, data order, snapshot examples)")
 	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a run of the same name")
+	fs.StringVar(&f.serve, "serve", "", "also serve the store over HTTP while training, as gvdb serve (e.g. 127.0.0.1:8080; token: GVDB_TOKEN)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -131,6 +132,11 @@ func (m *Main) runTraining(ctx context.Context, f trainFlags) error {
 		return err
 	}
 	defer d.Close()
+	stop, err := m.serveWhile(ctx, d, f.serve)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	if _, err := d.Run(f.run); err == nil && !f.overwrite {
 		return fmt.Errorf("train: run %q already exists in %s (use --overwrite to replace it)", f.run, f.dir)
 	}

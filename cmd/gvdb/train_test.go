@@ -102,3 +102,24 @@ func TestModelTable(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainServe: train --serve serves the store over HTTP while it
+// trains and stops serving when training ends; a non-loopback address
+// without a token is refused before anything is trained.
+func TestTrainServe(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"train", "--db", dir, "--run", "s", "--data", "rf", "--data-size", "64", "--model", "mlp", "--hidden", "4",
+		"--batch", "8", "--steps", "4", "--snapshot-every", "2", "--snapshot-examples", "8", "--eval-examples", "16"}
+	_, errs, code := gvdb(t, append(args, "--serve", "127.0.0.1:0")...)
+	if code != exitOK || !strings.Contains(errs, "serving "+dir+" at http://127.0.0.1:") {
+		t.Fatalf("train --serve: code %d, %s", code, errs)
+	}
+	t.Setenv("GVDB_TOKEN", "")
+	_, errs, code = gvdb(t, append(args, "--run", "s2", "--serve", "0.0.0.0:0")...)
+	if code != exitUsage || !strings.Contains(errs, "token") {
+		t.Fatalf("train --serve 0.0.0.0 without a token: code %d, %s", code, errs)
+	}
+	if out, _, _ := gvdb(t, "runs", "--db", dir, "--format", "csv"); strings.Contains(out, "s2,") {
+		t.Errorf("a refused --serve trained anyway:\n%s", out)
+	}
+}
