@@ -15,31 +15,7 @@ import (
 // value is known exactly (in-sample on all of it).
 func population(t *testing.T, n int) []stats.Layer {
 	t.Helper()
-	train, _ := trainer.RandomFeatures(3, n, 100, 100, 1000)
-	net, err := trainer.NewNet(trainer.Spec{Kind: "logreg"}, train, 100, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer net.Close()
-	rng := rand.New(rand.NewPCG(3, 4))
-	for range 30 {
-		if _, _, err := net.Step(train, rng.Perm(n)[:100], 0.05, 0, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ids := make([]int, n)
-	for i := range ids {
-		ids[i] = i
-	}
-	s, err := net.Capture(train, ids)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var layers []stats.Layer
-	for _, b := range s.Blocks {
-		layers = append(layers, stats.Layer{Name: b.Layer, Block: b.Block})
-	}
-	return layers
+	return snapshots(t, n, 30)[0]
 }
 
 // sample returns the layers restricted to the examples rows.

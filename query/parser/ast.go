@@ -392,32 +392,30 @@ func (e *Expr) Walk(fn func(Operand)) {
 // String prints the Expr as query text.
 func (e *Expr) String() string { return e.Render(Operand.String) }
 
-// render prints the expression with op printing each operand.
+// Render prints the expression with op printing each operand.
 func (e *Expr) Render(op func(Operand) string) string {
-	if len(e.Ops) == 0 {
-		return e.Left.Render(op)
-	}
-	var b strings.Builder
-	b.WriteString(e.Left.Render(op))
-	for _, o := range e.Ops {
-		b.WriteString(" " + o.Op + " ")
-		b.WriteString(o.Term.Render(op))
-	}
-	return b.String()
+	return chain(e.Left.Render(op), len(e.Ops), func(i int) (string, string) { return e.Ops[i].Op, e.Ops[i].Term.Render(op) })
 }
 
 // String prints the Term as query text.
 func (t *Term) String() string { return t.Render(Operand.String) }
 
+// Render prints the term with op printing each operand.
 func (t *Term) Render(op func(Operand) string) string {
-	if len(t.Ops) == 0 {
-		return t.Left.Render(op)
+	return chain(t.Left.Render(op), len(t.Ops), func(i int) (string, string) { return t.Ops[i].Op, t.Ops[i].Factor.Render(op) })
+}
+
+// chain joins left and n (operator, operand) pairs in linear time.
+func chain(left string, n int, at func(i int) (op, rendered string)) string {
+	if n == 0 {
+		return left
 	}
 	var b strings.Builder
-	b.WriteString(t.Left.Render(op))
-	for _, o := range t.Ops {
-		b.WriteString(" " + o.Op + " ")
-		b.WriteString(o.Factor.Render(op))
+	b.WriteString(left)
+	for i := range n {
+		o, r := at(i)
+		b.WriteString(" " + o + " ")
+		b.WriteString(r)
 	}
 	return b.String()
 }
