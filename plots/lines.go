@@ -18,8 +18,11 @@ import (
 type entry struct {
 	key  string // the group
 	name string // legend name
-	t    trace
-	unit string // the y axis it belongs on
+	// series names the series' points (PointMarker): its group and its
+	// column's label, even where the legend leaves them out.
+	series string
+	t      trace
+	unit   string // the y axis it belongs on
 }
 
 // Lines plots a query result over steps: one series per value column and
@@ -118,7 +121,8 @@ func Lines(res *query.Result, o Options) (*Figure, []string, error) {
 		}
 		for _, k := range order {
 			name := strings.TrimSpace(strings.Join(nonEmpty(names[k], labelIf(len(tr) > 1 || t.note != "", t.label(labels))), " "))
-			entries = append(entries, entry{key: k, name: name, t: t, unit: u})
+			series := strings.TrimSpace(strings.Join(nonEmpty(names[k], t.label(labels)), " "))
+			entries = append(entries, entry{key: k, name: name, series: series, t: t, unit: u})
 		}
 	}
 	// Entries ordered group by group within a unit, as before: a group's
@@ -200,8 +204,9 @@ type drawer struct {
 }
 
 type zero struct {
-	x float64
-	c color.Color
+	x, y   float64
+	c      color.Color
+	series string
 }
 
 // panel starts an empty panel for unit u.
@@ -275,7 +280,7 @@ func (d *drawer) add(p *plot.Plot, e entry, rows []int, i int, c color.Color, lo
 					if d.pending == nil {
 						d.pending = map[*plot.Plot][]zero{}
 					}
-					d.pending[p] = append(d.pending[p], zero{x, c})
+					d.pending[p] = append(d.pending[p], zero{x, toFloat(d.res.Rows[r][t.line]), c, e.series})
 				}
 				continue
 			}
@@ -288,7 +293,7 @@ func (d *drawer) add(p *plot.Plot, e entry, rows []int, i int, c color.Color, lo
 			line, pts, err := plotter.NewLinePoints(all)
 			if err == nil {
 				styleLine(line, pts, c, i, d.font)
-				p.Add(pts)
+				p.Add(markers{Scatter: pts, series: e.series})
 				things = append(things, line, pts)
 			}
 		}
@@ -315,7 +320,7 @@ func (d *drawer) finish(p *plot.Plot, logY bool) {
 		s, _ := plotter.NewScatter(plotter.XYs{{X: z.x, Y: p.Y.Min}})
 		s.GlyphStyle = ring
 		s.Color = z.c
-		p.Add(s)
+		p.Add(markers{Scatter: s, series: z.series, values: []float64{z.y}})
 	}
 	key, _ := plotter.NewScatter(plotter.XYs{{}})
 	key.GlyphStyle = ring

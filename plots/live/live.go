@@ -20,7 +20,6 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
-	"gonum.org/v1/plot/vg/vgsvg"
 
 	"gvdb/db"
 	"gvdb/plots"
@@ -252,10 +251,58 @@ func (s *Server) table(w http.ResponseWriter, r *http.Request, q string) {
 	writeJSON(w, http.StatusOK, map[string]any{"columns": res.Columns, "rows": json.RawMessage(bytes.TrimSpace(rows.Bytes())), "warnings": nonNil(res.Warnings)})
 }
 
+// CoreQuery is the page's figure of a run whose batch size is batch: the
+// variance of SG-B and SG-2B, nvar, gns and, when the run records it,
+// the loss (the report's core figure).
+func CoreQuery(run string, batch int, loss bool) string {
+	if batch < 1 {
+		batch = 128
+	}
+	l := ""
+	if loss {
+		l = ", loss"
+	}
+	return fmt.Sprintf("PLOT variance(%d), variance(%d), nvar(%d), gns%s FROM %s TO 'live.svg'", batch, 2*batch, batch, l, parser.Quote(run))
+}
+
+// errFound stops a scan.
+var errFound = errors.New("found")
+
+// hasLoss says whether run r records a loss (its first scalar row with
+// one ends the scan).
+func (s *Server) hasLoss(r *db.Run) (bool, error) {
+	err := s.d.Scalars(r, db.AllSteps, func(row db.ScalarRow) error {
+		if _, ok := row.Values["loss"]; ok {
+			return errFound
+		}
+		return nil
+	})
+	if err == errFound {
+		return true, nil
+	}
+	return false, err
+}
+
+// apiFigure renders q, or with run= and no q the run's CoreQuery.
 func (s *Server) apiFigure(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.queryText(w, r)
-	if !ok {
-		return
+	var q string
+	if name := r.URL.Query().Get("run"); name != "" && r.URL.Query().Get("q") == "" {
+		run, err := s.d.Run(name)
+		if err != nil {
+			queryError(w, err)
+			return
+		}
+		loss, err := s.hasLoss(run)
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, err.Error(), nil)
+			return
+		}
+		q = CoreQuery(run.Name, run.Config.BatchSize, loss)
+	} else {
+		var ok bool
+		if q, ok = s.queryText(w, r); !ok {
+			return
+		}
 	}
 	format := r.URL.Query().Get("format")
 	if format == "" {
@@ -309,20 +356,19 @@ func printable(r rune) rune {
 	return r
 }
 
-// render draws a figure in memory.
+// render draws a figure in memory: SVG with one PointClass group per
+// data point, or PNG.
 func render(fig interface{ Draw(draw.Canvas) }, format string) ([]byte, string, error) {
 	width, height := 7*vg.Inch, 4.5*vg.Inch
-	var c vg.CanvasWriterTo
-	ctype := "image/svg+xml"
-	if format == "png" {
-		c, ctype = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(110))}, "image/png"
-	} else {
-		c = vgsvg.New(width, height)
+	if format != "png" {
+		b, err := renderSVG(fig, width, height)
+		return b, "image/svg+xml", err
 	}
+	c := vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(110))}
 	fig.Draw(draw.New(c))
 	var b bytes.Buffer
 	_, err := c.WriteTo(&b)
-	return b.Bytes(), ctype, err
+	return b.Bytes(), "image/png", err
 }
 
 // events streams "snapshot" events ({"run", "step"}) for each snapshot

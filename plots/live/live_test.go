@@ -2,10 +2,13 @@ package live
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -281,5 +284,84 @@ func TestEvents(t *testing.T) {
 	}
 	if got[0] != `{"run":"syn","step":300}` || got[1] != `{"run":"syn","step":400}` {
 		t.Fatalf("events: %v", got)
+	}
+}
+
+// countPoints counts the PointClass groups of an SVG figure, in all and
+// by series, and checks that the figure is well-formed XML.
+func countPoints(t *testing.T, svg []byte) (int, map[string]int) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	n, by := 0, map[string]int{}
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("figure is not XML: %v", err)
+		}
+		if el, ok := tok.(xml.StartElement); ok && el.Name.Local == "g" {
+			attrs := map[string]string{}
+			for _, a := range el.Attr {
+				attrs[a.Name.Local] = a.Value
+			}
+			if attrs["class"] == PointClass {
+				n++
+				by[attrs["data-series"]]++
+			}
+		}
+	}
+	return n, by
+}
+
+// Each snapshot of each series is one PointClass group, with its series,
+// step and value; legend keys are not points. TestPageQuery: the page's
+// core figure (/api/figure?run=) draws every series it names.
+func TestFigurePoints(t *testing.T) {
+	d, write := liveStore(t)
+	ts := httptest.NewServer(New(d, Config{}))
+	defer ts.Close()
+	write(300)
+	resp, body := get(t, ts.URL+"/api/figure?q="+url.QueryEscape("PLOT variance, nvar FROM 'syn' TO 'x.svg'"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("figure: %d %s", resp.StatusCode, body)
+	}
+	n, by := countPoints(t, body)
+	if n != 8 || by["variance(8)"] != 4 || by["nvar(8)"] != 4 {
+		t.Fatalf("4 snapshots, 2 series: %d points %v", n, by)
+	}
+	if !strings.Contains(string(body), `data-series="nvar(8)" data-step="300" data-value="`) || !strings.Contains(string(body), "<title>nvar(8), step 300: ") {
+		t.Fatalf("a point's data: %.2000s", body)
+	}
+	resp, body = get(t, ts.URL+"/api/figure?q="+url.QueryEscape("SELECT step, nvar FROM 'syn' WHERE step >= 100"))
+	if n, by := countPoints(t, body); resp.StatusCode != 200 || n != 3 || by["nvar(8)"] != 3 {
+		t.Fatalf("3 steps: %d points %v", n, by)
+	}
+	resp, body = get(t, ts.URL+"/api/figure?run=syn")
+	if resp.StatusCode != 200 {
+		t.Fatalf("core figure: %d %s", resp.StatusCode, body)
+	}
+	// Batch 8: SG-8 and SG-16 variance, nvar(8), gns at each snapshot (no
+	// loss: the synthetic run has no scalars).
+	n, by = countPoints(t, body)
+	want := map[string]int{"variance(8)": 4, "variance(16)": 4, "nvar(8)": 4, "gns": 4}
+	if n != 16 || !maps.Equal(by, want) {
+		t.Fatalf("core figure: %d points %v, want %v", n, by, want)
+	}
+	// With a loss recorded, the loss too (a row at every snapshot's step).
+	for _, step := range []int64{0, 100, 200, 300} {
+		if err := d.PutScalars("syn", []db.ScalarRow{{Step: step, Values: map[string]float64{"loss": 1 / float64(step+1)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, body = get(t, ts.URL+"/api/figure?run=syn")
+	if n, by := countPoints(t, body); n != 20 || by["loss"] != 4 {
+		t.Fatalf("core figure with a loss: %d points %v", n, by)
+	}
+	if q := CoreQuery("it's", 0, true); q != "PLOT variance(128), variance(256), nvar(128), gns, loss FROM 'it''s' TO 'live.svg'" {
+		t.Fatalf("CoreQuery: %s", q)
+	}
+	if resp, body = get(t, ts.URL+"/api/figure?run=nope"); resp.StatusCode != 400 || !strings.Contains(decode(t, body).Error, "nope") {
+		t.Fatalf("core figure of no run: %d %s", resp.StatusCode, body)
 	}
 }
