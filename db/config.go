@@ -24,9 +24,18 @@ type Config struct {
 	// FullSnapshotEvery is the schedule of full snapshots (every training
 	// example); SVRGEvery the refresh period of the SVRG anchor whose
 	// gradients every snapshot also holds (0: none).
-	FullSnapshotEvery int64  `json:"full_snapshot_every,omitempty"`
-	SVRGEvery         int64  `json:"svrg_every,omitempty"`
-	Encoding          string `json:"encoding,omitempty"`
+	FullSnapshotEvery int64 `json:"full_snapshot_every,omitempty"`
+	SVRGEvery         int64 `json:"svrg_every,omitempty"`
+	// SnapshotStrata K (0: uniform samples) draws each sample snapshot
+	// stratified by the K clusters of the partition fitted, by
+	// SnapshotStrataMethod ("exact" or "paper"), at the latest full
+	// snapshot whose step is a multiple of SnapshotStrataEvery: the
+	// partition gc_variance(K, B, method, every) scores on the samples,
+	// whose estimate is then unbiased by design.
+	SnapshotStrata       int    `json:"snapshot_strata,omitempty"`
+	SnapshotStrataMethod string `json:"snapshot_strata_method,omitempty"`
+	SnapshotStrataEvery  int64  `json:"snapshot_strata_every,omitempty"`
+	Encoding             string `json:"encoding,omitempty"`
 	// Rollups is the policy the run's rollups were written with (auto,
 	// vectors, scalars or none; see ingest.Options.Rollups).
 	Rollups string `json:"rollups,omitempty"`
@@ -38,7 +47,8 @@ type Config struct {
 // ConfigKeys are the configuration keys every run has (Run.ConfigValue);
 // parameters (hidden, duplicate, corrupt_labels, ...) come on top.
 var ConfigKeys = []string{"name", "model", "dataset", "optimizer", "lr", "momentum", "weight_decay", "batch_size",
-	"steps", "seed", "snapshot_every", "snapshot_examples", "full_snapshot_every", "svrg_every", "encoding", "status"}
+	"steps", "seed", "snapshot_every", "snapshot_examples", "full_snapshot_every", "svrg_every", "snapshot_strata",
+	"snapshot_strata_method", "snapshot_strata_every", "encoding", "status"}
 
 // ConfigAliases are short names the query language accepts for config keys.
 var ConfigAliases = map[string]string{"batch": "batch_size", "data": "dataset", "wd": "weight_decay"}
@@ -56,7 +66,8 @@ func (r *Run) ConfigValue(key string) (any, bool) {
 		"lr": c.LR, "momentum": c.Momentum, "weight_decay": c.WeightDecay, "batch_size": float64(c.BatchSize),
 		"steps": float64(c.Steps), "seed": float64(c.Seed), "snapshot_every": float64(c.SnapshotEvery),
 		"snapshot_examples": float64(c.SnapshotExamples), "full_snapshot_every": float64(c.FullSnapshotEvery),
-		"svrg_every": float64(c.SVRGEvery), "encoding": c.Encoding, "status": r.Status}
+		"svrg_every": float64(c.SVRGEvery), "snapshot_strata": float64(c.SnapshotStrata), "snapshot_strata_method": c.SnapshotStrataMethod,
+		"snapshot_strata_every": float64(c.SnapshotStrataEvery), "encoding": c.Encoding, "status": r.Status}
 	if v, ok := fields[key]; ok {
 		return v, true
 	}

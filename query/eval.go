@@ -395,7 +395,19 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 	for _, w := range m.Warnings {
 		o.warn(fmt.Sprintf("run %s: %s", rp.run.Name, w))
 	}
-	x := &scopeData{m: m, population: s.Population, warn: func(w string) { o.warn(fmt.Sprintf("run %s step %d: %s", rp.run.Name, s.Step, w)) }}
+	x := &scopeData{m: m, population: s.Population, run: rp.run,
+		warn:    func(w string) { o.warn(fmt.Sprintf("run %s step %d: %s", rp.run.Name, s.Step, w)) },
+		warnRun: func(w string) { o.warn(fmt.Sprintf("run %s: %s", rp.run.Name, w)) }}
+	if s.Population == db.Sample {
+		if x.strata, err = stats.StrataOf(in.attrs); err != nil {
+			return err
+		}
+		if x.strata != nil {
+			if w := stratifiedNote(rp.run, rp.refs); w != "" {
+				o.warn(w)
+			}
+		}
+	}
 	x.refit = func(every int64, k int, method stats.Method) (*stats.FixedPartition, error) {
 		if in.rows != nil {
 			return nil, fmt.Errorf("refit_every scores whole snapshots: it does not combine with GROUP BY an example attribute or WHERE on one")

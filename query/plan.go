@@ -71,9 +71,11 @@ type ciRef struct {
 
 // exampleNames are the per-example quantities an item may name: the
 // example's id, |g_i| (grad_norm), the cosine between g_i and the mean
-// gradient (cos_to_mean), and the attributes gvdb's trainer records.
+// gradient (cos_to_mean), and the attributes gvdb's trainer records
+// (stratified samples: stratum, stratum_size, inclusion).
 var exampleNames = map[string]bool{"example_id": true, "grad_norm": true, "cos_to_mean": true,
-	"label": true, "true_label": true, "example_loss": true, "corrupted": true, "duplicate_of": true}
+	"label": true, "true_label": true, "example_loss": true, "corrupted": true, "duplicate_of": true,
+	"stratum": true, "stratum_size": true, "inclusion": true}
 
 // aggregates are the functions that aggregate a group of runs.
 var aggregates = map[string]bool{"mean": true, "stddev": true, "count": true}

@@ -62,7 +62,12 @@ type scopeData struct {
 	// before this one whose step is a multiple of every (refit_every);
 	// warn reports a warning for the snapshot.
 	refit func(every int64, k int, method stats.Method) (*stats.FixedPartition, error)
-	warn  func(string)
+	// warn reports a warning for the snapshot, warnRun one for its run.
+	warn, warnRun func(string)
+	// run is the snapshot's run; strata the sample's recorded design
+	// (gvdb train --snapshot-strata; nil: none).
+	run    *db.Run
+	strata *stats.Strata
 }
 
 // moment adapts a function of the moments.
@@ -97,6 +102,11 @@ func gcStat(insample bool, f func(x *scopeData, g *stats.GC, p *stats.Partition,
 			}
 			var warnings []string
 			p, warnings, err = g.Score(fixed)
+			if w, perRun := strataWarning(x, g, fixed, refit, k, method); perRun {
+				x.warnRun(w)
+			} else if w != "" {
+				warnings = append(warnings, w)
+			}
 			for _, w := range warnings {
 				x.warn(w)
 			}

@@ -85,6 +85,16 @@ func (s *Setup) Prepare() (*Config, error) {
 	if s.DataSize < 0 {
 		return nil, setupErr("data-size must be >= 0 (0: the data set's default), got %d", s.DataSize)
 	}
+	if s.SnapshotStrata > 0 {
+		// The partition samples are stratified by: gvdb's exact fit,
+		// refitted at every full snapshot, unless said otherwise.
+		if s.SnapshotStrataMethod == "" {
+			s.SnapshotStrataMethod = stats.MethodExact.String()
+		}
+		if s.SnapshotStrataEvery == 0 {
+			s.SnapshotStrataEvery = s.FullSnapshotEvery
+		}
+	}
 	probe := Config{Config: s.Config, Train: &Dataset{Dim: 1, X: make([]float32, max(s.BatchSize, s.SnapshotExamples, 1))}, EvalExamples: s.EvalExamples}
 	if err := probe.Validate(); err != nil {
 		return nil, setupErr("%v", err)

@@ -10,6 +10,7 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
+	"gvdb/db/stats"
 	"gvdb/ingest"
 )
 
@@ -61,6 +62,33 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("svrg-every must be >= 0, got %d", c.SVRGEvery)
 	case c.EvalExamples < 0:
 		return fmt.Errorf("eval-examples must be >= 0, got %d", c.EvalExamples)
+	}
+	return c.validateStrata()
+}
+
+// validateStrata checks the stratified-sample settings (SnapshotStrata).
+func (c *Config) validateStrata() error {
+	k, t, f := c.SnapshotStrata, c.SnapshotStrataEvery, c.FullSnapshotEvery
+	switch {
+	case k < 0:
+		return fmt.Errorf("snapshot-strata must be >= 0 (0: uniform samples), got %d", k)
+	case k == 0 && (c.SnapshotStrataMethod != "" || t != 0):
+		return fmt.Errorf("snapshot-strata-method and snapshot-strata-every need --snapshot-strata K")
+	case k == 0:
+		return nil
+	case c.SnapshotEvery == 0:
+		return fmt.Errorf("snapshot-strata stratifies sample snapshots: set --snapshot-every too")
+	case f == 0:
+		return fmt.Errorf("snapshot-strata needs full snapshots to fit its partition on: set --full-snapshot-every (the partition is refitted at every multiple of --snapshot-strata-every)")
+	case 2*k > c.SnapshotExamples:
+		return fmt.Errorf("snapshot-strata %d takes at least 2 examples of each of its %d clusters in every sample: 2·%d = %d is more than --snapshot-examples %d; raise --snapshot-examples or lower --snapshot-strata", k, k, k, 2*k, c.SnapshotExamples)
+	case k > c.Train.Len():
+		return fmt.Errorf("snapshot-strata %d is more clusters than the %d training examples", k, c.Train.Len())
+	case t < 1 || t%f != 0:
+		return fmt.Errorf("snapshot-strata-every must be a positive multiple of --full-snapshot-every %d (the partition is fitted at the full snapshot at each of its multiples, as refit_every reads it), got %d", f, t)
+	}
+	if _, err := stats.ParseMethod(c.SnapshotStrataMethod); err != nil {
+		return fmt.Errorf("snapshot-strata-method: %w", err)
 	}
 	return nil
 }
@@ -123,6 +151,7 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 		defer anchor.Close()
 	}
 	every := func(k, step int64) bool { return k > 0 && step%k == 0 }
+	var strata *strataPlan // the partition samples are drawn by (nil: uniform)
 	for step := int64(0); ; step++ {
 		if err := ctx.Err(); err != nil {
 			res.Interrupted = true
@@ -135,13 +164,19 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 		sampled, full := every(cfg.SnapshotEvery, step), every(cfg.FullSnapshotEvery, step)
 		if sampled || full {
 			var ids []int
-			if sampled {
-				// Drawn even when a full snapshot replaces it, so that
-				// later samples do not depend on the full schedule.
-				ids = sampleIDs(snapRng, cfg.Train.Len(), cfg.SnapshotExamples)
-			}
-			if full {
+			var design []codec.Column
+			switch {
+			case full:
 				ids = allIDs(cfg.Train.Len())
+				if sampled && strata == nil {
+					// Drawn all the same, so that the later uniform
+					// samples do not depend on the full schedule.
+					sampleIDs(snapRng, cfg.Train.Len(), cfg.SnapshotExamples)
+				}
+			case sampled && strata != nil:
+				ids, design = strata.draw(snapRng)
+			case sampled:
+				ids = sampleIDs(snapRng, cfg.Train.Len(), cfg.SnapshotExamples)
 			}
 			s, err := snapshot(net, anchor, anchorStep, cfg.Train, ids)
 			if err != nil {
@@ -151,10 +186,18 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 			if full {
 				s.Population = db.Full
 			}
+			if s.Attributes != nil {
+				s.Attributes.Columns = append(s.Attributes.Columns, design...)
+			}
 			if err := sink.Snapshot(ctx, s); err != nil {
 				return fail(fmt.Errorf("snapshot at step %d: %w", step, err))
 			}
 			res.Snapshots++
+			if full && every(cfg.SnapshotStrataEvery, step) && cfg.SnapshotStrata > 0 {
+				if strata, err = fitStrata(&cfg, s, net.Schema(), step); err != nil {
+					return fail(fmt.Errorf("fitting the partition of --snapshot-strata %d at step %d: %w", cfg.SnapshotStrata, step, err))
+				}
+			}
 		}
 		final := step == cfg.Steps
 		if sampled || full || final {

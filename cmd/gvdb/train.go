@@ -40,11 +40,25 @@ accuracy, lr, step time) are recorded every step, test accuracy at
 snapshot steps and at the end. Ctrl-C stops cleanly: what was captured is
 flushed and the run is marked interrupted.
 
+With --snapshot-strata K, the samples are stratified for Gradient
+Clustering's refit estimate: at each full snapshot at a multiple of
+--snapshot-strata-every T the trainer fits K clusters (by
+--snapshot-strata-method, exact or paper, as a query would), and each
+later sample of --snapshot-examples draws 2 examples of every cluster (all
+of a cluster of one), the rest in proportion to the clusters' sizes, and
+records each example's stratum, stratum_size and inclusion probability.
+gc_variance(K, B, method, T) on these samples is then unbiased. Samples
+before the first full snapshot would be uniform; gvdb train takes one at
+step 0, so all are stratified. Other statistics of a stratified sample
+(variance, nvar, ...) over-represent small clusters: take them from the
+full snapshots.
+
 `+trainTables(), `  gvdb train --run mlp --steps 2000
   gvdb train --run lr-0.1 --model mlp --hidden 128 --lr 0.1 --steps 1000 --snapshot-every 100
   gvdb train --run cnn --model cnn --steps 500 --snapshot-examples 256
   gvdb train --run lin --data linreg --model logreg --lr 0.001 --batch 10
-  gvdb train --run paper --hidden 256,256 --steps 4000 --full-snapshot-every 2000 --svrg-every 2000 --data-size 10000`)
+  gvdb train --run paper --hidden 256,256 --steps 4000 --full-snapshot-every 2000 --svrg-every 2000 --data-size 10000
+  gvdb train --run strata --hidden 128 --data-size 10000 --full-snapshot-every 500 --snapshot-every 100 --snapshot-strata 128 --snapshot-strata-method paper`)
 	var f trainFlags
 	fs.StringVar(&f.dir, "db", db.DefaultDir, "store directory")
 	fs.StringVar(&f.run, "run", "", "run name (required)")
@@ -60,6 +74,9 @@ flushed and the run is marked interrupted.
 	fs.Int64Var(&f.SnapshotEvery, "snapshot-every", 500, "steps between snapshots (0: none)")
 	fs.IntVar(&f.SnapshotExamples, "snapshot-examples", 1024, "examples per snapshot")
 	fs.Int64Var(&f.FullSnapshotEvery, "full-snapshot-every", 0, "steps between full snapshots of every training example (0: none; the paper re-clusters every 2000)")
+	fs.IntVar(&f.SnapshotStrata, "snapshot-strata", 0, "K: draw each sample with at least 2 examples of every cluster of the K-partition fitted at the last full snapshot, recording the weights (0: uniform samples)")
+	fs.StringVar(&f.SnapshotStrataMethod, "snapshot-strata-method", "", "how --snapshot-strata's partition is fitted: exact (default) or paper")
+	fs.Int64Var(&f.SnapshotStrataEvery, "snapshot-strata-every", 0, "T: refit --snapshot-strata's partition at the full snapshots at multiples of T (default: --full-snapshot-every), as refit_every reads it")
 	fs.Int64Var(&f.SVRGEvery, "svrg-every", 0, "refresh period of the SVRG anchor; each snapshot also stores its examples' gradients at the anchor (0: none; the paper: 2000)")
 	fs.IntVar(&f.EvalExamples, "eval-examples", 0, "test examples for test accuracy (0: all)")
 	fs.StringVar(&f.Duplicate, "duplicate", "", "n,c: c extra copies of each of n random training examples (the paper's --duplicate; copies record their source)")

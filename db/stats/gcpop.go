@@ -266,6 +266,9 @@ func (o GCOptions) withDefaults() GCOptions {
 // N returns the number of examples.
 func (g *GC) N() int { return len(g.sqNorms) }
 
+// IDs returns the examples' dataset ids, in the blocks' order.
+func (g *GC) IDs() []uint64 { return g.ids }
+
 // Path returns the path the partitions are searched on.
 func (g *GC) Path() Path { return g.path }
 
@@ -297,6 +300,18 @@ type Partition struct {
 	History []float64
 
 	folds [2]heldFold
+	// strata is a fixed partition scored on a sample (Score): VarB =
+	// Σ_k coef_k SS_k over the sample's examples rows in clusters assign.
+	strata *strataScore
+}
+
+// strataScore is a fixed partition's stratified estimate on a sample:
+// each sampled row's cluster, and each cluster's coefficient
+// coef_k = W_k² (N_k − 1) / (N_k (n_k − 1)) (0 for a cluster left out),
+// so that VarB = Σ_k coef_k SS_k, SS_k the sampled members' scatter.
+type strataScore struct {
+	rows, assign []int
+	coef         []float64
 }
 
 // heldFold is one held-out half: its examples in id order, their
@@ -643,7 +658,7 @@ func (g *GC) Fixed(p *Partition) (*FixedPartition, error) {
 // sample, or a uniform one given the strata's counts). A stratum with
 // fewer than 2 sampled examples cannot be estimated: it is left out, with
 // a warning saying which share of the population that is (the estimate is
-// then low).
+// then low); a cluster of one example has no scatter and needs none.
 func (g *GC) Score(f *FixedPartition) (*Partition, []string, error) {
 	n := g.N()
 	assign := make([]int, n)
@@ -666,10 +681,11 @@ func (g *GC) Score(f *FixedPartition) (*Partition, []string, error) {
 		return p, nil, nil
 	}
 	p.HeldOut = true
+	p.strata = &strataScore{rows: all, assign: assign, coef: make([]float64, f.K)}
 	var missed, strata int
 	for c, nk := range f.Sizes {
-		if nk == 0 {
-			continue
+		if nk < 2 {
+			continue // empty, or one example: no scatter to estimate
 		}
 		if sizes[c] < 2 {
 			missed += nk
@@ -677,8 +693,9 @@ func (g *GC) Score(f *FixedPartition) (*Partition, []string, error) {
 			continue
 		}
 		w := float64(nk) / float64(f.N)
-		s2 := ss[c] / float64(sizes[c]-1)
-		p.VarB += w * w * float64(nk-1) / float64(nk) * s2
+		coef := w * w * float64(nk-1) / float64(nk) / float64(sizes[c]-1)
+		p.strata.coef[c] = coef
+		p.VarB += coef * ss[c]
 	}
 	var warnings []string
 	if strata > 0 {
@@ -723,8 +740,8 @@ func sumNormSq(layers []Layer, rows []int) float64 {
 
 // NVar returns the normalized variance of the GC estimator with batch size
 // B, per coordinate: (1/D) Σ_j V_j / (μ_j² + V_j), V_j the coordinate's
-// share of the partition's variance (scored like VarB: in-sample, or held
-// out and unbiased) and μ_j the mean over all N examples (m, the same
+// share of the partition's variance (scored like VarB: in-sample, held
+// out, or a fixed partition's stratified estimate) and μ_j the mean over all N examples (m, the same
 // snapshot's moments with the summed gradient).
 func (g *GC) NVar(p *Partition, m *Moments, b float64) (float64, error) {
 	if m.NonFinite {
@@ -735,28 +752,31 @@ func (g *GC) NVar(p *Partition, m *Moments, b float64) (float64, error) {
 	}
 	per := b / float64(p.K)
 	vb := make([]float64, m.D)
-	addScaled := func(rows, assign []int, k int, scale float64) {
+	addScaled := func(rows, assign []int, coef []float64, scale float64) {
 		off := 0
 		for _, l := range g.layers {
-			v := coordScatter(l.Block, rows, assign, k)
+			v := coordScatter(l.Block, rows, assign, p.K, coef)
 			for j, x := range v {
 				vb[off+j] += max(x, 0) * scale
 			}
 			off += len(v)
 		}
 	}
-	if p.HeldOut {
+	switch {
+	case p.strata != nil:
+		addScaled(p.strata.rows, p.strata.assign, p.strata.coef, 1)
+	case p.HeldOut:
 		for _, f := range p.folds {
 			n := float64(len(f.rows))
-			addScaled(f.rows, f.assign, p.K, 1/(n*(n-1))/2)
+			addScaled(f.rows, f.assign, nil, 1/(n*(n-1))/2)
 		}
-	} else {
+	default:
 		all := make([]int, g.N())
 		for i := range all {
 			all[i] = i
 		}
 		n := float64(g.N())
-		addScaled(all, p.Assign, p.K, 1/(n*n))
+		addScaled(all, p.Assign, nil, 1/(n*n))
 	}
 	n := float64(m.N)
 	sum := 0.0
@@ -770,15 +790,25 @@ func (g *GC) NVar(p *Partition, m *Moments, b float64) (float64, error) {
 	return sum / float64(m.D), nil
 }
 
-// coordScatter returns Σ_k n_k Σ_{i∈C_k} (g_ij − m_kj)² for each
+// coordScatter returns Σ_k c_k Σ_{i∈C_k} (g_ij − m_kj)² for each
 // coordinate of one layer, over the examples rows with clusters assign:
-// Σ_i n_{k(i)} g_ij² − Σ_k (Σ_{i∈C_k} g_ij)².
-func coordScatter(b *codec.Block, rows, assign []int, k int) []float64 {
+// Σ_i c_{k(i)} g_ij² − Σ_k (c_k/n_k) (Σ_{i∈C_k} g_ij)². The coefficients
+// c_k are coef, or the cluster sizes n_k when coef is nil.
+func coordScatter(b *codec.Block, rows, assign []int, k int, coef []float64) []float64 {
 	p := b.Params()
 	out := make([]float64, p)
-	size := make([]float64, k)
+	count := make([]float64, k)
 	for _, c := range assign {
-		size[c]++
+		count[c]++
+	}
+	size, sub := count, make([]float64, k)
+	if coef != nil {
+		size = coef
+	}
+	for c := range sub {
+		if count[c] > 0 {
+			sub[c] = size[c] / count[c]
+		}
 	}
 	// Rows sorted by cluster, so that each cluster is a range.
 	order := make([]int, len(rows))
@@ -816,10 +846,12 @@ func coordScatter(b *codec.Block, rows, assign []int, k int) []float64 {
 			for s1 < n && assign[order[s1]] == assign[order[s0]] {
 				s1++
 			}
-			m := s1 - s0
-			blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(m, b.In, a[s0*b.In:s1*b.In]), general(m, b.Out, d[s0*b.Out:s1*b.Out]), 0, general(b.In, b.Out, sk))
-			for j, v := range sk {
-				out[j] -= v * v
+			m, e := s1-s0, sub[assign[order[s0]]]
+			if e != 0 {
+				blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(m, b.In, a[s0*b.In:s1*b.In]), general(m, b.Out, d[s0*b.Out:s1*b.Out]), 0, general(b.In, b.Out, sk))
+				for j, v := range sk {
+					out[j] -= e * v * v
+				}
 			}
 			s0 = s1
 		}
@@ -835,8 +867,9 @@ func coordScatter(b *codec.Block, rows, assign []int, k int) []float64 {
 			sk[j] += v
 		}
 		if s == n-1 || assign[order[s+1]] != assign[r] {
+			e := sub[assign[r]]
 			for j, v := range sk {
-				out[j] -= v * v
+				out[j] -= e * v * v
 			}
 			clear(sk)
 		}
