@@ -319,6 +319,7 @@ func (w *writer) run(r *db.Run) error {
 	}
 	var full, sample, anchored, minSample int
 	var lastFull, lastSample int64 = -1, -1
+	var fulls []int64
 	for _, in := range infos {
 		if in.HasAnchor {
 			anchored++
@@ -326,6 +327,7 @@ func (w *writer) run(r *db.Run) error {
 		if in.Population == db.Full {
 			full++
 			lastFull = in.Step
+			fulls = append(fulls, in.Step)
 			continue
 		}
 		sample++
@@ -375,13 +377,29 @@ func (w *writer) run(r *db.Run) error {
 			return err
 		}
 		exact := "GC"
-		// The paper's curve: its rank-1 algorithm, refitted every
-		// full-snapshot period T and scored in between; left out, with a
-		// note, where the refit grid lacks full snapshots.
-		if full > 0 && r.FullSnapshotEvery > 0 {
-			t := r.FullSnapshotEvery
-			qp := fmt.Sprintf("SELECT gc_variance(%d, %d, 'paper', %d), gc_nvar(%d, %d, 'paper', %d) FROM %s WHERE population = 'full'", k, b, t, k, b, t, q)
-			if pr, err := w.eval(qp); err != nil {
+		// The paper's curve: its rank-1 algorithm, refitted every T steps
+		// and used in between (paperRefit), scored exactly on the full
+		// snapshots and estimated on the samples; left out, with a note,
+		// where the refit grid lacks full snapshots.
+		if t, why := paperRefit(r, fulls, k); t > 0 {
+			// On every snapshot where the samples can hold the clusters,
+			// else (or when the samples cannot be scored) on the full
+			// snapshots only.
+			type try struct{ where, on string }
+			var tries []try
+			if sample > 0 && minSample >= k {
+				tries = append(tries, try{"", "exact on full snapshots, estimated cluster by cluster on samples"})
+			}
+			tries = append(tries, try{" WHERE population = 'full'", "scored on the full snapshots"})
+			var pr *query.Result
+			var qp, on string
+			for _, tr := range tries {
+				qp, on = fmt.Sprintf("SELECT gc_variance(%d, %d, 'paper', %d), gc_nvar(%d, %d, 'paper', %d) FROM %s%s", k, b, t, k, b, t, q, tr.where), tr.on
+				if pr, err = w.eval(qp); err == nil {
+					break
+				}
+			}
+			if err != nil {
 				paperNote = fmt.Sprintf(" The paper's GC curve is left out: %v.", err)
 			} else if gc, err = query.Join(gc, pr); err != nil {
 				return err
@@ -390,10 +408,10 @@ func (w *writer) run(r *db.Run) error {
 				sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d, 'paper', %d)=GC paper", k, b, t))
 				nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d, 'paper', %d)=GC paper", k, b, t))
 				qGC += ";\n" + qp
-				paperNote = fmt.Sprintf(" GC paper is the paper's algorithm (rank-1 centres) with its partition refitted every %d steps, the curve the paper draws; GC exact is gvdb's exact optimum, fitted at each full snapshot.", t)
+				paperNote = fmt.Sprintf(" GC paper is the paper's curve: its algorithm refitted every %d steps (%s) and used in between, %s. GC exact is gvdb's optimum, fitted afresh at each full snapshot.", t, why, on)
 			}
 		} else if full > 0 {
-			paperNote = " The paper's GC curve is left out: the run has no full-snapshot period to refit on."
+			paperNote = fmt.Sprintf(" The paper's GC curve is left out: %s.", why)
 		}
 		sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d)=%s", k, b, exact))
 		nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d)=%s", k, b, exact))

@@ -21,8 +21,8 @@ import (
 
 // store builds two synthetic runs differing in lr ("a": 0.1 with SVRG
 // anchors, "b": 0.01), an MLP 6-5-3 with batch 8: full snapshots of 32
-// examples (ids 0-31) every 100 steps from 0 to 300, samples of 16
-// between, the loss and test accuracy every 10 steps.
+// examples (ids 0-31) every 100 steps from 0 to 300, samples of 16 of
+// them between, the loss and test accuracy every 10 steps.
 func store(t *testing.T) *db.DB {
 	t.Helper()
 	d, err := db.Open(t.TempDir(), db.Options{Log: io.Discard})
@@ -50,10 +50,13 @@ func store(t *testing.T) *db.DB {
 				n, s.Population = 32, db.Full
 			}
 			blocks := synth.Snapshot(rng, n, layers)
+			// Samples are drawn from the 32 examples of the full ones.
+			ids := rng.Perm(32)
 			for _, b := range blocks {
-				if s.Population == db.Full {
-					for i := range b.IDs {
-						b.IDs[i] = uint64(i)
+				for i := range b.IDs {
+					b.IDs[i] = uint64(i)
+					if s.Population != db.Full {
+						b.IDs[i] = uint64(ids[i])
 					}
 				}
 			}
@@ -215,7 +218,8 @@ func TestFindings(t *testing.T) {
 		t.Errorf("lr: %+v; want ρ = %g", f, wantLR)
 	}
 	// 3, 4. GC against SG-2B at the full snapshots.
-	for i, method := range []string{"'paper', 100", "'exact'"} {
+	// The paper's T: 4 full snapshots 100 steps apart, so 200.
+	for i, method := range []string{"'paper', 200", "'exact'"} {
 		var ratios []float64
 		below := 0
 		for _, r := range []string{"a", "b"} {
@@ -266,5 +270,83 @@ func TestSpearman(t *testing.T) {
 	// Ties get average ranks: x ranks 1.5 1.5 3, y 1 2 3.
 	if r := Spearman([]float64{1, 1, 2}, []float64{1, 2, 3}); math.Abs(r-math.Sqrt(3)/2) > 1e-12 {
 		t.Errorf("ties: %g", r)
+	}
+}
+
+// TestPaperCurve: the core figure's GC paper curve is the paper's
+// algorithm refitted every T = 200 steps (twice the full-snapshot period
+// of 100, the store having 4 full snapshots) on every snapshot: fresh at
+// the refit steps, stale at the full snapshot between them and on the
+// samples. A run whose refit grid lacks full snapshots gets the figure
+// without the curve and a note saying why.
+func TestPaperCurve(t *testing.T) {
+	d := store(t)
+	ctx := context.Background()
+	figs, err := Write(ctx, d, filepath.Join(t.TempDir(), "r"), Options{K: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var core *Figure
+	for i, f := range figs {
+		if f.File == "a-variance.png" {
+			core = &figs[i]
+		}
+	}
+	if core == nil {
+		t.Fatal("no core figure for run a")
+	}
+	const qp = "SELECT gc_variance(4, 8, 'paper', 200), gc_nvar(4, 8, 'paper', 200) FROM 'a'"
+	if !strings.Contains(core.Query, qp+";") && !strings.HasSuffix(core.Query, qp) || !strings.Contains(core.Caption, "refitted every 200 steps (twice the full-snapshot period)") {
+		t.Errorf("core figure: query %q, caption %q", core.Query, core.Caption)
+	}
+	eval := func(q string) *query.Result {
+		st, err := parser.ParseStatement(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := query.Eval(ctx, d, st, query.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	stale := eval(qp)
+	fresh := eval("SELECT gc_variance(4, 8, 'paper') FROM 'a' WHERE population = 'full'")
+	freshAt := map[int64]float64{}
+	for _, row := range fresh.Rows {
+		freshAt[row[0].(int64)] = row[1].(float64)
+	}
+	if len(stale.Rows) != 7 {
+		t.Fatalf("%d rows of the paper's curve, want all 7 snapshots", len(stale.Rows))
+	}
+	for _, row := range stale.Rows {
+		step, v := row[0].(int64), row[1].(float64)
+		f, full := freshAt[step]
+		switch {
+		case !(v > 0):
+			t.Errorf("step %d: %g", step, v)
+		case full && step%200 == 0 && v != f:
+			t.Errorf("refit step %d: %g, fresh %g", step, v, f)
+		case full && step%200 != 0 && v == f:
+			t.Errorf("step %d, between refits: %g, the same as a fresh fit", step, v)
+		}
+	}
+
+	// Full snapshots every 100 steps recorded as every 70: T = 140, and
+	// step 140 has none.
+	a, _ := d.Run("a")
+	a.FullSnapshotEvery = 70
+	if err := d.UpdateRun(a); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	figs, err = Write(ctx, d, filepath.Join(t.TempDir(), "r2"), Options{K: 4, Runs: "a", Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range figs {
+		if f.File == "a-variance.png" && (!strings.Contains(f.Caption, "The paper's GC curve is left out: ") || !strings.Contains(f.Caption, "needs a full snapshot at step 140") || strings.Contains(f.Query, "'paper'")) {
+			t.Errorf("left-out curve: caption %q, query %q", f.Caption, f.Query)
+		}
 	}
 }
