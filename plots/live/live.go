@@ -317,7 +317,7 @@ func (s *Server) apiFigure(w http.ResponseWriter, r *http.Request) {
 		queryError(w, err)
 		return
 	}
-	o := plots.Options{}
+	o := plots.Options{Width: 7 * vg.Inch, Height: 4.5 * vg.Inch}
 	switch x := st.(type) {
 	case *parser.Plot: // its TO is not written: the figure is the answer
 		o.Scale, o.Title = strings.ToLower(string(x.Scale)), query.Title(x)
@@ -356,10 +356,21 @@ func printable(r rune) rune {
 	return r
 }
 
+// figureSize is 7 x 4.5 inches, taller for stacked panels (about 1.8
+// inches each, as the report's one-panel figures' data areas) or small
+// multiples.
+func figureSize(fig *plots.Figure) (w, h vg.Length) {
+	w, h = 7*vg.Inch, 4.5*vg.Inch
+	if rows := len(fig.Panels); rows > 2 && fig.Height == 0 {
+		h = vg.Length(rows)*1.8*vg.Inch + 0.9*vg.Inch
+	}
+	return w, max(h, fig.Height)
+}
+
 // render draws a figure in memory: SVG with one PointClass group per
 // data point, or PNG.
-func render(fig interface{ Draw(draw.Canvas) }, format string) ([]byte, string, error) {
-	width, height := 7*vg.Inch, 4.5*vg.Inch
+func render(fig *plots.Figure, format string) ([]byte, string, error) {
+	width, height := figureSize(fig)
 	if format != "png" {
 		b, err := renderSVG(fig, width, height)
 		return b, "image/svg+xml", err
