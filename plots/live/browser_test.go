@@ -204,10 +204,11 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("core figure's series: %v", series)
 	}
 	// The query box: a table and a figure of the same rows.
-	if err := page.Eval(ctx, `document.getElementById("q").value = "SELECT step, nvar FROM 'mlp' WHERE step <= 200"; document.querySelector("#qform button").click()`, nil); err != nil {
+	q := fmt.Sprintf("SELECT step, nvar FROM 'mlp' WHERE step <= %d", step1)
+	if err := page.Eval(ctx, fmt.Sprintf(`document.getElementById("q").value = %q; document.querySelector("#qform button").click()`, q), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := page.WaitFor(ctx, `document.querySelectorAll("#result tr").length == 12 && document.querySelectorAll("#qfig .gvdb-point").length == 11`); err != nil {
+	if err := page.WaitFor(ctx, fmt.Sprintf(`document.querySelectorAll("#result tr").length == %d && document.querySelectorAll("#qfig .gvdb-point").length == %d`, want1+1, want1)); err != nil {
 		var qerr string
 		page.Eval(ctx, `document.getElementById("qerr").textContent`, &qerr)
 		t.Fatalf("query box: %v (%s)", err, qerr)

@@ -317,7 +317,7 @@ func (s *Server) apiFigure(w http.ResponseWriter, r *http.Request) {
 		queryError(w, err)
 		return
 	}
-	o := plots.Options{Width: 7 * vg.Inch, Height: 4.5 * vg.Inch}
+	o := plots.Options{Width: figWidth, Height: figHeight}
 	switch x := st.(type) {
 	case *parser.Plot: // its TO is not written: the figure is the answer
 		o.Scale, o.Title = strings.ToLower(string(x.Scale)), query.Title(x)
@@ -356,15 +356,20 @@ func printable(r rune) rune {
 	return r
 }
 
-// figureSize is 7 x 4.5 inches, taller for stacked panels (about 1.8
-// inches each, as the report's one-panel figures' data areas) or small
+// figWidth and figHeight are the size of the server's figures, the
+// report's (plots' default); a figure of stacked panels is taller
+// (figureSize).
+const figWidth, figHeight = 6 * vg.Inch, 4 * vg.Inch
+
+// figureSize is figWidth x figHeight, taller for more than two stacked
+// panels (2.1 inches each, so that their tick labels stay apart) or small
 // multiples.
 func figureSize(fig *plots.Figure) (w, h vg.Length) {
-	w, h = 7*vg.Inch, 4.5*vg.Inch
+	h = figHeight
 	if rows := len(fig.Panels); rows > 2 && fig.Height == 0 {
-		h = vg.Length(rows)*1.8*vg.Inch + 0.9*vg.Inch
+		h = vg.Length(rows)*2.1*vg.Inch + 0.9*vg.Inch
 	}
-	return w, max(h, fig.Height)
+	return figWidth, max(h, fig.Height)
 }
 
 // render draws a figure in memory: SVG with one PointClass group per

@@ -9,13 +9,19 @@ function api(path, params) {
   if (token) u.set("token", token);
   return path + "?" + u.toString();
 }
+// cell shows a value: numbers to 6 significant digits.
+function cell(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number" && !Number.isInteger(v)) return String(Number(v.toPrecision(6)));
+  return String(v);
+}
 function fillTable(el, cols, rows) {
   el.replaceChildren();
   const head = el.insertRow();
   for (const c of cols) { const th = document.createElement("th"); th.textContent = c; head.appendChild(th); }
   for (const r of rows) {
     const tr = el.insertRow();
-    for (const c of cols) { tr.insertCell().textContent = r[c] === null ? "" : String(r[c]); }
+    for (const c of cols) { tr.insertCell().textContent = cell(r[c]); }
   }
 }
 // errorOf reads a failed answer's message.
