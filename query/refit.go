@@ -38,7 +38,7 @@ func strataWarning(x *scopeData, g *stats.GC, f *stats.FixedPartition, every int
 			strataName(c), k, method, every, strataQuery(x.run)), true
 	}
 	if bad := f.Disagreements(g.IDs(), x.strata); bad > 0 {
-		return fmt.Sprintf("the partition this query fitted differs from the one the sample was stratified by (%d of its %d examples in another cluster or a cluster of another size: a --gc-seed, --gc-path or --memory other than the trainer's defaults, a WHERE on layers, or a lossy --encoding): the estimate is not unbiased for this partition",
+		return fmt.Sprintf("the partition this query fitted differs from the one the sample was stratified by (%d of its %d examples in another cluster or a cluster of another size: a --gc-path or --memory other than the defaults, another machine's default memory budget, another seed or rounds in query.Options, or a WHERE on layers): the estimate is not unbiased for this partition",
 			bad, g.N()), false
 	}
 	return "", false

@@ -624,6 +624,10 @@ func (g *GC) clusterScatter(rows, assign []int, k int) ([]float64, []int) {
 	return ss, sizes
 }
 
+// MissedClusters is in Score's warning about clusters a sample cannot
+// estimate (the estimate is then low).
+const MissedClusters = "are left out of the estimate"
+
 // FixedPartition is a partition fitted at another snapshot of the same
 // population (a refit every T steps), by example id.
 type FixedPartition struct {
@@ -699,7 +703,7 @@ func (g *GC) Score(f *FixedPartition) (*Partition, []string, error) {
 	}
 	var warnings []string
 	if strata > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d of the partition's clusters (%.1f%% of the population) have fewer than 2 examples in this sample and are left out of the estimate, which is therefore low; take samples with at least 2 examples per cluster, or score the partition on full snapshots",
+		warnings = append(warnings, fmt.Sprintf("%d of the partition's clusters (%.1f%% of the population) have fewer than 2 examples in this sample and "+MissedClusters+", which is therefore low; take samples with at least 2 examples per cluster, or score the partition on full snapshots",
 			strata, 100*float64(missed)/float64(f.N)))
 	}
 	return p, warnings, nil

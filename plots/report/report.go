@@ -408,6 +408,12 @@ func (w *writer) run(r *db.Run) error {
 				sgCols = append(sgCols, fmt.Sprintf("gc_variance(%d, %d, 'paper', %d)=GC paper", k, b, t))
 				nvCols = append(nvCols, fmt.Sprintf("gc_nvar(%d, %d, 'paper', %d)=GC paper", k, b, t))
 				qGC += ";\n" + qp
+				for _, w := range pr.Warnings {
+					if strings.Contains(w, stats.MissedClusters) {
+						on += " (low on samples that miss some of its clusters)"
+						break
+					}
+				}
 				paperNote = fmt.Sprintf(" GC paper is the paper's curve: its algorithm refitted every %d steps (%s) and used in between, %s. GC exact is gvdb's optimum, fitted afresh at each full snapshot.", t, why, on)
 			}
 		} else if full > 0 {
