@@ -1,6 +1,7 @@
 package db
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fillStore writes runs a and b, snapshots (one with a block past
@@ -189,5 +191,87 @@ func TestLiveStatus(t *testing.T) {
 	defer rd.Close()
 	if got := mustRun(t, rd, "a").ShownStatus(); got != StatusKilled {
 		t.Fatalf("after the writer: %s", got)
+	}
+}
+
+// A reader that goes away (its connection closed, as when its process is
+// killed) ends the writer's work for it, whether the writer is streaming
+// a scan the reader had stopped reading, part-way through one, or waiting
+// for its next request; the writer serves the next reader as before.
+func TestReaderGoesAway(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(dir, Options{Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.CreateRun(testRun("a")); err != nil {
+		t.Fatal(err)
+	}
+	// 40 blocks of 60 KiB: carried by a scan, about 2.4 MB, more than the
+	// socket and the writer's buffers hold.
+	for step := int64(0); step < 40; step++ {
+		s := snap(step, "fc1.weight")
+		s.Blocks[0].Data = bytes.Repeat([]byte{byte(step)}, 60<<10)
+		if err := w.PutSnapshot("a", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr, ok := writerAddress(dir)
+	if !ok {
+		t.Fatal("no writer socket")
+	}
+	gone := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); w.Readers() != 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the writer still serves %d readers 3 s after the reader left", what, w.Readers())
+			}
+		}
+	}
+	for _, c := range []struct {
+		what string
+		read int  // bytes of a whole-store scan read before leaving
+		idle bool // a get answered, then no request
+	}{{"scan not read", 0, false}, {"scan read in part", 300 << 10, false}, {"between requests", 0, true}} {
+		conn, err := (&remoteStore{addr: addr}).dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bw := bufio.NewWriter(conn)
+		if c.idle {
+			bw.WriteByte('G')
+			writeField(bw, runKey("a"))
+		} else {
+			bw.WriteByte('I')
+			writeField(bw, nil)
+			writeField(bw, nil)
+			writeUvarint(bw, InlineValue)
+		}
+		if err := bw.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n := c.read
+		if c.idle {
+			n = 1
+		}
+		if _, err := io.ReadFull(conn, make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(3 * time.Second); w.Readers() != 1; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the writer serves %d readers, want 1", c.what, w.Readers())
+			}
+		}
+		conn.Close()
+		gone(c.what)
+	}
+	rd, err := Open(dir, Options{ReadOnly: true, Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if steps, err := rd.Steps(mustRun(t, rd, "a")); err != nil || len(steps) != 40 {
+		t.Fatalf("the next reader: %d steps, %v", len(steps), err)
 	}
 }

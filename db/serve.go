@@ -152,6 +152,20 @@ func (d *DB) stopServing() {
 	}
 }
 
+// Readers is the number of reader connections a writer serves now (0
+// for a store that is not open for writing). A reader that goes away
+// (closed, killed) is no longer counted once the writer has noticed: at
+// its next read or write on the connection.
+func (d *DB) Readers() int {
+	s := d.srv
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 func (s *kvServer) accept() {
 	defer s.wg.Done()
 	for {
