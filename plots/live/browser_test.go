@@ -49,6 +49,7 @@ type liveRun struct {
 	resume chan struct{} // lets it go on
 	done   chan struct{}
 	err    error
+	close  func() error // closes the store (once)
 }
 
 func startRun(t *testing.T, dir string, steps, every int64, pauses ...int64) *liveRun {
@@ -58,7 +59,8 @@ func startRun(t *testing.T, dir string, steps, every int64, pauses ...int64) *li
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close() })
+	closeOnce := sync.OnceValue(d.Close)
+	t.Cleanup(func() { closeOnce() })
 	setup := trainer.Setup{Config: db.Config{Model: "mlp", Dataset: "rf", Optimizer: "sgd", LR: 0.05, Momentum: 0.5, BatchSize: 16,
 		Steps: steps, SnapshotEvery: every, SnapshotExamples: 64, Seed: 1}, Hidden: "16", DataSize: 256, EvalExamples: 64}
 	cfg, err := setup.Prepare()
@@ -73,7 +75,7 @@ func startRun(t *testing.T, dir string, steps, every int64, pauses ...int64) *li
 	if err != nil {
 		t.Fatal(err)
 	}
-	lr := &liveRun{d: d, log: log, paused: make(chan int64), resume: make(chan struct{}), done: make(chan struct{})}
+	lr := &liveRun{d: d, log: log, paused: make(chan int64), resume: make(chan struct{}), done: make(chan struct{}), close: closeOnce}
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := map[int64]bool{}
 	for _, p := range pauses {
