@@ -193,7 +193,7 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 				return fail(fmt.Errorf("snapshot at step %d: %w", step, err))
 			}
 			res.Snapshots++
-			if full && every(cfg.SnapshotStrataEvery, step) && cfg.SnapshotStrata > 0 {
+			if full && every(cfg.SnapshotStrataEvery, step) && cfg.SnapshotStrata > 0 && step < cfg.Steps {
 				if strata, err = fitStrata(&cfg, s, net.Schema(), step); err != nil {
 					return fail(fmt.Errorf("fitting the partition of --snapshot-strata %d at step %d: %w", cfg.SnapshotStrata, step, err))
 				}
