@@ -5,7 +5,6 @@ import (
 
 	"gvdb/db"
 	"gvdb/db/codec"
-	"gvdb/db/stats"
 )
 
 // Reindex adds rollups under policy to every snapshot of run r that lacks
@@ -33,21 +32,25 @@ func Reindex(d *db.DB, r *db.Run, policy RollupPolicy, replace bool, progress fu
 		if err != nil {
 			return indexed, bytes, err
 		}
-		var rolls []db.LayerBlock
+		var rolls []encodedRollup
+		blockBytes := int64(0)
 		for _, lb := range s.Blocks {
+			blockBytes += int64(len(lb.Data))
 			b, err := codec.Decode(lb.Data)
 			if err != nil {
 				return indexed, bytes, fmt.Errorf("reindex %s@%d %s: %w", r.Name, in.Step, lb.Layer, err)
 			}
-			ro, err := stats.NewRollup(stats.Layer{Name: lb.Layer, Block: b}, policy.vectors(b))
+			ro, err := policy.encodeRollup(lb.Layer, b)
 			if err != nil {
 				return indexed, bytes, fmt.Errorf("reindex %s@%d %s: %w", r.Name, in.Step, lb.Layer, err)
 			}
-			raw := ro.Marshal()
-			bytes += int64(len(raw))
-			rolls = append(rolls, db.LayerBlock{Layer: lb.Layer, Data: raw})
+			rolls = append(rolls, ro)
 		}
-		if err := d.PutRollups(r, in.Step, rolls); err != nil {
+		kept := policy.keep(rolls, blockBytes)
+		for _, lb := range kept {
+			bytes += int64(len(lb.Data))
+		}
+		if err := d.PutRollups(r, in.Step, kept); err != nil {
 			return indexed, bytes, err
 		}
 		indexed++

@@ -72,9 +72,10 @@ type Options struct {
 	Workers int
 	// Rollups says which per-layer rollups (db/stats.Rollup) to store
 	// beside the blocks: RollupsAuto (the default: always the scalars and
-	// the per-example table, the per-coordinate vectors when they take
-	// fewer bytes than the block's values as float32), RollupsVectors (always
-	// the vectors), RollupsScalars (never the vectors) or RollupsNone.
+	// the per-example table, and the float32 per-coordinate vectors when a
+	// snapshot's rollups then take at most its blocks' bytes),
+	// RollupsVectors (always the vectors), RollupsScalars (never the
+	// vectors) or RollupsNone.
 	Rollups RollupPolicy
 }
 
@@ -89,12 +90,55 @@ const (
 	RollupsNone    RollupPolicy = "none"
 )
 
-// vectors reports whether the policy stores block b's per-coordinate
-// vectors. Under auto: when they take at most the bytes of the block's
-// values as float32 (16 bytes per parameter against 4 per stored value),
-// so that rollups at most double a store, whatever the compression gets.
-func (p RollupPolicy) vectors(b *codec.Block) bool {
-	return p == RollupsVectors || p == RollupsAuto && 16*int64(b.Params()) <= 4*int64(b.StoredValues())
+// vectors returns the per-coordinate vectors a rollup is computed with
+// under the policy; under auto, keep decides per snapshot whether they are
+// stored.
+func (p RollupPolicy) vectors() stats.Vectors {
+	if p == RollupsAuto || p == RollupsVectors {
+		return stats.Float32Vectors
+	}
+	return stats.NoVectors
+}
+
+// encodedRollup is one layer's rollup encoded with its vectors (full) and
+// without (scalars; nil when full has none).
+type encodedRollup struct {
+	layer           string
+	full, scalars []byte
+}
+
+// encodeRollup computes and encodes block b's rollup under the policy.
+func (p RollupPolicy) encodeRollup(layer string, b *codec.Block) (encodedRollup, error) {
+	r, err := stats.NewRollup(stats.Layer{Name: layer, Block: b}, p.vectors())
+	if err != nil {
+		return encodedRollup{}, err
+	}
+	e := encodedRollup{layer: layer, full: r.Marshal()}
+	if r.HasVectors() {
+		e.scalars = r.WithoutVectors().Marshal()
+	}
+	return e, nil
+}
+
+// keep returns the rollups to store for a snapshot whose blocks take
+// blockBytes: under auto, the vectors only when all its rollups with
+// vectors take at most blockBytes (the rollups never cost more than the
+// blocks), else the scalars of every layer (a scope's nvar needs the
+// vectors of all its layers, so the choice is per snapshot).
+func (p RollupPolicy) keep(rs []encodedRollup, blockBytes int64) []db.LayerBlock {
+	full := int64(0)
+	for _, r := range rs {
+		full += int64(len(r.full))
+	}
+	vectors := p != RollupsAuto || full <= blockBytes
+	out := make([]db.LayerBlock, len(rs))
+	for i, r := range rs {
+		out[i] = db.LayerBlock{Layer: r.layer, Data: r.full}
+		if !vectors && r.scalars != nil {
+			out[i].Data = r.scalars
+		}
+	}
+	return out
 }
 
 // ParseRollupPolicy parses "auto", "vectors", "scalars" or "none".
@@ -123,7 +167,7 @@ type job struct {
 	snap    *Snapshot
 	blocks  []NamedBlock // the snapshot's blocks, then its anchor blocks
 	encoded []db.LayerBlock
-	rollups []db.LayerBlock // per block of the snapshot (not the anchors)
+	rollups []encodedRollup // per block of the snapshot (not the anchors)
 	maxErr  []float32
 	errs    []error
 	wg      sync.WaitGroup
@@ -273,7 +317,7 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 	w.mu.Unlock()
 
 	blocks := s.all()
-	j := &job{snap: s, blocks: blocks, encoded: make([]db.LayerBlock, len(blocks)), rollups: make([]db.LayerBlock, len(s.Blocks)),
+	j := &job{snap: s, blocks: blocks, encoded: make([]db.LayerBlock, len(blocks)), rollups: make([]encodedRollup, len(s.Blocks)),
 		maxErr: make([]float32, len(blocks)), errs: make([]error, len(blocks))}
 	j.wg.Add(len(blocks))
 	select {
@@ -305,14 +349,11 @@ func (w *Writer) encodeLoop() {
 			if w.opts.Encoding != codec.Float32 {
 				b, err = codec.Decode(data)
 			}
-			var r *stats.Rollup
 			if err == nil {
-				r, err = stats.NewRollup(stats.Layer{Name: nb.Layer, Block: b}, w.opts.Rollups.vectors(b))
+				t.j.rollups[t.i], err = w.opts.Rollups.encodeRollup(nb.Layer, b)
 			}
 			if err != nil {
 				err = fmt.Errorf("rollup %s@%d %s: %w", w.run, t.j.snap.Step, nb.Layer, err)
-			} else {
-				t.j.rollups[t.i] = db.LayerBlock{Layer: nb.Layer, Data: r.Marshal()}
 			}
 		}
 		t.j.encoded[t.i] = db.LayerBlock{Layer: nb.Layer, Data: data}
@@ -340,7 +381,11 @@ func (w *Writer) commitLoop() {
 			s = &db.Snapshot{Step: j.snap.Step, N: j.snap.Blocks[0].Block.N(), Time: j.snap.Time, Population: j.snap.Population,
 				Blocks: j.encoded[:nb], Anchor: j.encoded[nb:], HasAnchor: len(j.snap.Anchor) > 0, AnchorStep: j.snap.AnchorStep}
 			if w.opts.Rollups != RollupsNone {
-				s.Rollups = j.rollups
+				blockBytes := int64(0)
+				for _, b := range s.Blocks {
+					blockBytes += int64(len(b.Data))
+				}
+				s.Rollups = w.opts.Rollups.keep(j.rollups, blockBytes)
 			}
 			if j.snap.Attributes != nil {
 				s.Attributes, err = codec.EncodeAttributes(j.snap.Attributes)

@@ -157,7 +157,7 @@ func (m *Main) Run(ctx context.Context, args []string) (err error) {
 		return nil
 	}
 	if args[0] == "version" || args[0] == "--version" {
-		fmt.Fprintf(m.Stdout, "gvdb %s (BLAS: %s)\n", Version, stats.BLAS)
+		fmt.Fprintf(m.Stdout, "gvdb %s (BLAS: %s)\n", Version, stats.BLASName())
 		return nil
 	}
 	if args[0] == "__runs" {

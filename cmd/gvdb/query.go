@@ -246,18 +246,20 @@ type output struct {
 // evalFlags are the evaluation settings of commands that run queries.
 type evalFlags struct {
 	gcPath, memory string
+	fromBlocks     bool
 }
 
 func addEvalFlags(fs *flag.FlagSet) *evalFlags {
 	f := &evalFlags{}
 	fs.StringVar(&f.gcPath, "gc-path", "auto", "where Gradient Clustering searches: auto (Gram matrix up to 8192 examples, else a sketch), gram or sketch")
 	fs.StringVar(&f.memory, "memory", "", "memory budget for large computations, e.g. 4GiB (default: half the machine's memory)")
+	fs.BoolVar(&f.fromBlocks, "from-blocks", false, "compute every statistic from the blocks (float64 throughout), not from the rollups' float32 vectors (within 1e-6; docs/QUERY.md)")
 	return f
 }
 
 // options returns the query options the flags ask for.
 func (f *evalFlags) options() (query.Options, error) {
-	var o query.Options
+	o := query.Options{NoRollups: f.fromBlocks}
 	p, err := stats.ParsePath(f.gcPath)
 	if err != nil {
 		return o, usageError{err}

@@ -20,10 +20,18 @@ type Impl interface {
 	blas.Complex128
 }
 
-// BLAS names the BLAS implementation the matrix products use: "openblas
-// (FILE)" when OpenBLAS was found and loaded at run time, else "gonum"
-// (gonum's pure Go).
-var BLAS = "gonum"
+// BLASName names the BLAS implementation the matrix products use:
+// "openblas (FILE)" when OpenBLAS was found and loaded at run time, else
+// "gonum" (gonum's pure Go). It loads OpenBLAS if no product has yet.
+func BLASName() string {
+	if lazy == nil {
+		return "gonum"
+	}
+	if o := lazy.load(); o != nil {
+		return "openblas (" + o.file + ")"
+	}
+	return "gonum"
+}
 
 // openBLASFiles are the shared objects tried, in order: Debian's
 // libopenblas0 (any of its -pthread, -openmp, -serial variants) installs
@@ -31,8 +39,10 @@ var BLAS = "gonum"
 var openBLASFiles = []string{"libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"}
 
 // The matrix products (Dgemm, Sgemm) run in OpenBLAS when its shared
-// object can be loaded, without cgo: it is opened at start-up through
-// purego's dlopen. GVDB_BLAS=gonum keeps gonum's pure Go; GVDB_BLAS=PATH
+// object can be loaded, without cgo: it is opened through purego's dlopen
+// on the first product large enough to use it (not at start-up: opening
+// it starts its threads, which a command that multiplies nothing should
+// not pay for). GVDB_BLAS=gonum keeps gonum's pure Go; GVDB_BLAS=PATH
 // names the shared object to load. Every other routine is gonum's own, and
 // results agree with the pure-Go ones to rounding.
 func init() {
@@ -45,14 +55,59 @@ func init() {
 	if choice != "" {
 		files = []string{choice}
 	}
-	for _, f := range files {
-		if o, ok := loadOpenBLAS(f); ok {
-			impl, BLAS = o, "openblas ("+f+")"
-			blas64.Use(o)
-			blas32.Use(o)
+	lazy = &lazyBLAS{files: files}
+	impl = lazy
+	blas64.Use(lazy)
+	blas32.Use(lazy)
+}
+
+// lazy is the BLAS that loads OpenBLAS on first use (nil with
+// GVDB_BLAS=gonum).
+var lazy *lazyBLAS
+
+// lazyBLAS is gonum's BLAS whose large products go to OpenBLAS, loaded
+// on the first of them.
+type lazyBLAS struct {
+	gonum.Implementation
+	files []string
+	once  sync.Once
+	o     *openBLAS
+}
+
+// load opens OpenBLAS once; nil when it cannot.
+func (l *lazyBLAS) load() *openBLAS {
+	l.once.Do(func() {
+		for _, f := range l.files {
+			if o, ok := loadOpenBLAS(f); ok {
+				o.file = f
+				l.o = o
+				return
+			}
+		}
+	})
+	return l.o
+}
+
+// Dgemm is OpenBLAS's for large products (see openBLAS.Dgemm), else gonum's.
+func (l *lazyBLAS) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+	if m*n*k >= smallGemm {
+		if o := l.load(); o != nil {
+			o.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 			return
 		}
 	}
+	l.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// Sgemm is Dgemm's float32 twin.
+func (l *lazyBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m*n*k >= smallGemm {
+		if o := l.load(); o != nil {
+			o.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+			return
+		}
+	}
+	l.Implementation.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 var impl Impl
@@ -70,6 +125,7 @@ const (
 
 type openBLAS struct {
 	gonum.Implementation
+	file  string
 	dgemm func(order, ta, tb, m, n, k int32, alpha float64, a unsafe.Pointer, lda int32, b unsafe.Pointer, ldb int32, beta float64, c unsafe.Pointer, ldc int32)
 	sgemm func(order, ta, tb, m, n, k int32, alpha float32, a unsafe.Pointer, lda int32, b unsafe.Pointer, ldb int32, beta float32, c unsafe.Pointer, ldc int32)
 }

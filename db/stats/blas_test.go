@@ -13,7 +13,7 @@ import (
 // or gonum), its products agree with gonum's to rounding, in every
 // transpose, for shapes below and above the small-product cut-off.
 func TestBLASAgrees(t *testing.T) {
-	t.Logf("BLAS: %s", BLAS)
+	t.Logf("BLAS: %s", BLASName())
 	rng := rand.New(rand.NewPCG(1, 2))
 	ref := gonum.Implementation{}
 	for _, s := range [][3]int{{3, 4, 5}, {70, 33, 91}, {128, 1, 300}} {

@@ -57,6 +57,31 @@ type Moments struct {
 	Warnings []string
 	// NonFinite is true when some gradient value is NaN or Inf.
 	NonFinite bool
+	// rounded holds, instead of Sum and SumSq, the layers' float32
+	// per-coordinate means and sds from their rollups, as FromRollups
+	// keeps them when only per-snapshot statistics need them (nvar and
+	// snr read them directly; nothing converts them to float64).
+	rounded []*Rollup
+}
+
+// hasCoords says whether the per-coordinate moments are there.
+func (m *Moments) hasCoords() bool { return m.SumSq != nil || m.rounded != nil }
+
+// materialize turns rounded vectors into Sum and SumSq.
+func (m *Moments) materialize() error {
+	if m.rounded == nil {
+		return nil
+	}
+	sum, sumSq := make([]float64, m.D), make([]float64, m.D)
+	off := 0
+	for _, r := range m.rounded {
+		if err := r.sumsInto(sum[off:off+r.D], sumSq[off:off+r.D]); err != nil {
+			return err
+		}
+		off += r.D
+	}
+	m.Sum, m.SumSq, m.rounded = sum, sumSq, nil
+	return nil
 }
 
 // Compute returns the moments of one snapshot's blocks (all for the same N
@@ -395,6 +420,11 @@ func addInner(inner []float64, b *codec.Block, mu []float64) {
 func Merge(m, o *Moments) (*Moments, error) {
 	if m.D != o.D {
 		return nil, fmt.Errorf("merge moments: %d coordinates vs %d (different layer scopes)", m.D, o.D)
+	}
+	for _, x := range []*Moments{m, o} {
+		if err := x.materialize(); err != nil {
+			return nil, fmt.Errorf("merge moments: %w", err)
+		}
 	}
 	if m.Sum == nil || o.Sum == nil {
 		return nil, fmt.Errorf("merge moments: the summed gradient was not kept (Need.Mean)")

@@ -56,7 +56,7 @@ func (m *Moments) ExampleNorm() float64 {
 // coordMean returns (1/D) Σ_j f(μ_j, v_j), v_j = s²_j / B: an error
 // without per-coordinate moments, NaN for no examples or non-finite ones.
 func (m *Moments) coordMean(b float64, f func(mu, v float64) float64) (float64, error) {
-	if m.SumSq == nil {
+	if !m.hasCoords() {
 		return nan(), ErrNoCoords
 	}
 	if m.NonFinite || m.N == 0 {
@@ -69,6 +69,12 @@ func (m *Moments) coordMean(b float64, f func(mu, v float64) float64) (float64, 
 		s2 := max(m.SumSq[j]/n-mu*mu, 0)
 		sum += f(mu, s2/b)
 	}
+	for _, r := range m.rounded {
+		for j, mu := range r.mean {
+			s := float64(r.sd[j])
+			sum += f(float64(mu), s*s/b)
+		}
+	}
 	return sum / float64(m.D), nil
 }
 
@@ -76,7 +82,7 @@ func (m *Moments) coordMean(b float64, f func(mu, v float64) float64) (float64, 
 // (1/D) Σ_j v_j / (μ_j² + v_j), v_j = s²_j / B; coordinates with
 // μ_j² + v_j = 0 contribute 0 and still count in D.
 func (m *Moments) NVar(b float64) (float64, error) {
-	if m.SumSq == nil {
+	if !m.hasCoords() {
 		return nan(), ErrNoCoords
 	}
 	if m.NonFinite || m.N == 0 {
@@ -92,6 +98,16 @@ func (m *Moments) NVar(b float64) (float64, error) {
 		v := max(sq[j]*inv-mu*mu, 0) * invB
 		if den := mu*mu + v; den > 0 {
 			sum += v / den
+		}
+	}
+	for _, r := range m.rounded {
+		sd := r.sd[:len(r.mean)]
+		for j, mean := range r.mean {
+			mu, s := float64(mean), float64(sd[j])
+			v := s * s * invB
+			if den := mu*mu + v; den > 0 {
+				sum += v / den
+			}
 		}
 	}
 	return sum / float64(m.D), nil

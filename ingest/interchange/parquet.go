@@ -157,7 +157,7 @@ func writeRunTables(d *db.DB, r *db.Run, w db.Window, opts Options, fw *pqarrow.
 				return err
 			}
 			st.FactorRows += b.N()
-			ro, err := stats.NewRollup(stats.Layer{Name: lb.Layer, Block: b}, true)
+			ro, err := stats.NewRollup(stats.Layer{Name: lb.Layer, Block: b}, stats.Float64Vectors)
 			if err != nil {
 				return fmt.Errorf("%s@%d %s: %w", r.Name, s.Step, lb.Layer, err)
 			}
