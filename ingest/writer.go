@@ -103,7 +103,7 @@ func (p RollupPolicy) vectors() stats.Vectors {
 // encodedRollup is one layer's rollup encoded with its vectors (full) and
 // without (scalars; nil when full has none).
 type encodedRollup struct {
-	layer           string
+	layer         string
 	full, scalars []byte
 }
 
