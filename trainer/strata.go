@@ -30,14 +30,13 @@ import (
 // strataPlan is the partition samples are drawn by: each cluster's
 // members (dataset indices, ascending) and its share of a sample.
 type strataPlan struct {
-	step    int64
 	members [][]int
 	alloc   []int
 }
 
-// fitStrata fits cfg's stratifying partition on the full snapshot s,
-// taken at step with the net's schema.
-func fitStrata(cfg *Config, s *ingest.Snapshot, schema []db.Layer, step int64) (*strataPlan, error) {
+// fitStrata fits cfg's stratifying partition on the full snapshot s of
+// a net with the given layer schema.
+func fitStrata(cfg *Config, s *ingest.Snapshot, schema []db.Layer) (*strataPlan, error) {
 	method, err := stats.ParseMethod(cfg.SnapshotStrataMethod)
 	if err != nil {
 		return nil, err
@@ -78,13 +77,13 @@ func fitStrata(cfg *Config, s *ingest.Snapshot, schema []db.Layer, step int64) (
 	if err != nil {
 		return nil, err
 	}
-	return newStrataPlan(f, cfg.SnapshotExamples, step)
+	return newStrataPlan(f, cfg.SnapshotExamples)
 }
 
 // newStrataPlan groups f's population by cluster and allocates a sample
 // of n examples over the clusters.
-func newStrataPlan(f *stats.FixedPartition, n int, step int64) (*strataPlan, error) {
-	p := &strataPlan{step: step, members: make([][]int, f.K)}
+func newStrataPlan(f *stats.FixedPartition, n int) (*strataPlan, error) {
+	p := &strataPlan{members: make([][]int, f.K)}
 	for id, c := range f.Of {
 		p.members[c] = append(p.members[c], int(id))
 	}

@@ -252,7 +252,7 @@ func TestStratifiedSamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := newStrataPlan(fixed, m, 0)
+	plan, err := newStrataPlan(fixed, m)
 	if err != nil {
 		t.Fatal(err)
 	}

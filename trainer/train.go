@@ -24,7 +24,9 @@ type Config struct {
 	// full snapshot is taken: it contains the sample); SVRGEvery keeps an
 	// SVRG anchor θ̃, refreshed to the current parameters at every
 	// multiple of it, and stores every snapshot's examples' gradients at
-	// θ̃ too (0: none).
+	// θ̃ too (0: none). SnapshotStrata K draws the samples stratified by
+	// the K clusters fitted (by SnapshotStrataMethod) at the full
+	// snapshots at multiples of SnapshotStrataEvery (strata.go).
 	db.Config
 	// Hidden are the model's hidden widths (Spec).
 	Hidden      []int
@@ -194,7 +196,7 @@ func Train(ctx context.Context, cfg Config, sink Sink, progress Progress) (*Resu
 			}
 			res.Snapshots++
 			if full && every(cfg.SnapshotStrataEvery, step) && cfg.SnapshotStrata > 0 && step < cfg.Steps {
-				if strata, err = fitStrata(&cfg, s, net.Schema(), step); err != nil {
+				if strata, err = fitStrata(&cfg, s, net.Schema()); err != nil {
 					return fail(fmt.Errorf("fitting the partition of --snapshot-strata %d at step %d: %w", cfg.SnapshotStrata, step, err))
 				}
 			}
