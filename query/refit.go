@@ -80,8 +80,12 @@ func stratifiedNote(r *db.Run, refs []statRef) string {
 	if r.SnapshotStrata > 0 {
 		how = "stratified by the clusters of " + strataName(r.Config)
 	}
-	return fmt.Sprintf("run %s: its sample snapshots are %s, which over-represents small clusters: on them, %s describe the sample, not the training set (WHERE population = 'full' gives the training set's values; on the samples, %s is the stratified estimate)",
-		r.Name, how, strings.Join(names, ", "), strataHint(r))
+	verb := "describe"
+	if len(names) == 1 {
+		verb = "describes"
+	}
+	return fmt.Sprintf("run %s: its sample snapshots are %s, which over-represents small clusters: on them, %s %s the sample, not the training set (WHERE population = 'full' gives the training set's values; on the samples, %s is the stratified estimate)",
+		r.Name, how, strings.Join(names, ", "), verb, strataHint(r))
 }
 
 func strataHint(r *db.Run) string {
