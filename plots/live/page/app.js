@@ -32,7 +32,7 @@ async function errorOf(r) {
 // svgFigure fetches a figure and returns its <svg> element for the page.
 async function svgFigure(params) {
   const r = await fetch(api("/api/figure", params));
-  if (!r.ok) throw new Error(await errorOf(r));
+  if (!r.ok) { const e = new Error(await errorOf(r)); e.status = r.status; throw e; }
   const doc = new DOMParser().parseFromString(await r.text(), "image/svg+xml");
   const svg = doc.documentElement;
   if (svg.nodeName !== "svg") throw new Error("the figure is not SVG");
@@ -74,6 +74,7 @@ function figure(run) {
       cap.textContent = run + ": " + n + " snapshots";
       cap.classList.remove("err");
     } catch (e) {
+      if (e.status === 429) { setTimeout(() => redraw(), 1000); return; } // the server is busy: keep this one
       cap.textContent = run + ": " + e.message;
       cap.classList.add("err");
     }
