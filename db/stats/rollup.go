@@ -181,6 +181,41 @@ func checkPacked(p []byte, d int) error {
 	return nil
 }
 
+// packedValues splits checked packed vectors into their bitmap, means and
+// sds (the set coordinates', float32 little-endian).
+func packedValues(p []byte, d int) (bm, means, sds []byte) {
+	nb := (d + 7) / 8
+	nnz := (len(p) - nb) / 8
+	return p[:nb], p[nb : nb+4*nnz], p[nb+4*nnz:]
+}
+
+// packedNVarSum returns Σ_j v_j / (μ_j² + v_j), v_j = s_j²·invB, over the
+// nonzero coordinates of checked packed vectors, reading them in place.
+func packedNVarSum(p []byte, d int, invB float64) float64 {
+	_, ms, ss := packedValues(p, d)
+	sum := 0.0
+	for k := 0; k+4 <= len(ms); k += 4 {
+		mu := float64(math.Float32frombits(binary.LittleEndian.Uint32(ms[k:])))
+		s := float64(math.Float32frombits(binary.LittleEndian.Uint32(ss[k:])))
+		v := s * s * invB
+		if den := mu*mu + v; den > 0 {
+			sum += v / den
+		}
+	}
+	return sum
+}
+
+// packedEach calls f with each nonzero coordinate's mean and sd of checked
+// packed vectors and returns the number of zero coordinates.
+func packedEach(p []byte, d int, f func(mu, s float64)) (zeros int) {
+	_, ms, ss := packedValues(p, d)
+	for k := 0; k+4 <= len(ms); k += 4 {
+		f(float64(math.Float32frombits(binary.LittleEndian.Uint32(ms[k:]))),
+			float64(math.Float32frombits(binary.LittleEndian.Uint32(ss[k:]))))
+	}
+	return d - len(ms)/4
+}
+
 // unpackVectors decodes packVectors' output (checked by checkPacked).
 func unpackVectors(p []byte, d int) (mean, sd []float32, err error) {
 	if err := checkPacked(p, d); err != nil {
@@ -422,9 +457,6 @@ func FromRollups(rs []LayerRollup, step int64, need Need) (*Moments, error) {
 	if keepRounded {
 		keepSum = false
 		for _, lr := range rs {
-			if err := lr.Rollup.unpack(); err != nil {
-				return nil, fmt.Errorf("layer %s: %w", lr.Name, err)
-			}
 			m.rounded = append(m.rounded, lr.Rollup)
 		}
 	}

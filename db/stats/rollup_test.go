@@ -188,6 +188,38 @@ func TestRollupFloat32Vectors(t *testing.T) {
 			t.Fatalf("coordinate %d decodes to %g, %g; encoded %g, %g", j, bs[j], bq[j], rs[j], rq[j])
 		}
 	}
+	// nvar and snr read the stored vectors in place, the computed ones
+	// as float32 slices, and pooling expands them: the same numbers.
+	for _, b := range []float64{1, 16} {
+		var got []float64
+		for _, ro := range []*Rollup{r, back} {
+			m, err := FromRollups([]LayerRollup{{"fc", ro}}, 0, Need{Coords: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nv, _ := m.NVar(b)
+			sn, _ := m.SNR(b)
+			got = append(got, nv, sn)
+			if err := m.materialize(); err != nil {
+				t.Fatal(err)
+			}
+			nv, _ = m.NVar(b)
+			sn, _ = m.SNR(b)
+			got = append(got, nv, sn)
+		}
+		for i := 1; i < len(got); i++ {
+			// Expanded (sums in float64) loses to cancellation where
+			// μ_j² ≫ v_j, as this layer has on purpose: 1e-9.
+			tol := 1e-14
+			if i%4 >= 2 {
+				tol = 1e-9
+			}
+			if math.Abs(got[i]-got[i%2]) > tol*math.Abs(got[i%2]) {
+				t.Errorf("B = %d: nvar, snr in place, expanded, computed, expanded: %v", int(b), got)
+				break
+			}
+		}
+	}
 	exact, _ := NewRollup(l, Float64Vectors)
 	term := func(sum, sumSq float64) float64 {
 		mu := sum / n

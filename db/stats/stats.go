@@ -70,6 +70,11 @@ func (m *Moments) coordMean(b float64, f func(mu, v float64) float64) (float64, 
 		sum += f(mu, s2/b)
 	}
 	for _, r := range m.rounded {
+		if r.packed != nil {
+			zeros := packedEach(r.packed, r.D, func(mu, s float64) { sum += f(mu, s*s/b) })
+			sum += float64(zeros) * f(0, 0)
+			continue
+		}
 		for j, mu := range r.mean {
 			s := float64(r.sd[j])
 			sum += f(float64(mu), s*s/b)
@@ -101,6 +106,10 @@ func (m *Moments) NVar(b float64) (float64, error) {
 		}
 	}
 	for _, r := range m.rounded {
+		if r.packed != nil {
+			sum += packedNVarSum(r.packed, r.D, invB)
+			continue
+		}
 		sd := r.sd[:len(r.mean)]
 		for j, mean := range r.mean {
 			mu, s := float64(mean), float64(sd[j])
