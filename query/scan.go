@@ -92,6 +92,10 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	if need.gc {
 		workers = 1
 	}
+	if workers > 1 {
+		// The workers are the parallelism: one OpenBLAS thread each.
+		defer stats.SerialBLAS()()
+	}
 	// Results are applied in order: out[k] once out[0..k-1] are.
 	var (
 		mu      sync.Mutex

@@ -197,6 +197,11 @@ func atb(x []float64, y []float64, r, p, q int) []float64 {
 	if r == 0 {
 		return out
 	}
+	if lazy != nil && lazy.load() != nil {
+		// OpenBLAS multiplies by Xᵀ as fast as by X.
+		blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(r, p, x), general(r, q, y), 0, general(p, q, out))
+		return out
+	}
 	xt := make([]float64, p*r)
 	for i := range r {
 		for j, v := range x[i*p : (i+1)*p] {
