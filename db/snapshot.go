@@ -144,6 +144,11 @@ type Select struct {
 	// Filter, if set, is asked about each snapshot before its blocks are
 	// read (only its manifest fields are set); false skips the snapshot.
 	Filter func(*Snapshot) bool
+	// Buffer, if set, gives the buffers rollups are read into (at least n
+	// bytes; a shorter one is replaced), so that a caller that is done
+	// with a snapshot's rollups can reuse their memory: fresh memory
+	// costs a page fault per page.
+	Buffer func(n int) []byte
 }
 
 // Manifest versions: 1 (no flags, no checksum) is still read; 2 is written.
@@ -535,7 +540,11 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 			}
 			lb := LayerBlock{Layer: r.Layers[li-1].Name}
 			if values {
-				v, err := item.ValueCopy(nil)
+				var buf []byte
+				if rollup && sel.Buffer != nil {
+					buf = sel.Buffer(int(item.ValueSize()))[:0]
+				}
+				v, err := item.ValueCopy(buf)
 				if err != nil {
 					return fmt.Errorf("read %s@%d %s: %w", r.Name, step, lb.Layer, err)
 				}

@@ -3,6 +3,7 @@ package query
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"runtime"
 	"slices"
 	"sync"
@@ -84,7 +85,8 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	if e.p.perExample["cos_to_mean"] {
 		need.inner = true
 	}
-	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups, Attributes: true}
+	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups, Attributes: true,
+		Buffer: rollupBuffers.get}
 	workers := e.opts.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -137,6 +139,13 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		go func() {
 			defer wg.Done()
 			o := e.process(rp, ri, s, all, need, pooled, useRollups)
+			// Nothing refers to the rollups' bytes once the snapshot is
+			// processed (statistics hold no raw bytes; pooled moments
+			// are float64 copies).
+			for _, lb := range s.Rollups {
+				rollupBuffers.put(lb.Data)
+			}
+			s.Rollups = nil
 			<-sem
 			mu.Lock()
 			outs[i] = o
@@ -481,4 +490,32 @@ func (e *evaluator) scanScalars(rp runPlan, ri int) error {
 		}
 	}
 	return nil
+}
+
+// bufferPool recycles read buffers in power-of-two size classes.
+type bufferPool struct{ classes [48]sync.Pool }
+
+// rollupBuffers holds the buffers rollups are read into.
+var rollupBuffers bufferPool
+
+// get returns a buffer of at least n bytes.
+func (p *bufferPool) get(n int) []byte {
+	c := bits.Len(uint(max(n, 1) - 1))
+	if c >= len(p.classes) {
+		return make([]byte, n)
+	}
+	if b, ok := p.classes[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 1<<c)
+}
+
+// put returns a buffer that get gave (others are left to the collector).
+func (p *bufferPool) put(b []byte) {
+	c := bits.Len(uint(max(cap(b), 1) - 1))
+	if c >= len(p.classes) || cap(b) != 1<<c {
+		return
+	}
+	b = b[:0]
+	p.classes[c].Put(&b)
 }

@@ -79,16 +79,11 @@ func SerialBLAS() (restore func()) {
 	if lazy == nil {
 		return func() {}
 	}
-	o := lazy.load()
-	if o == nil || o.setThreads == nil {
-		return func() {}
-	}
 	serialMu.Lock()
-	if serial == 0 {
-		threads = o.getThreads()
-		o.setThreads(1)
-	}
 	serial++
+	if serial == 1 {
+		lazy.serialize()
+	}
 	serialMu.Unlock()
 	var once sync.Once
 	return func() {
@@ -96,10 +91,26 @@ func SerialBLAS() (restore func()) {
 			serialMu.Lock()
 			serial--
 			if serial == 0 {
-				o.setThreads(threads)
+				lazy.restore()
 			}
 			serialMu.Unlock()
 		})
+	}
+}
+
+// serialize sets OpenBLAS to one thread, if it is loaded (load does it
+// otherwise); serialMu is held.
+func (l *lazyBLAS) serialize() {
+	if o := l.loaded(); o != nil && o.setThreads != nil {
+		threads = o.getThreads()
+		o.setThreads(1)
+	}
+}
+
+// restore sets OpenBLAS's thread count back; serialMu is held.
+func (l *lazyBLAS) restore() {
+	if o := l.loaded(); o != nil && o.setThreads != nil && threads > 0 {
+		o.setThreads(threads)
 	}
 }
 
@@ -113,22 +124,32 @@ type lazyBLAS struct {
 	gonum.Implementation
 	files []string
 	once  sync.Once
-	o     *openBLAS
+	o     *openBLAS // set under serialMu
 }
 
-// load opens OpenBLAS once; nil when it cannot.
+// load opens OpenBLAS once; nil when it cannot. Inside SerialBLAS it
+// starts on one thread.
 func (l *lazyBLAS) load() *openBLAS {
 	l.once.Do(func() {
 		for _, f := range l.files {
 			if o, ok := loadOpenBLAS(f); ok {
 				o.file = f
+				serialMu.Lock()
 				l.o = o
+				if serial > 0 {
+					l.serialize()
+				}
+				serialMu.Unlock()
 				return
 			}
 		}
 	})
 	return l.o
 }
+
+// loaded returns OpenBLAS if it is loaded, without loading it; serialMu
+// is held.
+func (l *lazyBLAS) loaded() *openBLAS { return l.o }
 
 // Dgemm is OpenBLAS's for large products (see openBLAS.Dgemm), else gonum's.
 func (l *lazyBLAS) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
