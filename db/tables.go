@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/pb"
@@ -26,9 +28,24 @@ func checkTables(dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
-		if err := checkTable(name); err != nil {
-			return fmt.Errorf("%w: table %s: %v", ErrCorruptStore, filepath.Base(name), err)
+	// The tables are checked on every open: on all cores, the first
+	// error (in file order) reported.
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = checkTable(name)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("%w: table %s: %v", ErrCorruptStore, filepath.Base(names[i]), err)
 		}
 	}
 	return nil
