@@ -69,6 +69,10 @@ type Options struct {
 	// Progress, if set, is told after each snapshot how many of the
 	// query's snapshots are done.
 	Progress func(done, total int)
+	// Cache, if set, shares Gradient Clustering work (fitted partitions,
+	// Gram matrices) with the other queries given the same cache; the
+	// answers are the same without it.
+	Cache *GCCache
 }
 
 // Eval evaluates one statement against a store.
@@ -166,20 +170,12 @@ type evaluator struct {
 	last []int64
 	// examples are the per-example values of per-example rows.
 	examples []*exampleOut
-	// refits are the partitions fitted at full snapshots for
-	// refit_every, and each run's full snapshots.
+	// cache holds the Gradient Clustering work: Options.Cache, or the
+	// evaluation's own.
+	cache *GCCache
+	// fulls are each run's full snapshots (refit_every).
 	refitMu sync.Mutex
-	refits  map[refitKey]*stats.FixedPartition
 	fulls   map[string][]int64
-}
-
-// refitKey names a partition fitted at a full snapshot.
-type refitKey struct {
-	run    string
-	step   int64
-	layers string
-	k      int
-	method stats.Method
 }
 
 func evalSelect(ctx context.Context, d *db.DB, s *parser.Select, opts Options) (*Result, error) {
@@ -195,7 +191,10 @@ func evalSelect(ctx context.Context, d *db.DB, s *parser.Select, opts Options) (
 		return nil, err
 	}
 	e := &evaluator{ctx: ctx, d: d, p: p, opts: opts, g: newGrid(p.window), res: &Result{},
-		warned: map[string]bool{}, gcSeen: map[string]bool{}}
+		warned: map[string]bool{}, gcSeen: map[string]bool{}, cache: opts.Cache}
+	if e.cache == nil {
+		e.cache = queryCache()
+	}
 	if err := e.countSnapshots(runs); err != nil {
 		return nil, err
 	}
@@ -300,20 +299,21 @@ func isWeight(r *db.Run, layer string) bool {
 
 // refitPartition returns the partition of k clusters fitted by method at
 // the latest full snapshot of rp's run at or before step whose step is a
-// multiple of every, over the given layers. A missing full snapshot there
-// is an error naming the nearest ones: never an older partition.
-func (e *evaluator) refitPartition(rp runPlan, step, every int64, layers []string, k int, method stats.Method) (*stats.FixedPartition, error) {
-	e.refitMu.Lock()
-	defer e.refitMu.Unlock()
-	if e.refits == nil {
-		e.refits, e.fulls = map[refitKey]*stats.FixedPartition{}, map[string][]int64{}
-	}
+// multiple of every, over the given layers, and the key it has in the
+// cache. A missing full snapshot there is an error naming the nearest
+// ones: never an older partition.
+func (e *evaluator) refitPartition(rp runPlan, step, every int64, layers []string, k int, method stats.Method) (*stats.FixedPartition, string, error) {
 	r := rp.run
+	e.refitMu.Lock()
+	if e.fulls == nil {
+		e.fulls = map[string][]int64{}
+	}
 	fulls, ok := e.fulls[r.Name]
 	if !ok {
 		infos, err := e.d.SnapshotInfos(r, db.AllSteps)
 		if err != nil {
-			return nil, err
+			e.refitMu.Unlock()
+			return nil, "", err
 		}
 		for _, in := range infos {
 			if in.Population == db.Full {
@@ -322,6 +322,7 @@ func (e *evaluator) refitPartition(rp runPlan, step, every int64, layers []strin
 		}
 		e.fulls[r.Name] = fulls
 	}
+	e.refitMu.Unlock()
 	at := step / every * every
 	if !slices.Contains(fulls, at) {
 		near := "it has none: " + FullSnapshotHint(r)
@@ -338,29 +339,41 @@ func (e *evaluator) refitPartition(rp runPlan, step, every int64, layers []strin
 				near = "the nearest are at steps " + strings.Join(ns, " and ")
 			}
 		}
-		return nil, fmt.Errorf("refit_every %d at step %d needs a full snapshot at step %d of run %s; %s", every, step, at, r.Name, near)
+		return nil, "", fmt.Errorf("refit_every %d at step %d needs a full snapshot at step %d of run %s; %s", every, step, at, r.Name, near)
 	}
-	key := refitKey{r.Name, at, strings.Join(layers, ","), k, method}
-	if f := e.refits[key]; f != nil {
-		return f, nil
-	}
-	ls, _, err := loadLayers(e.d, r, at, layers)
+	o := e.gcOptions()
+	key := fmt.Sprintf("fixed\x00%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%d\x00%d\x00%d/%d/%d/%d/%d", e.d.Dir(), r.Name, r.ID, r.Created.UnixNano(), at,
+		strings.Join(layers, ","), k, method, o.Seed, o.Rounds, o.Path, o.SketchDim, stats.MemoryBudget(o.MemoryBudget))
+	v, err := e.cache.do(key, func() (any, int64, error) {
+		ls, _, err := loadLayers(e.d, r, at, layers)
+		if err != nil {
+			return nil, 0, err
+		}
+		sc := newGCScope(e.cache, e.d, r, at, ls, o)
+		defer sc.release()
+		p, err := sc.fit(k, method, false)
+		if err != nil {
+			return nil, 0, fmt.Errorf("fitting at step %d: %w", at, err)
+		}
+		f, err := fixedPartition(ls[0].Block.IDs, p)
+		return f, 2 * partitionBytes(p), err
+	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	g, err := stats.NewGC(ls, e.gcOptions())
-	if err != nil {
-		return nil, err
+	return v.(*stats.FixedPartition), key, nil
+}
+
+// fixedPartition is p, fitted in-sample on the examples ids, by example
+// id (stats.GC.Fixed).
+func fixedPartition(ids []uint64, p *stats.Partition) (*stats.FixedPartition, error) {
+	if p.Assign == nil {
+		return nil, fmt.Errorf("gradient clustering: a held-out partition cannot be reused")
 	}
-	p, err := g.Fit(k, method, false)
-	if err != nil {
-		return nil, fmt.Errorf("fitting at step %d: %w", at, err)
+	f := &stats.FixedPartition{K: p.K, Of: make(map[uint64]int, len(ids)), Sizes: p.Sizes, N: p.N}
+	for i, id := range ids {
+		f.Of[id] = p.Assign[i]
 	}
-	f, err := g.Fixed(p)
-	if err != nil {
-		return nil, err
-	}
-	e.refits[key] = f
 	return f, nil
 }
 
@@ -408,9 +421,9 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 			}
 		}
 	}
-	x.refit = func(every int64, k int, method stats.Method) (*stats.FixedPartition, error) {
+	x.refit = func(every int64, k int, method stats.Method) (*stats.FixedPartition, string, error) {
 		if in.rows != nil {
-			return nil, fmt.Errorf("refit_every scores whole snapshots: it does not combine with GROUP BY an example attribute or WHERE on one")
+			return nil, "", fmt.Errorf("refit_every scores whole snapshots: it does not combine with GROUP BY an example attribute or WHERE on one")
 		}
 		names := make([]string, len(layers))
 		for i, l := range layers {
@@ -418,21 +431,26 @@ func (e *evaluator) compute(rp runPlan, ri, si int, s *db.Snapshot, in scopeInpu
 		}
 		return e.refitPartition(rp, s.Step, every, names, k, method)
 	}
-	var gc *stats.GC
-	x.gc = func() (*stats.GC, error) {
-		if gc != nil {
-			return gc, nil
+	var sc *gcScope
+	x.gc = func() *gcScope {
+		if sc == nil {
+			opts := e.gcOptions()
+			opts.SplitKeys = in.splitKeys
+			sc = newGCScope(e.cache, e.d, rp.run, s.Step, layers, opts)
+			sc.used = func(d string) {
+				if !slices.Contains(o.gc, d) {
+					o.gc = append(o.gc, d)
+				}
+			}
 		}
-		opts := e.gcOptions()
-		opts.SplitKeys = in.splitKeys
-		g, err := stats.NewGC(layers, opts)
-		if err != nil {
-			return nil, err
-		}
-		gc = g
-		o.gc = append(o.gc, gc.Describe())
-		return gc, nil
+		return sc
 	}
+	defer func() {
+		// After an interrupt a statistic may still be running on it.
+		if sc != nil && e.ctx.Err() == nil {
+			sc.release()
+		}
+	}()
 	var svrg *stats.Moments
 	x.svrg = func() (*stats.Moments, error) {
 		if svrg != nil {

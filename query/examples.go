@@ -171,11 +171,7 @@ func (e *evaluator) exampleValues(layers []stats.Layer, m *stats.Moments, in sco
 				v[j] = math.NaN()
 			}
 		} else {
-			g, err := x.gc()
-			if err != nil {
-				return nil, err
-			}
-			p, err := g.InSample(int(k))
+			p, err := x.gc().fit(int(k), stats.MethodExact, false)
 			if err != nil {
 				return nil, err
 			}

@@ -73,10 +73,6 @@ func DistortionCurve(d *db.DB, r *db.Run, step int64, layers []string, kmax int,
 	if err != nil {
 		return nil, err
 	}
-	gc, err := stats.NewGC(ls, gcOptions(opts))
-	if err != nil {
-		return nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
-	}
 	heldOut := s.Population == db.Sample
 	if heldOut {
 		kmax = min(kmax, s.N/4)
@@ -85,11 +81,13 @@ func DistortionCurve(d *db.DB, r *db.Run, step int64, layers []string, kmax int,
 	if kmax < 1 {
 		return nil, fmt.Errorf("run %q step %d: %d examples are too few for a distortion curve", r.Name, step, s.N)
 	}
-	c, err := gc.Curve(kmax, heldOut)
+	sc := newGCScope(opts.cache(), d, r, step, ls, gcOptions(opts))
+	defer sc.release()
+	c, path, err := sc.curve(kmax, heldOut)
 	if err != nil {
 		return nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
 	}
-	return &Curve{Curve: c, Step: step, Population: s.Population, N: s.N, Path: gc.Describe()}, nil
+	return &Curve{Curve: c, Step: step, Population: s.Population, N: s.N, Path: path}, nil
 }
 
 // ClusterSizes clusters every snapshot of run r into k clusters (fitted
@@ -100,6 +98,7 @@ func ClusterSizes(d *db.DB, r *db.Run, k int, layers []string, opts Options) ([]
 	if err != nil {
 		return nil, nil, err
 	}
+	cache := opts.cache()
 	var sizes [][]int
 	for _, step := range steps {
 		ls, snap, err := loadLayers(d, r, step, layers)
@@ -109,11 +108,9 @@ func ClusterSizes(d *db.DB, r *db.Run, k int, layers []string, opts Options) ([]
 		if err := checkK(lexer.Position{}, "clusters", float64(k), snap.N, fmt.Sprintf("the examples of run %s at step %d", r.Name, step)); err != nil {
 			return nil, nil, err
 		}
-		gc, err := stats.NewGC(ls, gcOptions(opts))
-		if err != nil {
-			return nil, nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
-		}
-		p, err := gc.InSample(k)
+		sc := newGCScope(cache, d, r, step, ls, gcOptions(opts))
+		p, err := sc.fit(k, stats.MethodExact, false)
+		sc.release()
 		if err != nil {
 			return nil, nil, fmt.Errorf("run %q step %d: %w", r.Name, step, err)
 		}
@@ -122,6 +119,15 @@ func ClusterSizes(d *db.DB, r *db.Run, k int, layers []string, opts Options) ([]
 		sizes = append(sizes, s)
 	}
 	return steps, sizes, nil
+}
+
+// cache is the Gradient Clustering cache opts asks for, else a new one
+// for this call.
+func (opts Options) cache() *GCCache {
+	if opts.Cache != nil {
+		return opts.Cache
+	}
+	return queryCache()
 }
 
 // gcOptions are the Gradient Clustering options that opts asks for.

@@ -25,7 +25,7 @@ import (
 // sample records (its strata and their sizes). It returns a warning when
 // the estimate is therefore not unbiased ("" when it is), and whether the
 // warning holds for the whole run rather than this snapshot.
-func strataWarning(x *scopeData, g *stats.GC, f *stats.FixedPartition, every int64, k int, method stats.Method) (string, bool) {
+func strataWarning(x *scopeData, ids []uint64, f *stats.FixedPartition, every int64, k int, method stats.Method) (string, bool) {
 	if x.strata == nil {
 		return "", false
 	}
@@ -37,9 +37,9 @@ func strataWarning(x *scopeData, g *stats.GC, f *stats.FixedPartition, every int
 		return fmt.Sprintf("its samples are stratified by the partition of %s, not by this one (K = %d, '%s', refit every %d): they over-represent some of its clusters, so this estimate on them is not unbiased; %s is",
 			strataName(c), k, method, every, strataQuery(x.run)), true
 	}
-	if bad := f.Disagreements(g.IDs(), x.strata); bad > 0 {
+	if bad := f.Disagreements(ids, x.strata); bad > 0 {
 		return fmt.Sprintf("the partition this query fitted differs from the one the sample was stratified by (%d of its %d examples in another cluster or a cluster of another size: a --gc-path or --memory other than the defaults, another machine's default memory budget, another seed or rounds in query.Options, or a WHERE on layers): the estimate is not unbiased for this partition",
-			bad, g.N()), false
+			bad, len(ids)), false
 	}
 	return "", false
 }

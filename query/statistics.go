@@ -3,6 +3,7 @@ package query
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -53,15 +54,16 @@ type statDef struct {
 type scopeData struct {
 	m          *stats.Moments
 	population db.Population
-	// gc returns the snapshot's Gradient Clustering preparation (built
-	// once per snapshot and scope); svrg the moments of the per-example
+	// gc returns the snapshot scope's Gradient Clustering (its partitions
+	// through the evaluation's cache, the Gram matrix or sketch built
+	// only when one is fitted); svrg the moments of the per-example
 	// differences g_i(θ) − g_i(θ̃).
-	gc   func() (*stats.GC, error)
+	gc   func() *gcScope
 	svrg func() (*stats.Moments, error)
 	// refit returns the partition fitted at the latest full snapshot at or
-	// before this one whose step is a multiple of every (refit_every);
-	// warn reports a warning for the snapshot.
-	refit func(every int64, k int, method stats.Method) (*stats.FixedPartition, error)
+	// before this one whose step is a multiple of every (refit_every), and
+	// its cache key.
+	refit func(every int64, k int, method stats.Method) (*stats.FixedPartition, string, error)
 	// warn reports a warning for the snapshot, warnRun one for its run.
 	warn, warnRun func(string)
 	// run is the snapshot's run; strata the sample's recorded design
@@ -80,29 +82,30 @@ func moment(f func(m *stats.Moments, a []float64) (float64, error)) func(*scopeD
 // refit period (fit arguments), the partition fitted at an earlier full
 // snapshot, scored on this one. a holds the statistic's numbers, then the
 // method and the refit period (0: fitted on this snapshot).
-func gcStat(insample bool, f func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error)) func(*scopeData, []float64) (float64, error) {
+func gcStat(insample bool, f func(x *scopeData, p *stats.Partition, a []float64) (float64, error)) func(*scopeData, []float64) (float64, error) {
 	return func(x *scopeData, a []float64) (float64, error) {
 		if x.m.NonFinite {
 			return math.NaN(), nil
 		}
-		g, err := x.gc()
-		if err != nil {
-			return math.NaN(), err
-		}
+		g := x.gc()
 		k := int(a[0])
 		method, refit := stats.Method(a[len(a)-2]), int64(a[len(a)-1])
 		var p *stats.Partition
+		var err error
 		switch {
 		case refit > 0 && insample:
 			return math.NaN(), fmt.Errorf("refit_every scores a partition fitted elsewhere: the _insample forms fit on the snapshot itself")
 		case refit > 0:
-			var fixed *stats.FixedPartition
-			if fixed, err = x.refit(refit, k, method); err != nil {
+			fixed, fkey, err := x.refit(refit, k, method)
+			if err != nil {
 				return math.NaN(), err
 			}
 			var warnings []string
-			p, warnings, err = g.Score(fixed)
-			if w, perRun := strataWarning(x, g, fixed, refit, k, method); perRun {
+			if p, warnings, err = g.score(fkey, fixed); err != nil {
+				return math.NaN(), err
+			}
+			warnings = slices.Clone(warnings) // the cache's
+			if w, perRun := strataWarning(x, g.ids(), fixed, refit, k, method); perRun {
 				x.warnRun(w)
 			} else if w != "" {
 				warnings = append(warnings, w)
@@ -111,14 +114,14 @@ func gcStat(insample bool, f func(x *scopeData, g *stats.GC, p *stats.Partition,
 				x.warn(w)
 			}
 		case insample || x.population == db.Full:
-			p, err = g.Fit(k, method, false)
+			p, err = g.fit(k, method, false)
 		default:
-			p, err = g.Fit(k, method, true)
+			p, err = g.fit(k, method, true)
 		}
 		if err != nil {
 			return math.NaN(), err
 		}
-		return f(x, g, p, a)
+		return f(x, p, a)
 	}
 }
 
@@ -166,32 +169,32 @@ var statistics = []*statDef{
 		eval: moment(func(m *stats.Moments, a []float64) (float64, error) { return m.OrthoTest(a[0]) }),
 		doc:  "orthogonality test sqrt(Σ|g_i−(g_i·μ/|μ|²)μ|²/((N−1)·B·|μ|²))"},
 	{name: "gc_variance", fit: true, args: []string{"K", "B"}, need: needs{gc: true},
-		eval: gcStat(false, func(x *scopeData, _ *stats.GC, p *stats.Partition, a []float64) (float64, error) {
+		eval: gcStat(false, func(x *scopeData, p *stats.Partition, a []float64) (float64, error) {
 			return ok(p.Variance(a[1], x.m.D))
 		}),
 		doc: "variance of Gradient Clustering with K clusters, batch B (full snapshot: in-sample; sample: held out); then optionally the method ('exact', gvdb's fit, or 'paper', the paper's algorithm) and refit_every T (the partition of the latest full snapshot at a multiple of T)"},
 	{name: "gc_nvar", fit: true, args: []string{"K", "B"}, need: needs{gc: true, mean: true},
-		eval: gcStat(false, func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error) {
-			return g.NVar(p, x.m, a[1])
+		eval: gcStat(false, func(x *scopeData, p *stats.Partition, a []float64) (float64, error) {
+			return x.gc().nvar(p, x.m, a[1])
 		}),
 		doc: "normalized variance of Gradient Clustering (populations as gc_variance)"},
 	{name: "gc_distortion", fit: true, args: []string{"K"}, need: needs{gc: true},
-		eval: gcStat(false, func(_ *scopeData, _ *stats.GC, p *stats.Partition, _ []float64) (float64, error) {
+		eval: gcStat(false, func(_ *scopeData, p *stats.Partition, _ []float64) (float64, error) {
 			return ok(p.Distortion())
 		}),
 		doc: "weighted distortion Σ_k N_k Σ_{i∈C_k}|g_i−μ_k|² of the K-clustering (populations as gc_variance)"},
 	{name: "gc_variance_insample", fit: true, args: []string{"K", "B"}, need: needs{gc: true},
-		eval: gcStat(true, func(x *scopeData, _ *stats.GC, p *stats.Partition, a []float64) (float64, error) {
+		eval: gcStat(true, func(x *scopeData, p *stats.Partition, a []float64) (float64, error) {
 			return ok(p.Variance(a[1], x.m.D))
 		}),
 		doc: "gc_variance fitted and scored on the snapshot's own examples (optimistic on a sample)"},
 	{name: "gc_nvar_insample", fit: true, args: []string{"K", "B"}, need: needs{gc: true, mean: true},
-		eval: gcStat(true, func(x *scopeData, g *stats.GC, p *stats.Partition, a []float64) (float64, error) {
-			return g.NVar(p, x.m, a[1])
+		eval: gcStat(true, func(x *scopeData, p *stats.Partition, a []float64) (float64, error) {
+			return x.gc().nvar(p, x.m, a[1])
 		}),
 		doc: "gc_nvar fitted and scored on the snapshot's own examples"},
 	{name: "gc_distortion_insample", fit: true, args: []string{"K"}, need: needs{gc: true},
-		eval: gcStat(true, func(_ *scopeData, _ *stats.GC, p *stats.Partition, _ []float64) (float64, error) {
+		eval: gcStat(true, func(_ *scopeData, p *stats.Partition, _ []float64) (float64, error) {
 			return ok(p.Distortion())
 		}),
 		doc: "gc_distortion fitted and scored on the snapshot's own examples"},
