@@ -16,8 +16,8 @@ func init() {
 func (m *Main) reindex(ctx context.Context, args []string) error {
 	fs := m.newFlags("reindex [flags]", `Compute each snapshot's rollups from its blocks and store them beside the
 blocks: per layer, the example count, Σ|g_i|², |Σ g_i|² and each example's
-|g_i|² and g_i·μ, and, by --rollups, the per-coordinate sums Σ g and Σ g∘g
-(16 bytes a parameter). Moment statistics (variance, nvar, gns, snr, norms,
+|g_i|² and g_i·μ, and, by --rollups, each coordinate's mean and sd as
+float32 (8 bytes a parameter). Moment statistics (variance, nvar, gns, snr, norms,
 the norm/inner/orthogonality tests, pooled windows) are then answered
 without reading blocks. Snapshots that have rollups are skipped unless
 --replace. Stores written by gvdb 0.2 have rollups already (train
@@ -25,7 +25,7 @@ without reading blocks. Snapshots that have rollups are skipped unless
   gvdb reindex --runs 'lr-*' --rollups vectors --replace`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	glob := fs.String("runs", "*", "runs to index (a glob)")
-	policy := fs.String("rollups", "auto", "auto (vectors where smaller than the block), vectors or scalars")
+	policy := fs.String("rollups", "auto", "auto (the vectors when a snapshot's rollups then take at most its blocks' bytes), vectors or scalars")
 	replace := fs.Bool("replace", false, "recompute rollups that exist")
 	if _, err := parse(fs, args); err != nil {
 		return err

@@ -58,7 +58,7 @@ func (m *Main) train(ctx context.Context, args []string) error {
 	fs.Float64Var(&f.LabelSmoothing, "label-smoothing", 0, "label smoothing e of the loss's targets: (1-e)·onehot + e/classes")
 	fs.StringVar(&f.Imbalance, "imbalance", "", "c,r: repeat class c's training examples r times (0.01 keeps 1%, 10 makes ten copies), the paper's --imbalance")
 	fs.StringVar(&f.Encoding, "encoding", "float32", "block encoding: float32 (lossless), float16, bfloat16 or int8")
-	fs.StringVar(&f.Rollups, "rollups", "auto", "per-snapshot rollups that answer moment statistics without reading blocks: auto (per-example table always, per-coordinate vectors where smaller than the block), vectors, scalars or none")
+	fs.StringVar(&f.Rollups, "rollups", "auto", "per-snapshot rollups that answer moment statistics without reading blocks: auto (per-example table always, float32 per-coordinate vectors when a snapshot's rollups then take at most its blocks' bytes), vectors, scalars or none")
 	fs.Uint64Var(&f.Seed, "seed", 1, "random seed (initialization, data order, snapshot examples)")
 	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a run of the same name")
 	fs.StringVar(&f.serve, "serve", "", "also serve the store over HTTP while training, as gvdb serve (e.g. 127.0.0.1:8080; token: GVDB_TOKEN)")
