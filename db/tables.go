@@ -3,6 +3,7 @@ package db
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"github.com/dgraph-io/badger/v4/pb"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -52,10 +54,11 @@ func checkTables(dir string) error {
 }
 
 func checkTable(name string) (err error) {
-	raw, err := os.ReadFile(name)
+	raw, done, err := mapTable(name)
 	if err != nil {
 		return err
 	}
+	defer done()
 	defer func() {
 		if err == nil {
 			err = parseTable(raw)
@@ -127,4 +130,27 @@ func parseTableAs(raw []byte, c options.CompressionType) (err error) {
 		return fmt.Errorf("block checksum: %v", strings.TrimSpace(err.Error()))
 	}
 	return nil
+}
+
+// mapTable maps a table file privately (copy on write: nothing reaches the
+// file) for reading, which costs a fraction of reading it into fresh
+// memory: every open checks every table. done unmaps it. An empty file,
+// or one that cannot be mapped, is read instead.
+func mapTable(name string) (raw []byte, done func(), err error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if size := st.Size(); size > 0 && size == int64(int(size)) {
+		if m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE); err == nil {
+			return m, func() { unix.Munmap(m) }, nil
+		}
+	}
+	raw, err = io.ReadAll(f)
+	return raw, func() {}, err
 }
