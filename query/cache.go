@@ -33,10 +33,13 @@ import (
 // that is rewritten in place (gvdb recover), so give one to a program's
 // own queries, not to a long-lived server.
 //
-// The prepared clusterings are large (8·N² bytes on the Gram path) and
-// are kept under a byte budget, the least recently used dropped first;
-// partitions (a few bytes per example) are kept under a budget of their
-// own. A clustering in use by a query is never dropped under it. Safe for
+// The prepared clusterings on the Gram path are large (8·N² bytes) and
+// slow to build (as long as several fits on them): they are kept under a
+// byte budget, the least recently used dropped first. Those on the sketch
+// path are rebuilt when needed again (in a fraction of their fits' time),
+// so they do not hold their blocks in memory between queries. Partitions
+// (a few bytes per example) are kept under a budget of their own. A
+// clustering in use by a query is shared, never dropped. Safe for
 // concurrent use.
 type GCCache struct {
 	gcBudget, partBudget int64
@@ -101,11 +104,15 @@ type cacheEntry struct {
 }
 
 // gcObj is a prepared clustering; mu serializes the calls that fit on it
-// (stats.GC memoizes its partitions in a map of its own).
+// (stats.GC memoizes its partitions in a map of its own). keep says it is
+// worth keeping once released: a Gram matrix, which takes as long to build
+// as several fits on it; a sketch is rebuilt in a fraction of that (linear
+// in N) and is not kept.
 type gcObj struct {
 	mu   sync.Mutex
 	g    *stats.GC
 	desc string
+	keep bool
 }
 
 // fitted is a partition and the path it was searched on.
@@ -187,12 +194,12 @@ func (c *GCCache) acquireGC(key string, build func() (*gcObj, int64, error), pee
 	switch {
 	case err != nil:
 		delete(c.entries, key)
-	case size <= c.gcBudget:
+	case obj.keep && size <= c.gcBudget:
 		e.elem = c.gcs.PushFront(e)
 		c.gcUsed += size
 		c.evictGCs()
 	}
-	// Larger than the whole budget, it stays only while it is held.
+	// Otherwise it stays only while it is held.
 	c.mu.Unlock()
 	close(e.ready)
 	if err != nil {
@@ -316,7 +323,7 @@ func (s *gcScope) gc() (*gcObj, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		return &gcObj{g: g, desc: g.Describe()}, gcBytes(g, s.layers, s.opts.SketchDim), nil
+		return &gcObj{g: g, desc: g.Describe(), keep: g.Path() == stats.PathGram}, gcBytes(g, s.layers, s.opts.SketchDim), nil
 	}, false)
 	if err != nil {
 		return nil, err

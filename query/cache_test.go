@@ -231,7 +231,7 @@ func TestGCCacheConcurrent(t *testing.T) {
 func TestGCCacheBudget(t *testing.T) {
 	c := NewGCCache(100)
 	build := func(size int64) func() (*gcObj, int64, error) {
-		return func() (*gcObj, int64, error) { return &gcObj{}, size, nil }
+		return func() (*gcObj, int64, error) { return &gcObj{keep: true}, size, nil }
 	}
 	_, a, _ := c.acquireGC("a", build(60), false)
 	_, b, _ := c.acquireGC("b", build(60), false)

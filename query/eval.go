@@ -561,7 +561,8 @@ func (e *evaluator) intervals(rp runPlan, layers []stats.Layer, m *stats.Moments
 
 // checkClusters refuses more clusters than a partition of the scope's n
 // examples can have (checkK: the rule on K everywhere) and warns about
-// samples too small for their clusters.
+// samples too small for the clusters fitted on them (docs/QUERY.md,
+// Populations: the measured biases).
 func checkClusters(rp runPlan, s *db.Snapshot, n int, ref statRef, def *statDef, o *snapOut) error {
 	heldOut := s.Population == db.Sample && !strings.HasSuffix(def.name, "_insample") && ref.refit == 0
 	avail, where := n, fmt.Sprintf("the examples of run %s at step %d", rp.run.Name, s.Step)
@@ -572,7 +573,9 @@ func checkClusters(rp runPlan, s *db.Snapshot, n int, ref statRef, def *statDef,
 		return err
 	}
 	k := int(ref.args[0])
-	if s.Population == db.Sample && s.N < 32*k {
+	// A refit estimate is not fitted on the sample: Score warns about the
+	// clusters the sample misses instead.
+	if s.Population == db.Sample && s.N < 32*k && ref.refit == 0 {
 		o.warn(fmt.Sprintf("run %s: Gradient Clustering with K = %d on samples of %d examples (%.1f per cluster, fewer than 32): the estimate is noisy; full snapshots (%s) give the paper's population",
 			rp.run.Name, k, s.N, float64(s.N)/float64(k), FullSnapshotHint(rp.run)))
 	}
