@@ -13,6 +13,7 @@ import (
 	"gvdb/db"
 	"gvdb/plots"
 	"gvdb/plots/report"
+	"gvdb/query"
 	"gvdb/query/parser"
 	"gvdb/trainer"
 )
@@ -84,18 +85,19 @@ files.`, `  gvdb demo
 		"SELECT variance, nvar, test_accuracy FROM 'demo-*' GROUP BY run, window(" + fmt.Sprint(2*every) + ")",
 		fmt.Sprintf("SELECT nvar, gns, norm_test FROM 'demo-lr-0.01' WHERE step = %d GROUP BY layer", last),
 	}
+	cache := query.NewGCCache(0) // the queries' partitions and Gram matrices, reused by the report
 	for _, q := range queries {
 		fmt.Fprintf(m.Stdout, "\ngvdb> %s\n", q)
 		st, err := parser.ParseStatement(q)
 		if err != nil {
 			return err
 		}
-		if err := m.runStatement(ctx, d, st, output{format: "table"}); err != nil {
+		if err := m.runStatement(ctx, d, st, output{format: "table", opts: query.Options{Cache: cache}}); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(m.Stderr, "\nwriting the report to %s (its figures, with Gradient Clustering on each full snapshot again)\n", *out)
-	figs, err := report.Write(ctx, d, *out, report.Options{Runs: "demo-*", K: 128, Log: m.Stderr, Overwrite: true,
+	figs, err := report.Write(ctx, d, *out, report.Options{Runs: "demo-*", K: 128, Log: m.Stderr, Overwrite: true, Cache: cache,
 		Figure: plots.Options{Width: 6 * vg.Inch, Height: 4 * vg.Inch, DPI: 110}})
 	if err != nil {
 		return err

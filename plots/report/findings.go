@@ -58,14 +58,17 @@ type runStats struct {
 // refitted every T steps, paperRefit, and gvdb's exact fit) against
 // SG-2B, NGV against variance as a tracker of convergence speed, and
 // GC's gain on perturbed data. k is the largest GC cluster count (K =
-// min(k, B)).
-func Findings(ctx context.Context, d *db.DB, runs []*db.Run, k int) ([]Finding, error) {
+// min(k, B)). Its queries share cache (nil: one of their own).
+func Findings(ctx context.Context, d *db.DB, runs []*db.Run, k int, cache *query.GCCache) ([]Finding, error) {
+	if cache == nil {
+		cache = query.NewGCCache(0)
+	}
 	eval := func(q string) (*query.Result, error) {
 		st, err := parser.ParseStatement(q)
 		if err != nil {
 			return nil, err
 		}
-		return query.Eval(ctx, d, st, query.Options{})
+		return query.Eval(ctx, d, st, query.Options{Cache: cache})
 	}
 	var rs []*runStats
 	for _, r := range runs {

@@ -56,6 +56,10 @@ type Options struct {
 	// (the files its manifest, ManifestFile, lists). A folder holding any
 	// other file is refused either way, and nothing in it is touched.
 	Overwrite bool
+	// Cache shares Gradient Clustering work (partitions, Gram matrices)
+	// between the report's queries and the caller's (nil: the report
+	// makes its own, query.NewGCCache(0)).
+	Cache *query.GCCache
 }
 
 // ManifestFile lists, in a report's folder, the files gvdb wrote there.
@@ -72,6 +76,7 @@ type writer struct {
 	section string
 	ctx     context.Context
 	runs    []*db.Run
+	warned  map[string]bool
 }
 
 // Write draws the figures of the runs matching o.Runs into the folder
@@ -94,13 +99,16 @@ func Write(ctx context.Context, d *db.DB, out string, o Options) ([]Figure, erro
 	if err != nil {
 		return nil, err
 	}
-	w := &writer{d: d, o: o, ctx: ctx, runs: runs}
+	if o.Cache == nil {
+		o.Cache = query.NewGCCache(0)
+	}
+	w := &writer{d: d, o: o, ctx: ctx, runs: runs, warned: map[string]bool{}}
 	w.eval = func(q string) (*query.Result, error) {
 		st, err := parser.ParseStatement(q)
 		if err != nil {
 			return nil, fmt.Errorf("report query %q: %w", q, err)
 		}
-		res, err := query.Eval(ctx, d, st, query.Options{})
+		res, err := query.Eval(ctx, d, st, query.Options{Cache: o.Cache})
 		if err != nil {
 			return nil, fmt.Errorf("report query %q: %w", q, err)
 		}
@@ -159,7 +167,7 @@ func (w *writer) figures(runs []*db.Run) ([]Figure, error) {
 	if err := w.perturbations(runs); err != nil {
 		return nil, err
 	}
-	findings, err := Findings(w.ctx, w.d, runs, w.o.K)
+	findings, err := Findings(w.ctx, w.d, runs, w.o.K, w.o.Cache)
 	if err != nil {
 		return nil, err
 	}
@@ -202,8 +210,12 @@ func (w *writer) draw(res *query.Result, cols []string, file, heading, caption, 
 	if err != nil {
 		return fmt.Errorf("report figure %s: %w", file, err)
 	}
-	for _, msg := range append(sub.Warnings, warnings...) {
-		fmt.Fprintf(w.o.Log, "warning: %s: %s\n", file, msg)
+	// A warning of a query drawn in several figures is told once.
+	for _, msg := range summarize(append(sub.Warnings, warnings...)) {
+		if !w.warned[msg] {
+			w.warned[msg] = true
+			fmt.Fprintf(w.o.Log, "warning: %s: %s\n", file, msg)
+		}
 	}
 	fmt.Fprintf(w.o.Log, "  %s\n", file)
 	w.figs = append(w.figs, Figure{File: file, Section: w.section, Heading: heading, Caption: caption, Query: strings.Join(queries, ";\n")})
@@ -472,7 +484,7 @@ func (w *writer) run(r *db.Run) error {
 		last = lastSample
 	}
 	file := safe + "-distortion.png"
-	curve, err := query.DistortionCurve(w.d, r, last, nil, w.o.K, query.Options{})
+	curve, err := query.DistortionCurve(w.d, r, last, nil, w.o.K, query.Options{Cache: w.o.Cache})
 	heading := fmt.Sprintf("%s, step %d: GC distortion vs K", r.Name, last)
 	if err == nil {
 		o := w.o.Figure
@@ -532,7 +544,7 @@ func WriteFindings(ctx context.Context, d *db.DB, glob string, k int, out io.Wri
 	if err != nil {
 		return err
 	}
-	fs, err := Findings(ctx, d, runs, max(k, 1))
+	fs, err := Findings(ctx, d, runs, max(k, 1), nil)
 	if err != nil {
 		return err
 	}

@@ -156,7 +156,7 @@ func TestFindings(t *testing.T) {
 	ctx := context.Background()
 	a, _ := d.Run("a")
 	b, _ := d.Run("b")
-	fs, err := Findings(ctx, d, []*db.Run{a, b}, 4)
+	fs, err := Findings(ctx, d, []*db.Run{a, b}, 4, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
