@@ -96,7 +96,7 @@ files.`, `  gvdb demo
 			return err
 		}
 	}
-	fmt.Fprintf(m.Stderr, "\nwriting the report to %s (its figures, with Gradient Clustering on each full snapshot again)\n", *out)
+	fmt.Fprintf(m.Stderr, "\nwriting the report to %s (its figures and Findings: Gradient Clustering of both runs, gvdb's fit and the paper's, and distortion curves; the partitions above are reused)\n", *out)
 	figs, err := report.Write(ctx, d, *out, report.Options{Runs: "demo-*", K: 128, Log: m.Stderr, Overwrite: true, Cache: cache,
 		Figure: plots.Options{Width: 6 * vg.Inch, Height: 4 * vg.Inch, DPI: 110}})
 	if err != nil {
