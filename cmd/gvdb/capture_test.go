@@ -86,9 +86,18 @@ func TestPyTorchCapture(t *testing.T) {
 		var want map[string]map[string]any
 		json.Unmarshal(expected[run], &want)
 		checkGradNorms(t, store, run, want)
-		csv, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT variance, nvar, gns FROM '"+run+"'")
+		// From the blocks (float64, as NumPy): 1e-9. The default answer
+		// (rollups, float32 vectors for nvar) is held to 1e-6.
+		csv, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "--from-blocks", "SELECT variance, nvar, gns FROM '"+run+"'")
 		if code != exitOK {
 			t.Fatalf("query %s: %s", run, errs)
+		}
+		fast, errs, code := gvdb(t, "query", "--db", store, "--format", "csv", "SELECT variance, nvar, gns FROM '"+run+"'")
+		if code != exitOK {
+			t.Fatalf("query %s: %s", run, errs)
+		}
+		if d := csvDiff(csv, fast); !(d <= 1e-6) {
+			t.Errorf("%s: the default answer differs from the block path's by %.3g relative", run, d)
 		}
 		lines := strings.Split(strings.TrimSpace(csv), "\n")
 		if lines[0] != "step,variance,nvar,gns" || len(lines)-1 != len(want) {
@@ -470,4 +479,28 @@ print(" ".join(out))
 			t.Errorf("step row %d: gvdb variance %.17g, numpy %.17g", i, got, w)
 		}
 	}
+}
+
+// csvDiff returns the largest relative difference between the numbers of
+// two CSV tables of the same shape (+Inf when the shapes differ).
+func csvDiff(a, b string) float64 {
+	la, lb := strings.Split(strings.TrimSpace(a), "\n"), strings.Split(strings.TrimSpace(b), "\n")
+	if len(la) != len(lb) {
+		return math.Inf(1)
+	}
+	worst := 0.0
+	for i := 1; i < len(la); i++ {
+		fa, fb := strings.Split(la[i], ","), strings.Split(lb[i], ",")
+		if len(fa) != len(fb) {
+			return math.Inf(1)
+		}
+		for j := range fa {
+			x, _ := strconv.ParseFloat(fa[j], 64)
+			y, _ := strconv.ParseFloat(fb[j], 64)
+			if x != y {
+				worst = max(worst, math.Abs(x-y)/math.Abs(y))
+			}
+		}
+	}
+	return worst
 }
