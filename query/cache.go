@@ -65,12 +65,13 @@ type CacheStats struct {
 }
 
 // NewGCCache returns a cache that keeps prepared clusterings up to budget
-// bytes (0: a quarter of the default memory budget, stats.MemoryBudget;
-// negative: none between queries) and partitions up to an eighth of that
-// (at least 64 MiB).
+// bytes (0: an eighth of the default memory budget, stats.MemoryBudget,
+// which the Go heap's growth may double in resident memory; negative:
+// none between queries) and partitions up to an eighth of that (at least
+// 64 MiB).
 func NewGCCache(budget int64) *GCCache {
 	if budget == 0 {
-		budget = stats.MemoryBudget(0) / 4
+		budget = stats.MemoryBudget(0) / 8
 	}
 	return &GCCache{gcBudget: budget, partBudget: max(budget/8, 64<<20), entries: map[string]*cacheEntry{}}
 }

@@ -72,6 +72,14 @@ func Findings(ctx context.Context, d *db.DB, runs []*db.Run, k int, cache *query
 	}
 	var rs []*runStats
 	for _, r := range runs {
+		fulls, err := fullSteps(d, r)
+		if err != nil {
+			return nil, err
+		}
+		if kr := min(k, max(r.BatchSize, 1)); len(fulls) > 0 {
+			t, _ := paperRefit(r, fulls, kr)
+			warm(ctx, d, cache, r, kr, t)
+		}
 		s, err := measureRun(eval, r, k)
 		if err != nil {
 			return nil, err

@@ -372,6 +372,8 @@ func (w *writer) run(r *db.Run) error {
 	k := min(w.o.K, b)
 	var qGC, gcPop string
 	if full > 0 {
+		t, _ := paperRefit(r, fulls, k)
+		warm(w.ctx, w.d, w.o.Cache, r, k, t)
 		qGC = fmt.Sprintf("SELECT gc_variance(%d, %d), gc_nvar(%d, %d) FROM %s WHERE population = 'full'", k, b, k, b, q)
 		gcPop = "GC on the whole training set at the full snapshots (fitted and scored in-sample: the paper's population)"
 	} else {
