@@ -60,6 +60,10 @@ func missing(t *testing.T, require, msg string) {
 // the README's PyTorch examples verbatim (the MLP while import --follow
 // ingests it).
 func TestPyTorchCapture(t *testing.T) {
+	// Parallel: much of it is a child process (Python, node, a second
+	// store) that overlaps the package's other parallel tests; it changes
+	// no environment or working directory.
+	t.Parallel()
 	py := torchPython(t)
 	repo, err := filepath.Abs("../..")
 	if err != nil {

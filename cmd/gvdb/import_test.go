@@ -30,6 +30,10 @@ var roundTripQueries = []string{
 // snapshots, SVRG anchors, attributes, scalars), imports it into a new
 // store, and checks every query answers identically.
 func TestExportImportRoundTrip(t *testing.T) {
+	// Parallel: much of it is a child process (Python, node, a second
+	// store) that overlaps the package's other parallel tests; it changes
+	// no environment or working directory.
+	t.Parallel()
 	src := trainedStore(t)
 	out := filepath.Join(t.TempDir(), "run")
 	if _, errs, code := gvdb(t, "export", "--db", src, "--run", "lr-0.1", "--out", out); code != exitOK {

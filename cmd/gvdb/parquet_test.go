@@ -63,6 +63,10 @@ func duckdbDir(t *testing.T) string {
 // per-run variance, nvar and gns against gvdb's to 1e-9; it also reads a
 // query's Parquet output and checks the factors table against the moments.
 func TestParquetDuckDB(t *testing.T) {
+	// Parallel: much of it is a child process (Python, node, a second
+	// store) that overlaps the package's other parallel tests; it changes
+	// no environment or working directory.
+	t.Parallel()
 	duck := duckdbDir(t)
 	src := trainedStore(t)
 	out := filepath.Join(t.TempDir(), "tables")
