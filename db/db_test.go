@@ -478,3 +478,42 @@ func listing(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// TestReadRollupsLater: a scan with Select.Later lists the rollups without
+// their values; ReadRollups reads them, or their heads, into the caller's
+// buffers in a transaction of its own, and says so when they are gone.
+func TestReadRollupsLater(t *testing.T) {
+	runDBTest(t, func(t *testing.T, d *DB) {
+		fillStore(t, d, 10, 20)
+		r := mustRun(t, d, "a")
+		scan := func(sel Select) []*Snapshot {
+			var out []*Snapshot
+			if err := d.Snapshots(r, AllSteps, sel, func(s *Snapshot) error { out = append(out, s); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		sel := Select{Rollups: true, NoBlocks: true, Later: true}
+		snaps := scan(sel)
+		if len(snaps) != 2 || len(snaps[0].Rollups) != 1 || snaps[0].Rollup("fc1.bias") != nil {
+			t.Fatalf("listed: %+v", snaps)
+		}
+		if err := d.ReadRollups(snaps[0], sel); err != nil || string(snaps[0].Rollup("fc1.bias")) != "rollup" {
+			t.Fatalf("read %q, %v", snaps[0].Rollup("fc1.bias"), err)
+		}
+		buffers := 0
+		sel.Head = func(v []byte) int { return 3 }
+		sel.Buffer = func(n int) []byte { buffers++; return make([]byte, n, 64) }
+		if err := d.ReadRollups(snaps[1], sel); err != nil || string(snaps[1].Rollup("fc1.bias")) != "rol" ||
+			buffers != 1 || cap(snaps[1].Rollup("fc1.bias")) != 64 {
+			t.Fatalf("head %q (%d buffers), %v", snaps[1].Rollup("fc1.bias"), buffers, err)
+		}
+		snaps = scan(Select{Rollups: true, NoBlocks: true, Later: true})
+		if err := d.DeleteRun("a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.ReadRollups(snaps[0], sel); err == nil || !strings.Contains(err.Error(), "removed") {
+			t.Fatalf("rollup of a deleted run: %v", err)
+		}
+	})
+}

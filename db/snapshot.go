@@ -26,6 +26,8 @@ func (w Window) Contains(step int64) bool { return step >= w.From && step < w.To
 type LayerBlock struct {
 	Layer string
 	Data  []byte
+	// key is a rollup's key while its value is unread (Select.Later).
+	key []byte
 }
 
 // Population says which examples a snapshot holds.
@@ -149,6 +151,13 @@ type Select struct {
 	// with a snapshot's rollups can reuse their memory: fresh memory
 	// costs a page fault per page.
 	Buffer func(n int) []byte
+	// Head, if set, gives how many leading bytes of a rollup's value to
+	// read (stats.RollupHead: what per-snapshot statistics need).
+	Head func(v []byte) int
+	// Later lists the rollups without reading them (Data nil):
+	// ReadRollups then reads them, on any goroutine (a query reads them
+	// on its workers, in parallel).
+	Later bool
 }
 
 // Manifest versions: 1 (no flags, no checksum) is still read; 2 is written.
@@ -540,15 +549,18 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 			}
 			lb := LayerBlock{Layer: r.Layers[li-1].Name}
 			if values {
-				var buf []byte
-				if rollup && sel.Buffer != nil {
-					buf = sel.Buffer(int(item.ValueSize()))[:0]
+				var err error
+				switch {
+				case rollup && sel.Later:
+					lb.key = item.KeyCopy(nil)
+				case rollup:
+					lb.Data, err = readRollup(item, sel)
+				default:
+					lb.Data, err = item.ValueCopy(nil)
 				}
-				v, err := item.ValueCopy(buf)
 				if err != nil {
 					return fmt.Errorf("read %s@%d %s: %w", r.Name, step, lb.Layer, err)
 				}
-				lb.Data = v
 			}
 			switch {
 			case anchor:
@@ -561,6 +573,49 @@ func (d *DB) scan(r *Run, w Window, sel Select, values bool, fn func(*Snapshot, 
 			}
 		}
 		return flush()
+	})
+}
+
+// readRollup copies a rollup's value, or its head (sel.Head), into a
+// buffer from sel.Buffer.
+func readRollup(item readItem, sel Select) ([]byte, error) {
+	var out []byte
+	err := item.Value(func(v []byte) error {
+		if sel.Head != nil {
+			v = v[:min(max(sel.Head(v), 0), len(v))]
+		}
+		if sel.Buffer != nil {
+			out = sel.Buffer(len(v))[:0]
+		}
+		out = append(out, v...)
+		return nil
+	})
+	return out, err
+}
+
+// ReadRollups reads the rollups of s that a scan with sel.Later listed
+// (head and buffers as sel says), in a transaction of its own: a rollup
+// gone since (its run deleted) is an error.
+func (d *DB) ReadRollups(s *Snapshot, sel Select) error {
+	return d.view(func(txn readTxn) error {
+		for i := range s.Rollups {
+			lb := &s.Rollups[i]
+			if lb.key == nil {
+				continue
+			}
+			item, err := txn.Get(lb.key)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				err = fmt.Errorf("it was removed while the store was read")
+			}
+			if err == nil {
+				lb.Data, err = readRollup(item, sel)
+			}
+			if err != nil {
+				return fmt.Errorf("read step %d %s rollup: %w", s.Step, lb.Layer, err)
+			}
+			lb.key = nil
+		}
+		return nil
 	})
 }
 

@@ -117,7 +117,7 @@ func checkSnapshot(rep *CheckReport, r *db.Run, s *db.Snapshot) {
 			fault("%s rollup: %v", rl.Layer, err)
 			continue
 		}
-		want, err := stats.NewRollup(stats.Layer{Name: rl.Layer, Block: b}, got.Vectors())
+		want, err := stats.Recompute(stats.Layer{Name: rl.Layer, Block: b}, got)
 		if err != nil {
 			fault("%s rollup: %v", rl.Layer, err)
 			continue

@@ -26,7 +26,7 @@ import (
 type EvalStats struct {
 	Snapshots int
 	BytesRead int64
-	Read      time.Duration // reading blocks from the store
+	Read      time.Duration // reading from the store (the scan, and the workers reading rollups: summed)
 	Decode    time.Duration // decoding blocks (wall time, decoded in parallel)
 	Compute   time.Duration // statistics
 	// GC names the Gradient Clustering paths taken (gram or sketch, with

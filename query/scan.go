@@ -85,8 +85,14 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	if e.p.perExample["cos_to_mean"] {
 		need.inner = true
 	}
+	// The workers read the rollups (Later), in parallel.
 	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups, Attributes: true,
-		Buffer: rollupBuffers.get}
+		Buffer: rollupBuffers.get, Later: true}
+	if !need.mean && !pooled {
+		// Per-snapshot statistics need no float32 sds: about half the
+		// bytes of the rollups.
+		sel.Head = stats.RollupHead
+	}
 	workers := e.opts.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -138,7 +144,7 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o := e.process(rp, ri, s, all, need, pooled, useRollups)
+			o := e.process(rp, ri, s, sel, all, need, pooled, useRollups)
 			// Nothing refers to the rollups' bytes once the snapshot is
 			// processed (statistics hold no raw bytes; pooled moments
 			// are float64 copies).
@@ -182,6 +188,7 @@ type snapOut struct {
 	examples []*exampleOut
 	rollups  bool
 	bytes    int64
+	read     time.Duration
 	decode   time.Duration
 	compute  time.Duration
 }
@@ -200,6 +207,7 @@ func (e *evaluator) apply(o *snapOut) error {
 	st := &e.res.Stats
 	st.Snapshots++
 	st.BytesRead += o.bytes
+	st.Read += o.read
 	st.Decode += o.decode
 	st.Compute += o.compute
 	if o.rollups {
@@ -233,11 +241,18 @@ func (e *evaluator) apply(o *snapOut) error {
 
 // process decodes one snapshot (or its rollups) and computes its
 // statistics for every scope.
-func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, all []string, need needs, pooled, useRollups bool) *snapOut {
+func (e *evaluator) process(rp runPlan, ri int, s *db.Snapshot, sel db.Select, all []string, need needs, pooled, useRollups bool) *snapOut {
 	o := &snapOut{step: s.Step, run: ri}
 	fail := func(err error) *snapOut { o.err = err; return o }
-	t0 := time.Now()
 	var rolls map[string]*stats.Rollup
+	if useRollups {
+		t := time.Now()
+		if err := e.d.ReadRollups(s, sel); err != nil {
+			return fail(fmt.Errorf("run %q: %w", rp.run.Name, err))
+		}
+		o.read = time.Since(t)
+	}
+	t0 := time.Now()
 	if useRollups {
 		var err error
 		if rolls, err = readRollups(rp.run, s, all, need.coords || need.mean || pooled); err != nil {

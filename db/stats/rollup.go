@@ -31,11 +31,11 @@ type Rollup struct {
 	// BadRow.
 	NonFinite bool
 	BadRow    int
-	// mean and sd are the float32 vectors of a Float32Vectors rollup (nil
-	// otherwise): what Marshal stores. UnmarshalRollup keeps them encoded
-	// in packed until they are first needed.
-	mean, sd []float32
-	packed   []byte
+	// vec holds float32 vectors as stored (nil otherwise).
+	vec *ratios
+	// meanSD says Sum and SumSq come from float32 (μ_j, s_j) vectors, the
+	// encoding before ratios.
+	meanSD bool
 }
 
 // Vectors says which per-coordinate vectors a rollup keeps.
@@ -44,13 +44,15 @@ type Vectors int
 const (
 	// NoVectors keeps the scalars and the per-example table only.
 	NoVectors Vectors = iota
-	// Float32Vectors keeps each coordinate's mean μ_j and standard
-	// deviation s_j = sqrt(Σ_i (g_ij − μ_j)² / N), each rounded to float32
+	// Float32Vectors keeps, for each coordinate with a nonzero mean μ_j
+	// or standard deviation s_j = sqrt(Σ_i (g_ij − μ_j)² / N), the ratio
+	// z_j = μ_j/s_j and s_j (μ_j where s_j = 0), each rounded to float32
 	// (a relative error of at most 2⁻²⁴ each): 8 bytes a live
 	// coordinate, and a bit for a zero one (dead units, always-zero
-	// inputs). Where a value does not fit float32 (beyond its
-	// range, or nonzero below its smallest normal) the layer keeps
-	// Float64Vectors instead, so rounding never loses more than 2⁻²⁴.
+	// inputs). nvar and snr need only the z_j (see ratios). Where a value
+	// does not fit float32 (beyond its range, or nonzero below its
+	// smallest normal) the layer keeps Float64Vectors instead, so
+	// rounding never loses more than 2⁻²⁴.
 	Float32Vectors
 	// Float64Vectors keeps Σ_i g_ij and Σ_i g_ij² as computed, 16 bytes a
 	// parameter: exact, for the Parquet export and stores that ask.
@@ -79,24 +81,34 @@ func NewRollup(l Layer, v Vectors) (*Rollup, error) {
 	return r, nil
 }
 
-// round replaces the float64 vectors by their float32 (mean, sd) form and
-// what it gives back, unless a value does not fit float32.
+// round replaces the float64 vectors by their float32 form (ratios),
+// unless a value does not fit float32 or a mean or sd is infinite.
 func (r *Rollup) round() {
-	n := float64(r.N)
 	if r.N == 0 {
 		return
 	}
-	mean, sd := make([]float32, r.D), make([]float32, r.D)
+	n := float64(r.N)
+	bm := make([]byte, (r.D+7)/8)
+	var z, w []byte
 	for j, s := range r.Sum {
 		mu := s / n
-		m2 := max(r.SumSq[j]/n-mu*mu, 0)
-		a, b := float32(mu), float32(math.Sqrt(m2))
-		if !fitsFloat32(mu, a) || !fitsFloat32(math.Sqrt(m2), b) {
+		sd := math.Sqrt(max(r.SumSq[j]/n-mu*mu, 0))
+		if mu == 0 && sd == 0 {
+			continue
+		}
+		zj, wj := mu/sd, sd
+		if sd == 0 {
+			zj, wj = math.Copysign(math.Inf(1), mu), mu
+		}
+		z32, w32 := float32(zj), float32(wj)
+		if math.IsInf(mu, 0) || math.IsInf(sd, 0) || !fitsFloat32(zj, z32) || !fitsFloat32(wj, w32) {
 			return
 		}
-		mean[j], sd[j] = a, b
+		bm[j/8] |= 1 << (j % 8)
+		z = binary.LittleEndian.AppendUint32(z, math.Float32bits(z32))
+		w = binary.LittleEndian.AppendUint32(w, math.Float32bits(w32))
 	}
-	r.mean, r.sd = mean, sd
+	r.vec = &ratios{nnz: len(z) / 4, bitmap: bm, z: z, w: w}
 	r.Sum, r.SumSq = nil, nil
 }
 
@@ -111,164 +123,110 @@ func fitsFloat32(x float64, f float32) bool {
 	return !math.IsInf(float64(f), 0) && a >= 0x1p-126
 }
 
-// Sums returns Σ_i g_ij and Σ_i g_ij² per coordinate (nil without
-// vectors): the float64 vectors, or what the float32 ones give back.
-func (r *Rollup) Sums() (sum, sumSq []float64, err error) {
-	if !r.Rounded() {
-		return r.Sum, r.SumSq, nil
-	}
-	sum, sumSq = make([]float64, r.D), make([]float64, r.D)
-	return sum, sumSq, r.sumsInto(sum, sumSq)
+// ratios are a rollup's float32 vectors as stored: a bitmap of D bits
+// (least significant first; set for a coordinate whose mean or sd is
+// nonzero, so that dead units and always-zero inputs take a bit), then,
+// for the nnz set coordinates in order, z_j = μ_j/s_j (±Inf where
+// s_j = 0), then w_j = s_j (μ_j where s_j = 0), float32 little-endian.
+// nvar and snr need z alone, which a query of them reads without w (see
+// RollupHead); w is then nil.
+type ratios struct {
+	nnz          int
+	bitmap, z, w []byte
 }
 
-// unpack decodes the float32 vectors that UnmarshalRollup kept packed
-// (checked there: see packVectors).
-func (r *Rollup) unpack() error {
-	if r.packed == nil {
-		return nil
+// nvarSum returns Σ_j v_j / (μ_j² + v_j) = Σ_j 1 / (B z_j² + 1), v_j =
+// s_j²/B, over the set coordinates (±Inf z, a zero sd, gives 0).
+func (v *ratios) nvarSum(b float64) float64 {
+	var s0, s1 float64 // two sums: the additions need not wait on each other
+	z := v.z
+	k := 0
+	for ; k+8 <= len(z); k += 8 {
+		x := float64(math.Float32frombits(binary.LittleEndian.Uint32(z[k:])))
+		y := float64(math.Float32frombits(binary.LittleEndian.Uint32(z[k+4:])))
+		s0 += 1 / (b*x*x + 1)
+		s1 += 1 / (b*y*y + 1)
 	}
-	mean, sd, err := unpackVectors(r.packed, r.D)
-	if err != nil {
-		return err
+	if k < len(z) {
+		x := float64(math.Float32frombits(binary.LittleEndian.Uint32(z[k:])))
+		s0 += 1 / (b*x*x + 1)
 	}
-	r.mean, r.sd, r.packed = mean, sd, nil
-	return nil
+	return s0 + s1
 }
 
-// packVectors encodes float32 means and sds: a bitmap of D bits (LSB
-// first; set for a coordinate whose mean or sd is nonzero, so that dead
-// units and always-zero inputs take a bit), then the set coordinates'
-// means, then their sds, float32 little-endian. No compression: the
-// mantissas are noise, and a query reads the values at memory speed.
-func packVectors(mean, sd []float32) []byte {
-	d := len(mean)
-	bm := make([]byte, (d+7)/8)
-	nnz := 0
-	for j := range mean {
-		if math.Float32bits(mean[j])|math.Float32bits(sd[j]) != 0 {
-			bm[j/8] |= 1 << (j % 8)
-			nnz++
-		}
-	}
-	out := make([]byte, len(bm), len(bm)+8*nnz)
-	copy(out, bm)
-	for _, v := range [][]float32{mean, sd} {
-		for j, x := range v {
-			if bm[j/8]&(1<<(j%8)) != 0 {
-				out = binary.LittleEndian.AppendUint32(out, math.Float32bits(x))
-			}
-		}
-	}
-	return out
-}
-
-// checkPacked checks packed vectors' length against their bitmap.
-func checkPacked(p []byte, d int) error {
-	nb := (d + 7) / 8
-	if len(p) < nb {
-		return fmt.Errorf("%w: vectors: %d bytes, want at least the %d of the bitmap", ErrCorruptRollup, len(p), nb)
-	}
-	if d%8 != 0 && p[nb-1]>>(d%8) != 0 {
-		return fmt.Errorf("%w: vectors: bitmap bits beyond %d coordinates", ErrCorruptRollup, d)
-	}
-	nnz := 0
-	for _, b := range p[:nb] {
-		nnz += bits.OnesCount8(b)
-	}
-	if len(p) != nb+8*nnz {
-		return fmt.Errorf("%w: vectors: %d bytes, the bitmap says %d", ErrCorruptRollup, len(p), nb+8*nnz)
-	}
-	return nil
-}
-
-// packedValues splits checked packed vectors into their bitmap, means and
-// sds (the set coordinates', float32 little-endian).
-func packedValues(p []byte, d int) (bm, means, sds []byte) {
-	nb := (d + 7) / 8
-	nnz := (len(p) - nb) / 8
-	return p[:nb], p[nb : nb+4*nnz], p[nb+4*nnz:]
-}
-
-// packedNVarSum returns Σ_j v_j / (μ_j² + v_j), v_j = s_j²·invB, over the
-// nonzero coordinates of checked packed vectors, reading them in place.
-func packedNVarSum(p []byte, d int, invB float64) float64 {
-	_, ms, ss := packedValues(p, d)
+// snrSum returns Σ_j ln((μ_j² + v_j) / v_j) = Σ_j ln(1 + B z_j²) over the
+// set coordinates with v_j > 0 (finite z).
+func (v *ratios) snrSum(b float64) float64 {
 	sum := 0.0
-	for k := 0; k+4 <= len(ms); k += 4 {
-		mu := float64(math.Float32frombits(binary.LittleEndian.Uint32(ms[k:])))
-		s := float64(math.Float32frombits(binary.LittleEndian.Uint32(ss[k:])))
-		v := s * s * invB
-		if den := mu*mu + v; den > 0 {
-			sum += v / den
+	for k := 0; k+4 <= len(v.z); k += 4 {
+		x := float64(math.Float32frombits(binary.LittleEndian.Uint32(v.z[k:])))
+		if !math.IsInf(x, 0) {
+			sum += math.Log1p(b * x * x)
 		}
 	}
 	return sum
 }
 
-// packedEach calls f with each nonzero coordinate's mean and sd of checked
-// packed vectors and returns the number of zero coordinates.
-func packedEach(p []byte, d int, f func(mu, s float64)) (zeros int) {
-	_, ms, ss := packedValues(p, d)
-	for k := 0; k+4 <= len(ms); k += 4 {
-		f(float64(math.Float32frombits(binary.LittleEndian.Uint32(ms[k:]))),
-			float64(math.Float32frombits(binary.LittleEndian.Uint32(ss[k:]))))
+// sumsInto writes Σ_i g_ij = N·μ_j and Σ_i g_ij² = N·(s_j² + μ_j²) into
+// sum and sumSq (D values each), from z and w.
+func (v *ratios) sumsInto(n int, sum, sumSq []float64) error {
+	if v.w == nil {
+		return errNoSds
 	}
-	return d - len(ms)/4
-}
-
-// unpackVectors decodes packVectors' output (checked by checkPacked).
-func unpackVectors(p []byte, d int) (mean, sd []float32, err error) {
-	if err := checkPacked(p, d); err != nil {
-		return nil, nil, err
-	}
-	nb := (d + 7) / 8
-	nnz := (len(p) - nb) / 8
-	bm, ms, ss := p[:nb], p[nb:nb+4*nnz], p[nb+4*nnz:]
-	mean, sd = make([]float32, d), make([]float32, d)
+	clear(sum)
+	clear(sumSq)
+	nf := float64(n)
 	k := 0
-	for i, b := range bm {
+	for i, b := range v.bitmap {
 		for ; b != 0; b &= b - 1 {
 			j := 8*i + bits.TrailingZeros8(b)
-			mean[j] = math.Float32frombits(binary.LittleEndian.Uint32(ms[4*k:]))
-			sd[j] = math.Float32frombits(binary.LittleEndian.Uint32(ss[4*k:]))
+			z := float64(math.Float32frombits(binary.LittleEndian.Uint32(v.z[4*k:])))
+			s := float64(math.Float32frombits(binary.LittleEndian.Uint32(v.w[4*k:])))
+			mu := z * s
+			if math.IsInf(z, 0) {
+				mu, s = s, 0
+			}
+			sum[j] = nf * mu
+			sumSq[j] = nf * (s*s + mu*mu)
 			k++
 		}
-	}
-	return mean, sd, nil
-}
-
-// sumsInto writes Sums into sum and sumSq (D values each).
-func (r *Rollup) sumsInto(sum, sumSq []float64) error {
-	if !r.Rounded() {
-		copy(sum, r.Sum)
-		copy(sumSq, r.SumSq)
-		return nil
-	}
-	if err := r.unpack(); err != nil {
-		return err
-	}
-	n := float64(r.N)
-	sum, sumSq = sum[:len(r.mean)], sumSq[:len(r.mean)]
-	for j, m := range r.mean {
-		mu, s := float64(m), float64(r.sd[j])
-		sum[j] = n * mu
-		sumSq[j] = n * (s*s + mu*mu)
 	}
 	return nil
 }
 
-// HasVectors reports whether the rollup holds the per-coordinate vectors.
-func (r *Rollup) HasVectors() bool { return r.Sum != nil || r.Rounded() }
+// errNoSds is sumsInto's error for a rollup read without its sds (its
+// head only): a caller asked for less than it then needed.
+var errNoSds = errors.New("rollup read without its sds (RollupHead)")
 
-// Rounded reports whether the vectors are the float32 form.
-func (r *Rollup) Rounded() bool { return r.mean != nil || r.packed != nil }
+// Sums returns Σ_i g_ij and Σ_i g_ij² per coordinate (nil without
+// vectors): the float64 vectors, or what the float32 ones give back.
+func (r *Rollup) Sums() (sum, sumSq []float64, err error) {
+	if r.vec == nil {
+		return r.Sum, r.SumSq, nil
+	}
+	sum, sumSq = make([]float64, r.D), make([]float64, r.D)
+	return sum, sumSq, r.vec.sumsInto(r.N, sum, sumSq)
+}
+
+// sumsInto writes Sums into sum and sumSq (D values each).
+func (r *Rollup) sumsInto(sum, sumSq []float64) error {
+	if r.vec == nil {
+		copy(sum, r.Sum)
+		copy(sumSq, r.SumSq)
+		return nil
+	}
+	return r.vec.sumsInto(r.N, sum, sumSq)
+}
+
+// HasVectors reports whether the rollup holds the per-coordinate vectors.
+func (r *Rollup) HasVectors() bool { return r.Sum != nil || r.vec != nil }
 
 // Vectors returns the vectors the rollup holds.
 func (r *Rollup) Vectors() Vectors {
 	switch {
-	case r.Rounded():
+	case r.vec != nil || r.meanSD:
 		return Float32Vectors
-	case r.HasVectors():
+	case r.Sum != nil:
 		return Float64Vectors
 	}
 	return NoVectors
@@ -277,12 +235,32 @@ func (r *Rollup) Vectors() Vectors {
 // WithoutVectors returns the rollup without its per-coordinate vectors.
 func (r *Rollup) WithoutVectors() *Rollup {
 	c := *r
-	c.Sum, c.SumSq, c.mean, c.sd, c.packed = nil, nil, nil, nil, nil
+	c.Sum, c.SumSq, c.vec, c.meanSD = nil, nil, nil, false
 	return &c
 }
 
 // Bytes returns the size of the rollup's encoding.
 func (r *Rollup) Bytes() int { return len(r.Marshal()) }
+
+// Recompute returns block l's rollup with the vectors and rounding of r
+// (a stored rollup), for gvdb check to compare r with.
+func Recompute(l Layer, r *Rollup) (*Rollup, error) {
+	if !r.meanSD {
+		return NewRollup(l, r.Vectors())
+	}
+	c, err := NewRollup(l, Float64Vectors)
+	if err != nil {
+		return nil, err
+	}
+	n := float64(c.N)
+	for j, s := range c.Sum {
+		mu := float64(float32(s / n))
+		sd := float64(float32(math.Sqrt(max(c.SumSq[j]/n-s/n*(s/n), 0))))
+		c.Sum[j], c.SumSq[j] = n*mu, n*(sd*sd+mu*mu)
+	}
+	c.meanSD = true
+	return c, nil
+}
 
 // rollupVersion is the first byte of an encoded rollup.
 const rollupVersion = 1
@@ -291,7 +269,11 @@ const rollupVersion = 1
 const (
 	flagFloat64Vectors = 1 << 0
 	flagNonFinite      = 1 << 1
-	flagFloat32Vectors = 1 << 2
+	// flagMeanSD marks float32 (μ_j, s_j) vectors, written before the
+	// ratios and still read (as float64 sums).
+	flagMeanSD = 1 << 2
+	flagRatios = 1 << 3
+	knownFlags = flagFloat64Vectors | flagNonFinite | flagMeanSD | flagRatios
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -302,34 +284,38 @@ var ErrCorruptRollup = errors.New("corrupt rollup")
 // Marshal encodes the rollup:
 //
 //	version 1 B | flags 1 B (bit 0: float64 vectors, bit 1: non-finite,
-//	bit 2: float32 vectors) | N uvarint | D uvarint | bad row uvarint |
-//	Σ|g_i|² f64 | |Σg_i|² f64 | N × (|g_i|², g_i·μ) f64 |
-//	[bit 0: D × Σg_ij f64, D × Σg_ij² f64 | bit 2: a bitmap of D bits
-//	(coordinates with a nonzero mean or sd), then their means μ_j and
-//	their sds s_j, f32] | CRC32C u32
+//	bit 3: float32 ratios) | N uvarint | D uvarint | bad row uvarint |
+//	[bit 3: nnz uvarint] | Σ|g_i|² f64 | |Σg_i|² f64 |
+//	N × (|g_i|², g_i·μ) f64 | vectors | CRC32C u32
 //
-// all little-endian; the checksum covers everything before it.
+// all little-endian. The vectors are, for bit 0, D × Σg_ij f64 then D ×
+// Σg_ij² f64, and the checksum covers everything before it. For bit 3
+// (see ratios) they are the bitmap, the z_j, a CRC32C u32 of everything
+// before it (the head: all nvar and snr need), then the w_j; the last
+// checksum then covers the w_j alone.
 func (r *Rollup) Marshal() []byte {
 	var flags byte
-	var vec []byte
 	switch {
-	case r.packed != nil:
-		flags |= flagFloat32Vectors
-		vec = r.packed
-	case r.Rounded():
-		flags |= flagFloat32Vectors
-		vec = packVectors(r.mean, r.sd)
-	case r.HasVectors():
+	case r.vec != nil:
+		flags |= flagRatios
+	case r.Sum != nil:
 		flags |= flagFloat64Vectors
 	}
 	if r.NonFinite {
 		flags |= flagNonFinite
 	}
-	v := make([]byte, 0, 32+16*r.N+16*len(r.Sum)*int(flags&flagFloat64Vectors)+len(vec))
+	size := 40 + 16*r.N + 16*len(r.Sum)
+	if r.vec != nil {
+		size += len(r.vec.bitmap) + 8*r.vec.nnz
+	}
+	v := make([]byte, 0, size)
 	v = append(v, rollupVersion, flags)
 	v = binary.AppendUvarint(v, uint64(r.N))
 	v = binary.AppendUvarint(v, uint64(r.D))
 	v = binary.AppendUvarint(v, uint64(r.BadRow))
+	if r.vec != nil {
+		v = binary.AppendUvarint(v, uint64(r.vec.nnz))
+	}
 	f := func(x float64) { v = binary.LittleEndian.AppendUint64(v, math.Float64bits(x)) }
 	f(r.SumSqNorm)
 	f(r.SumNormSq)
@@ -337,60 +323,144 @@ func (r *Rollup) Marshal() []byte {
 		f(r.SqNorms[i])
 		f(r.Inner[i])
 	}
-	if flags&flagFloat64Vectors != 0 {
-		for _, x := range r.Sum {
-			f(x)
-		}
-		for _, x := range r.SumSq {
-			f(x)
-		}
+	for _, x := range r.Sum {
+		f(x)
 	}
-	v = append(v, vec...)
-	return binary.LittleEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
+	for _, x := range r.SumSq {
+		f(x)
+	}
+	tail := 0
+	if r.vec != nil {
+		v = append(v, r.vec.bitmap...)
+		v = append(v, r.vec.z...)
+		v = binary.LittleEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
+		tail = len(v)
+		v = append(v, r.vec.w...)
+	}
+	return binary.LittleEndian.AppendUint32(v, crc32.Checksum(v[tail:], castagnoli))
 }
 
-// UnmarshalRollup decodes a rollup, checking its checksum and sizes; n and
-// d are the snapshot's example count and the layer's parameter count.
-func UnmarshalRollup(v []byte, n, d int) (*Rollup, error) {
-	bad := func(what string) (*Rollup, error) { return nil, fmt.Errorf("%w: %s", ErrCorruptRollup, what) }
+// rollupHeader is an encoded rollup's header.
+type rollupHeader struct {
+	flags              byte
+	n, d, badRow, nnz  uint64
+	size               int // its bytes
+	valuesEnd, headEnd int // ratios: where the per-example values end, and the head
+}
+
+// parseRollupHeader reads an encoded rollup's header against the shape
+// the snapshot and schema give (n examples, d parameters) and, for
+// ratios, locates the head.
+func parseRollupHeader(v []byte, n, d int) (rollupHeader, error) {
+	var h rollupHeader
+	bad := func(what string) (rollupHeader, error) { return h, fmt.Errorf("%w: %s", ErrCorruptRollup, what) }
 	if len(v) < 6 {
 		return bad("truncated")
 	}
-	body := v[:len(v)-4]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(v[len(v)-4:]) {
-		return bad("checksum mismatch")
+	if v[0] != rollupVersion {
+		return bad(fmt.Sprintf("version %d", v[0]))
 	}
-	if body[0] != rollupVersion {
-		return bad(fmt.Sprintf("version %d", body[0]))
+	h.flags = v[1]
+	if h.flags&^knownFlags != 0 || bits.OnesCount8(h.flags&(flagFloat64Vectors|flagMeanSD|flagRatios)) > 1 {
+		return bad(fmt.Sprintf("unknown flags %#x", h.flags))
 	}
-	flags := body[1]
-	if flags&^(flagFloat64Vectors|flagNonFinite|flagFloat32Vectors) != 0 || flags&flagFloat64Vectors != 0 && flags&flagFloat32Vectors != 0 {
-		return bad(fmt.Sprintf("unknown flags %#x", flags))
+	vals := []*uint64{&h.n, &h.d, &h.badRow}
+	if h.flags&flagRatios != 0 {
+		vals = append(vals, &h.nnz)
 	}
-	body = body[2:]
-	var vals [3]uint64
-	for i := range vals {
-		x, k := binary.Uvarint(body)
+	h.size = 2
+	for _, p := range vals {
+		x, k := binary.Uvarint(v[h.size:])
 		if k <= 0 {
 			return bad("header")
 		}
-		vals[i], body = x, body[k:]
+		*p, h.size = x, h.size+k
 	}
-	if vals[0] != uint64(n) || vals[1] != uint64(d) {
-		return bad(fmt.Sprintf("shape %d x %d, the snapshot and schema say %d x %d", vals[0], vals[1], n, d))
+	if h.n != uint64(n) || h.d != uint64(d) {
+		return bad(fmt.Sprintf("shape %d x %d, the snapshot and schema say %d x %d", h.n, h.d, n, d))
 	}
+	if h.flags&flagRatios != 0 {
+		if h.nnz > h.d {
+			return bad(fmt.Sprintf("%d nonzero coordinates of %d", h.nnz, h.d))
+		}
+		h.valuesEnd = h.size + 16 + 16*n
+		h.headEnd = h.valuesEnd + (d+7)/8 + 4*int(h.nnz) + 4
+	}
+	return h, nil
+}
+
+// RollupHead returns how many leading bytes of an encoded rollup v hold
+// everything but its float32 sds: all that nvar, snr and the scalar
+// statistics need of float32 vectors, checkable alone (about half the
+// bytes). It is len(v) for the other encodings and for what it cannot
+// parse (UnmarshalRollup then says what is wrong).
+func RollupHead(v []byte) int {
+	if len(v) < 2 || v[1]&flagRatios == 0 {
+		return len(v)
+	}
+	// The shape is the value's own here; UnmarshalRollup checks it.
+	var hdr [4]uint64
+	off := 2
+	for i := range hdr {
+		x, k := binary.Uvarint(v[off:])
+		if k <= 0 {
+			return len(v)
+		}
+		hdr[i], off = x, off+k
+	}
+	n, d, nnz := hdr[0], hdr[1], hdr[3]
+	if n > uint64(len(v)) || d > 8*uint64(len(v)) || nnz > d {
+		return len(v)
+	}
+	return min(off+16+16*int(n)+(int(d)+7)/8+4*int(nnz)+4, len(v))
+}
+
+// UnmarshalRollup decodes a rollup, checking its checksums and sizes; n and
+// d are the snapshot's example count and the layer's parameter count. v
+// may be a float32-vector rollup's head (RollupHead): the result then
+// answers everything but the sums (Sums, pooling).
+func UnmarshalRollup(v []byte, n, d int) (*Rollup, error) {
+	bad := func(what string) (*Rollup, error) { return nil, fmt.Errorf("%w: %s", ErrCorruptRollup, what) }
+	checksum := func(body, sum []byte) bool {
+		return crc32.Checksum(body, castagnoli) == binary.LittleEndian.Uint32(sum)
+	}
+	if len(v) < 6 {
+		return bad("truncated")
+	}
+	ratio := v[1]&flagRatios != 0
+	if !ratio && !checksum(v[:len(v)-4], v[len(v)-4:]) {
+		return bad("checksum mismatch")
+	}
+	h, err := parseRollupHeader(v, n, d)
+	if err != nil {
+		return nil, err
+	}
+	body := v[h.size:]
 	want := 16 + 16*n
 	switch {
-	case flags&flagFloat64Vectors != 0:
+	case ratio:
+		tail := 4*int(h.nnz) + 4
+		if len(v) != h.headEnd && len(v) != h.headEnd+tail {
+			return bad(fmt.Sprintf("%d bytes, want %d (head) or %d", len(v), h.headEnd, h.headEnd+tail))
+		}
+		if !checksum(v[:h.headEnd-4], v[h.headEnd-4:h.headEnd]) || len(v) > h.headEnd && !checksum(v[h.headEnd:len(v)-4], v[len(v)-4:]) {
+			return bad("checksum mismatch")
+		}
+		body = v[h.size:h.valuesEnd]
+	case h.flags&flagFloat64Vectors != 0:
 		want += 16 * d
-		if len(body) != want {
-			return bad(fmt.Sprintf("%d bytes of values, want %d", len(body), want))
-		}
-	case flags&flagFloat32Vectors != 0:
-		if len(body) < want {
-			return bad(fmt.Sprintf("%d bytes of values, want more than %d", len(body), want))
-		}
+		fallthrough
 	default:
+		if len(body) < 4 {
+			return bad("truncated")
+		}
+		body = body[:len(body)-4]
+		if h.flags&flagMeanSD != 0 {
+			if len(body) < want {
+				return bad(fmt.Sprintf("%d bytes of values, want more than %d", len(body), want))
+			}
+			break
+		}
 		if len(body) != want {
 			return bad(fmt.Sprintf("%d bytes of values, want %d", len(body), want))
 		}
@@ -403,7 +473,7 @@ func UnmarshalRollup(v []byte, n, d int) (*Rollup, error) {
 		body = body[8*n:]
 		return out
 	}
-	r := &Rollup{N: n, D: d, NonFinite: flags&flagNonFinite != 0, BadRow: int(vals[2])}
+	r := &Rollup{N: n, D: d, NonFinite: h.flags&flagNonFinite != 0, BadRow: int(h.badRow)}
 	head := floats(2)
 	r.SumSqNorm, r.SumNormSq = head[0], head[1]
 	pairs := floats(2 * n)
@@ -412,19 +482,75 @@ func UnmarshalRollup(v []byte, n, d int) (*Rollup, error) {
 		r.SqNorms[i], r.Inner[i] = pairs[2*i], pairs[2*i+1]
 	}
 	switch {
-	case flags&flagFloat64Vectors != 0:
+	case h.flags&flagFloat64Vectors != 0:
 		r.Sum = floats(d)
 		r.SumSq = floats(d)
-	case flags&flagFloat32Vectors != 0:
-		// Checked now (sizes; the checksum above covers the values);
-		// decoded when first needed: a query of scalar statistics does
-		// not pay for them.
-		if err := checkPacked(body, d); err != nil {
+	case h.flags&flagMeanSD != 0:
+		if r.Sum, r.SumSq, err = meanSDSums(body, n, d); err != nil {
 			return nil, err
 		}
-		r.packed = body
+		r.meanSD = true
+	case ratio:
+		// Kept as stored (the checksums above cover them): nvar and snr
+		// read the z_j in place.
+		nb := (d + 7) / 8
+		bm := v[h.valuesEnd : h.valuesEnd+nb]
+		if err := checkBitmap(bm, d, int(h.nnz)); err != nil {
+			return nil, err
+		}
+		zEnd := h.valuesEnd + nb + 4*int(h.nnz)
+		r.vec = &ratios{nnz: int(h.nnz), bitmap: bm, z: v[h.valuesEnd+nb : zEnd]}
+		if len(v) > h.headEnd {
+			r.vec.w = v[h.headEnd : len(v)-4]
+		}
 	}
 	return r, nil
+}
+
+// checkBitmap checks a vectors bitmap of d bits: nnz set, none beyond d.
+func checkBitmap(bm []byte, d, nnz int) error {
+	if d%8 != 0 && bm[len(bm)-1]>>(d%8) != 0 {
+		return fmt.Errorf("%w: vectors: bitmap bits beyond %d coordinates", ErrCorruptRollup, d)
+	}
+	set := 0
+	for _, b := range bm {
+		set += bits.OnesCount8(b)
+	}
+	if set != nnz {
+		return fmt.Errorf("%w: vectors: the bitmap sets %d coordinates, the header says %d", ErrCorruptRollup, set, nnz)
+	}
+	return nil
+}
+
+// meanSDSums decodes flagMeanSD vectors (a bitmap of d bits, then the set
+// coordinates' μ_j, then their s_j, float32) into Σ_i g_ij = N·μ_j and
+// Σ_i g_ij² = N·(s_j² + μ_j²).
+func meanSDSums(p []byte, n, d int) (sum, sumSq []float64, err error) {
+	nb := (d + 7) / 8
+	if len(p) < nb {
+		return nil, nil, fmt.Errorf("%w: vectors: %d bytes, want at least the %d of the bitmap", ErrCorruptRollup, len(p), nb)
+	}
+	nnz := (len(p) - nb) / 8
+	if len(p) != nb+8*nnz {
+		return nil, nil, fmt.Errorf("%w: vectors: %d bytes after a bitmap of %d", ErrCorruptRollup, len(p)-nb, nb)
+	}
+	if err := checkBitmap(p[:nb], d, nnz); err != nil {
+		return nil, nil, err
+	}
+	ms, ss := p[nb:nb+4*nnz], p[nb+4*nnz:]
+	sum, sumSq = make([]float64, d), make([]float64, d)
+	nf := float64(n)
+	k := 0
+	for i, b := range p[:nb] {
+		for ; b != 0; b &= b - 1 {
+			j := 8*i + bits.TrailingZeros8(b)
+			mu := float64(math.Float32frombits(binary.LittleEndian.Uint32(ms[4*k:])))
+			s := float64(math.Float32frombits(binary.LittleEndian.Uint32(ss[4*k:])))
+			sum[j], sumSq[j] = nf*mu, nf*(s*s+mu*mu)
+			k++
+		}
+	}
+	return sum, sumSq, nil
 }
 
 // LayerRollup is one layer's rollup, named, in a scope.
@@ -452,7 +578,7 @@ func FromRollups(rs []LayerRollup, step int64, need Need) (*Moments, error) {
 	// pooling (Need.Mean) and float64 vectors need the float64 sums.
 	keepRounded := need.Coords && !need.Mean
 	for _, lr := range rs {
-		keepRounded = keepRounded && lr.Rollup.Rounded()
+		keepRounded = keepRounded && lr.Rollup.vec != nil
 	}
 	if keepRounded {
 		keepSum = false

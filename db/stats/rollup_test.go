@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -108,7 +109,7 @@ func TestRollupEncoding(t *testing.T) {
 	rng := rand.New(rand.NewPCG(22, 22))
 	l := testLayers(rng, 5)[0]
 	r, _ := NewRollup(l, Float32Vectors)
-	if !r.Rounded() {
+	if r.Vectors() != Float32Vectors {
 		t.Fatal("float32 vectors fell back to float64")
 	}
 	raw := r.Marshal()
@@ -144,8 +145,9 @@ func TestRollupEncoding(t *testing.T) {
 }
 
 // TestRollupFloat32Vectors checks the float32 vectors: they decode to
-// exactly what the writer computed; each coordinate's nvar term stays
-// within 4·2⁻²⁴ relative of the block path's, even where the mean
+// exactly what the writer computed; nvar and snr read in place stay within
+// 2·2⁻²⁴ relative of the block path's, and each coordinate's nvar term
+// from the sums they give back within 4·2⁻²⁴, even where the mean
 // dominates (μ_j² ≫ v_j); zero coordinates cost a bit; and values that
 // float32 cannot hold keep float64 vectors.
 func TestRollupFloat32Vectors(t *testing.T) {
@@ -171,8 +173,8 @@ func TestRollupFloat32Vectors(t *testing.T) {
 	}
 	l := Layer{Name: "fc", Block: b, Weight: true}
 	r, err := NewRollup(l, Float32Vectors)
-	if err != nil || !r.Rounded() {
-		t.Fatalf("float32 vectors: rounded %v, %v", r.Rounded(), err)
+	if err != nil || r.Vectors() != Float32Vectors {
+		t.Fatalf("float32 vectors: %v, %v", r.Vectors(), err)
 	}
 	back, err := UnmarshalRollup(r.Marshal(), n, b.Params())
 	if err != nil {
@@ -220,6 +222,19 @@ func TestRollupFloat32Vectors(t *testing.T) {
 			}
 		}
 	}
+	// In place, nvar and snr read the z_j alone: every term within 2·2⁻²⁴
+	// of itself, and so their means.
+	blocks, _ := Compute([]Layer{l}, 0, Need{Coords: true})
+	inPlace, _ := FromRollups([]LayerRollup{{"fc", back}}, 0, Need{Coords: true})
+	for _, b := range []float64{1, 16} {
+		for _, f := range []func(*Moments, float64) (float64, error){(*Moments).NVar, (*Moments).SNR} {
+			got, _ := f(inPlace, b)
+			want, _ := f(blocks, b)
+			if math.Abs(got-want) > 2*0x1p-24*want+1e-15 {
+				t.Errorf("B = %g: %g in place, %g from blocks (relative %.3g; bound 2·2⁻²⁴)", b, got, want, math.Abs(got-want)/want)
+			}
+		}
+	}
 	exact, _ := NewRollup(l, Float64Vectors)
 	term := func(sum, sumSq float64) float64 {
 		mu := sum / n
@@ -259,8 +274,149 @@ func TestRollupFloat32Vectors(t *testing.T) {
 			big.Delta[i] = v * scale
 		}
 		r, err := NewRollup(Layer{Name: "fc", Block: &big, Weight: true}, Float32Vectors)
-		if err != nil || r.Rounded() || r.Vectors() != Float64Vectors {
+		if err != nil || r.Vectors() != Float64Vectors {
 			t.Errorf("scale %g: vectors %v, %v; want float64", scale, r.Vectors(), err)
 		}
+	}
+}
+
+// TestRollupHead checks the head of a float32-vector rollup (RollupHead):
+// about half its bytes, checked alone, it gives nvar and snr exactly as
+// the whole rollup does, and refuses the sums (pooling) it lacks.
+func TestRollupHead(t *testing.T) {
+	rng := rand.New(rand.NewPCG(24, 24))
+	l := testLayers(rng, 9)[0]
+	n, d := l.Block.N(), l.Block.Params()
+	r, err := NewRollup(l, Float32Vectors)
+	if err != nil || r.Vectors() != Float32Vectors {
+		t.Fatalf("float32 vectors: %v, %v", r.Vectors(), err)
+	}
+	raw := r.Marshal()
+	h := RollupHead(raw)
+	vec := len(raw) - len(r.WithoutVectors().Marshal())
+	if h >= len(raw) || len(raw)-h < vec/2-16 {
+		t.Fatalf("head %d of %d bytes (vectors %d): want it to leave out the sds", h, len(raw), vec)
+	}
+	full, err := UnmarshalRollup(raw, n, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := UnmarshalRollup(raw[:h], n, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []float64{1, 7, 128} {
+		var got [2][2]float64
+		for i, ro := range []*Rollup{full, head} {
+			m, err := FromRollups([]LayerRollup{{"fc", ro}}, 0, Need{Coords: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[i][0], _ = m.NVar(b)
+			got[i][1], _ = m.SNR(b)
+		}
+		if got[0] != got[1] || math.IsNaN(got[0][0]) {
+			t.Errorf("B = %g: nvar, snr from the whole rollup %v, from its head %v", b, got[0], got[1])
+		}
+	}
+	if _, _, err := head.Sums(); err == nil {
+		t.Error("the head gave sums")
+	}
+	if _, err := FromRollups([]LayerRollup{{"fc", head}}, 0, Need{Coords: true, Mean: true}); err == nil {
+		t.Error("the head was pooled")
+	}
+	for i := range h {
+		bad := bytes.Clone(raw[:h])
+		bad[i] ^= 0x10
+		if _, err := UnmarshalRollup(bad, n, d); !errors.Is(err, ErrCorruptRollup) {
+			t.Fatalf("flipped byte %d of the head accepted: %v", i, err)
+		}
+	}
+	for _, cut := range []int{h - 1, h + 1, len(raw) - 1} {
+		if _, err := UnmarshalRollup(raw[:cut], n, d); !errors.Is(err, ErrCorruptRollup) {
+			t.Errorf("%d of %d bytes (head %d) accepted: %v", cut, len(raw), h, err)
+		}
+	}
+	f64, _ := NewRollup(l, Float64Vectors)
+	if raw := f64.Marshal(); RollupHead(raw) != len(raw) {
+		t.Error("RollupHead cut float64 vectors")
+	}
+	for _, junk := range [][]byte{nil, {1}, {1, flagRatios}, {1, flagRatios, 0xff}} {
+		if RollupHead(junk) != len(junk) {
+			t.Errorf("RollupHead(%x) = %d", junk, RollupHead(junk))
+		}
+	}
+}
+
+// TestRollupMeanSD reads the float32 vectors of stores written before the
+// ratios, a bitmap then float32 means and sds (flag bit 2): they give back
+// N·μ_j and N·(s_j² + μ_j²) exactly, gvdb check's recomputation matches
+// them, and nvar stays within 1e-6 of the blocks'.
+func TestRollupMeanSD(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 25))
+	l := testLayers(rng, 11)[0]
+	n, d := l.Block.N(), l.Block.Params()
+	exact, _ := NewRollup(l, Float64Vectors)
+	// The old encoding, as gvdb wrote it.
+	v := []byte{rollupVersion, flagMeanSD}
+	v = binary.AppendUvarint(v, uint64(n))
+	v = binary.AppendUvarint(v, uint64(d))
+	v = binary.AppendUvarint(v, 0)
+	f := func(x float64) { v = binary.LittleEndian.AppendUint64(v, math.Float64bits(x)) }
+	f(exact.SumSqNorm)
+	f(exact.SumNormSq)
+	for i := range n {
+		f(exact.SqNorms[i])
+		f(exact.Inner[i])
+	}
+	bm := make([]byte, (d+7)/8)
+	var means, sds []float32
+	for j, s := range exact.Sum {
+		mu := s / float64(n)
+		sd := math.Sqrt(max(exact.SumSq[j]/float64(n)-mu*mu, 0))
+		if mu != 0 || sd != 0 {
+			bm[j/8] |= 1 << (j % 8)
+			means, sds = append(means, float32(mu)), append(sds, float32(sd))
+		}
+	}
+	v = append(v, bm...)
+	for _, x := range slices.Concat(means, sds) {
+		v = binary.LittleEndian.AppendUint32(v, math.Float32bits(x))
+	}
+	v = binary.LittleEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
+	if RollupHead(v) != len(v) {
+		t.Error("RollupHead cut (mean, sd) vectors")
+	}
+	r, err := UnmarshalRollup(v, n, d)
+	if err != nil || r.Vectors() != Float32Vectors {
+		t.Fatalf("(mean, sd) vectors: %v, %v", r.Vectors(), err)
+	}
+	sum, sumSq, _ := r.Sums()
+	re, err := Recompute(l, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, rq, _ := re.Sums()
+	k := 0
+	for j := range sum {
+		var mu, sd float64
+		if bm[j/8]&(1<<(j%8)) != 0 {
+			mu, sd = float64(means[k]), float64(sds[k])
+			k++
+		}
+		want, wantSq := float64(n)*mu, float64(n)*(sd*sd+mu*mu)
+		if sum[j] != want || sumSq[j] != wantSq || rs[j] != want || rq[j] != wantSq {
+			t.Fatalf("coordinate %d: read %g, %g; recomputed %g, %g; stored %g, %g", j, sum[j], sumSq[j], rs[j], rq[j], want, wantSq)
+		}
+	}
+	if re.Vectors() != Float32Vectors {
+		t.Errorf("recomputed with %v", re.Vectors())
+	}
+	m, _ := FromRollups([]LayerRollup{{"fc", r}}, 0, Need{Coords: true})
+	blocks, _ := Compute([]Layer{l}, 0, Need{Coords: true})
+	got, _ := m.NVar(16)
+	want, _ := blocks.NVar(16)
+	if math.Abs(got-want) > 1e-6*want {
+		t.Errorf("nvar(16) from (mean, sd) vectors %g, from blocks %g", got, want)
 	}
 }

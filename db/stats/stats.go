@@ -53,36 +53,6 @@ func (m *Moments) ExampleNorm() float64 {
 	return m.SumNorm / float64(m.N)
 }
 
-// coordMean returns (1/D) Σ_j f(μ_j, v_j), v_j = s²_j / B: an error
-// without per-coordinate moments, NaN for no examples or non-finite ones.
-func (m *Moments) coordMean(b float64, f func(mu, v float64) float64) (float64, error) {
-	if !m.hasCoords() {
-		return nan(), ErrNoCoords
-	}
-	if m.NonFinite || m.N == 0 {
-		return nan(), nil
-	}
-	n := float64(m.N)
-	sum := 0.0
-	for j, s := range m.Sum {
-		mu := s / n
-		s2 := max(m.SumSq[j]/n-mu*mu, 0)
-		sum += f(mu, s2/b)
-	}
-	for _, r := range m.rounded {
-		if r.packed != nil {
-			zeros := packedEach(r.packed, r.D, func(mu, s float64) { sum += f(mu, s*s/b) })
-			sum += float64(zeros) * f(0, 0)
-			continue
-		}
-		for j, mu := range r.mean {
-			s := float64(r.sd[j])
-			sum += f(float64(mu), s*s/b)
-		}
-	}
-	return sum / float64(m.D), nil
-}
-
 // NVar returns the normalized gradient variance of SG-B, per coordinate:
 // (1/D) Σ_j v_j / (μ_j² + v_j), v_j = s²_j / B; coordinates with
 // μ_j² + v_j = 0 contribute 0 and still count in D.
@@ -93,8 +63,6 @@ func (m *Moments) NVar(b float64) (float64, error) {
 	if m.NonFinite || m.N == 0 {
 		return nan(), nil
 	}
-	// coordMean's loop, without a call per coordinate (the hot loop of
-	// nvar from rollups).
 	inv, invB := 1/float64(m.N), 1/b
 	sq := m.SumSq[:len(m.Sum)]
 	sum := 0.0
@@ -106,18 +74,7 @@ func (m *Moments) NVar(b float64) (float64, error) {
 		}
 	}
 	for _, r := range m.rounded {
-		if r.packed != nil {
-			sum += packedNVarSum(r.packed, r.D, invB)
-			continue
-		}
-		sd := r.sd[:len(r.mean)]
-		for j, mean := range r.mean {
-			mu, s := float64(mean), float64(sd[j])
-			v := s * s * invB
-			if den := mu*mu + v; den > 0 {
-				sum += v / den
-			}
-		}
+		sum += r.vec.nvarSum(b)
 	}
 	return sum / float64(m.D), nil
 }
@@ -125,12 +82,24 @@ func (m *Moments) NVar(b float64) (float64, error) {
 // SNR returns (1/D) Σ_j ln((μ_j² + v_j) / v_j) over the coordinates with
 // v_j > 0, v_j = s²_j / B.
 func (m *Moments) SNR(b float64) (float64, error) {
-	return m.coordMean(b, func(mu, v float64) float64 {
-		if v > 0 {
-			return math.Log((mu*mu + v) / v)
+	if !m.hasCoords() {
+		return nan(), ErrNoCoords
+	}
+	if m.NonFinite || m.N == 0 {
+		return nan(), nil
+	}
+	n := float64(m.N)
+	sum := 0.0
+	for j, s := range m.Sum {
+		mu := s / n
+		if v := max(m.SumSq[j]/n-mu*mu, 0) / b; v > 0 {
+			sum += math.Log((mu*mu + v) / v)
 		}
-		return 0
-	})
+	}
+	for _, r := range m.rounded {
+		sum += r.vec.snrSum(b)
+	}
+	return sum / float64(m.D), nil
 }
 
 // NormTest returns the norm test for batch size B (Bollapragada et al.
