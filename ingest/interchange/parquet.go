@@ -8,12 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/compress"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/zstd"
 
 	"gvdb/db"
 	"gvdb/db/codec"
@@ -22,58 +18,58 @@ import (
 
 // Parquet tables (docs/SCALE.md): what `gvdb export --format parquet`
 // writes for Spark, DuckDB or pandas, and `gvdb query --format parquet`.
+// They are written with parquet-go, which costs a gvdb process little at
+// start-up (arrow-go, used before, cost every command about 10 ms).
 const (
 	FactorsTable = "factors.parquet"
 	MomentsTable = "moments.parquet"
 )
 
-// FactorsSchema is factors.parquet: one row per run, step, layer and
+// factorRow is a row of factors.parquet: one per run, step, layer and
 // example. label is the example's label attribute, attributes all its
 // attributes as numbers (booleans 0 or 1). A factored layer fills a (T·In
 // values, row-major (t, in)) and delta (T·Out); a dense block fills grad
-// (D values, gvdb's (in, out) order for weights).
-var FactorsSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "run", Type: arrow.BinaryTypes.String},
-	{Name: "step", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "population", Type: arrow.BinaryTypes.String},
-	{Name: "layer", Type: arrow.BinaryTypes.String},
-	{Name: "example_id", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "label", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-	{Name: "attributes", Type: arrow.MapOf(arrow.BinaryTypes.String, arrow.PrimitiveTypes.Float64), Nullable: true},
-	{Name: "t", Type: arrow.PrimitiveTypes.Int32},
-	{Name: "in", Type: arrow.PrimitiveTypes.Int32},
-	{Name: "out", Type: arrow.PrimitiveTypes.Int32},
-	{Name: "a", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true},
-	{Name: "delta", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true},
-	{Name: "grad", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true},
-}, nil)
+// (D values, gvdb's (in, out) order for weights). Absent ones are null.
+type factorRow struct {
+	Run        string             `parquet:"run"`
+	Step       int64              `parquet:"step"`
+	Population string             `parquet:"population"`
+	Layer      string             `parquet:"layer"`
+	ExampleID  int64              `parquet:"example_id"`
+	Label      *int64             `parquet:"label,optional"`
+	Attributes map[string]float64 `parquet:"attributes,optional"`
+	T          int32              `parquet:"t"`
+	In         int32              `parquet:"in"`
+	Out        int32              `parquet:"out"`
+	A          []float32          `parquet:"a,optional,list"`
+	Delta      []float32          `parquet:"delta,optional,list"`
+	Grad       []float32          `parquet:"grad,optional,list"`
+}
 
-// MomentsSchema is moments.parquet: one row per run, step and layer, the
+// momentRow is a row of moments.parquet: one per run, step and layer, the
 // sufficient statistics of the layer's N per-example gradients g_i (D
 // coordinates): sum = Σ_i g_i and sumsq = Σ_i g_i∘g_i per coordinate,
 // sum_sq_norm = Σ_i |g_i|², and per example (in example_id's order)
 // sq_norm = |g_i|² and inner = g_i·μ (μ = sum/N, the layer's mean).
-var MomentsSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "run", Type: arrow.BinaryTypes.String},
-	{Name: "step", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "population", Type: arrow.BinaryTypes.String},
-	{Name: "layer", Type: arrow.BinaryTypes.String},
-	{Name: "batch_size", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "n", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "d", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "sum", Type: arrow.ListOf(arrow.PrimitiveTypes.Float64)},
-	{Name: "sumsq", Type: arrow.ListOf(arrow.PrimitiveTypes.Float64)},
-	{Name: "sum_sq_norm", Type: arrow.PrimitiveTypes.Float64},
-	{Name: "example_id", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
-	{Name: "sq_norm", Type: arrow.ListOf(arrow.PrimitiveTypes.Float64)},
-	{Name: "inner", Type: arrow.ListOf(arrow.PrimitiveTypes.Float64)},
-}, nil)
-
-// writerProps: zstd, without dictionaries (gradient values rarely repeat;
-// zstd takes the repeated names): 24% smaller files than with them.
-func writerProps() *parquet.WriterProperties {
-	return parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd), parquet.WithDictionaryDefault(false))
+type momentRow struct {
+	Run        string    `parquet:"run"`
+	Step       int64     `parquet:"step"`
+	Population string    `parquet:"population"`
+	Layer      string    `parquet:"layer"`
+	BatchSize  int64     `parquet:"batch_size"`
+	N          int64     `parquet:"n"`
+	D          int64     `parquet:"d"`
+	Sum        []float64 `parquet:"sum,list"`
+	SumSq      []float64 `parquet:"sumsq,list"`
+	SumSqNorm  float64   `parquet:"sum_sq_norm"`
+	ExampleID  []int64   `parquet:"example_id,list"`
+	SqNorm     []float64 `parquet:"sq_norm,list"`
+	Inner      []float64 `parquet:"inner,list"`
 }
+
+// compression: zstd, without dictionaries (gradient values rarely
+// repeat; zstd takes the repeated names).
+var compression = parquet.Compression(&zstd.Codec{})
 
 // TableStats reports what WriteTables wrote.
 type TableStats struct {
@@ -114,22 +110,10 @@ func writeTables(tmp string, d *db.DB, runs []*db.Run, w db.Window, opts Options
 		return err
 	}
 	defer mf.Close()
-	arrProps := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
-	fw, err := pqarrow.NewFileWriter(FactorsSchema, ff, writerProps(), arrProps)
-	if err != nil {
-		return err
-	}
-	mw, err := pqarrow.NewFileWriter(MomentsSchema, mf, writerProps(), arrProps)
-	if err != nil {
-		return err
-	}
-	mem := memory.NewGoAllocator()
-	fb := array.NewRecordBuilder(mem, FactorsSchema)
-	defer fb.Release()
-	mb := array.NewRecordBuilder(mem, MomentsSchema)
-	defer mb.Release()
+	fw := parquet.NewGenericWriter[factorRow](ff, compression)
+	mw := parquet.NewGenericWriter[momentRow](mf, compression)
 	for _, r := range runs {
-		if err := writeRunTables(d, r, w, opts, fw, fb, mw, mb, st, progress); err != nil {
+		if err := writeRunTables(d, r, w, opts, fw, mw, st, progress); err != nil {
 			return err
 		}
 	}
@@ -138,8 +122,8 @@ func writeTables(tmp string, d *db.DB, runs []*db.Run, w db.Window, opts Options
 
 // writeRunTables appends run r's snapshots to the two tables, a row group
 // per snapshot in each.
-func writeRunTables(d *db.DB, r *db.Run, w db.Window, opts Options, fw *pqarrow.FileWriter, fb *array.RecordBuilder,
-	mw *pqarrow.FileWriter, mb *array.RecordBuilder, st *TableStats, progress func(step int64)) error {
+func writeRunTables(d *db.DB, r *db.Run, w db.Window, opts Options, fw *parquet.GenericWriter[factorRow],
+	mw *parquet.GenericWriter[momentRow], st *TableStats, progress func(step int64)) error {
 	return d.Snapshots(r, w, db.Select{Layers: opts.Layers, Attributes: true}, func(s *db.Snapshot) error {
 		var attrs *codec.Attributes
 		if len(s.Attributes) > 0 {
@@ -153,7 +137,11 @@ func writeRunTables(d *db.DB, r *db.Run, w db.Window, opts Options, fw *pqarrow.
 			if err != nil {
 				return fmt.Errorf("%s@%d %s: %w", r.Name, s.Step, lb.Layer, err)
 			}
-			if err := appendFactors(fb, r.Name, s, lb.Layer, b, attrs); err != nil {
+			rows, err := factorRows(r.Name, s, lb.Layer, b, attrs)
+			if err != nil {
+				return err
+			}
+			if _, err := fw.Write(rows); err != nil {
 				return err
 			}
 			st.FactorRows += b.N()
@@ -161,20 +149,14 @@ func writeRunTables(d *db.DB, r *db.Run, w db.Window, opts Options, fw *pqarrow.
 			if err != nil {
 				return fmt.Errorf("%s@%d %s: %w", r.Name, s.Step, lb.Layer, err)
 			}
-			appendMoments(mb, r, s, lb.Layer, b.IDs, ro)
+			if _, err := mw.Write([]momentRow{momentsRow(r, s, lb.Layer, b.IDs, ro)}); err != nil {
+				return err
+			}
 			st.MomentRows++
 		}
 		// A row group per snapshot in each table: memory holds one snapshot.
-		for _, t := range []struct {
-			w *pqarrow.FileWriter
-			b *array.RecordBuilder
-		}{{fw, fb}, {mw, mb}} {
-			rec := t.b.NewRecordBatch()
-			err := t.w.Write(rec)
-			rec.Release()
-			if err != nil {
-				return err
-			}
+		if err := errors.Join(fw.Flush(), mw.Flush()); err != nil {
+			return err
 		}
 		st.Snapshots++
 		if progress != nil {
@@ -184,8 +166,9 @@ func writeRunTables(d *db.DB, r *db.Run, w db.Window, opts Options, fw *pqarrow.
 	})
 }
 
-// appendFactors adds a block's rows to factors.parquet's builder.
-func appendFactors(fb *array.RecordBuilder, run string, s *db.Snapshot, layer string, b *codec.Block, attrs *codec.Attributes) error {
+// factorRows returns a block's rows of factors.parquet (their lists share
+// the block's memory).
+func factorRows(run string, s *db.Snapshot, layer string, b *codec.Block, attrs *codec.Attributes) ([]factorRow, error) {
 	var labels []int64
 	if attrs != nil {
 		for _, c := range attrs.Columns {
@@ -199,97 +182,60 @@ func appendFactors(fb *array.RecordBuilder, run string, s *db.Snapshot, layer st
 	if b.Kind != codec.Factored {
 		t, in, out = 0, 0, 0
 	}
-	list := func(i int, v []float32) {
-		lb := fb.Field(i).(*array.ListBuilder)
-		if v == nil {
-			lb.AppendNull()
-			return
-		}
-		lb.Append(true)
-		lb.ValueBuilder().(*array.Float32Builder).AppendValues(v, nil)
-	}
-	for i := range n {
-		fb.Field(0).(*array.StringBuilder).Append(run)
-		fb.Field(1).(*array.Int64Builder).Append(s.Step)
-		fb.Field(2).(*array.StringBuilder).Append(s.Population.String())
-		fb.Field(3).(*array.StringBuilder).Append(layer)
+	rows := make([]factorRow, n)
+	for i := range rows {
 		if b.IDs[i] > math.MaxInt64 {
-			return fmt.Errorf("%s@%d: example id %d does not fit a Parquet INT64", run, s.Step, b.IDs[i])
+			return nil, fmt.Errorf("%s@%d: example id %d does not fit a Parquet INT64", run, s.Step, b.IDs[i])
 		}
-		fb.Field(4).(*array.Int64Builder).Append(int64(b.IDs[i]))
+		row := &rows[i]
+		*row = factorRow{Run: run, Step: s.Step, Population: s.Population.String(), Layer: layer, ExampleID: int64(b.IDs[i]),
+			T: int32(t), In: int32(in), Out: int32(out)}
 		if labels != nil {
-			fb.Field(5).(*array.Int64Builder).Append(labels[i])
-		} else {
-			fb.Field(5).(*array.Int64Builder).AppendNull()
+			row.Label = &labels[i]
 		}
-		mb := fb.Field(6).(*array.MapBuilder)
-		if attrs == nil {
-			mb.AppendNull()
-		} else {
-			mb.Append(true)
-			kb, vb := mb.KeyBuilder().(*array.StringBuilder), mb.ItemBuilder().(*array.Float64Builder)
+		if attrs != nil {
+			row.Attributes = make(map[string]float64, len(attrs.Columns))
 			for _, c := range attrs.Columns {
-				kb.Append(c.Name)
 				switch c.Type {
 				case codec.Int:
-					vb.Append(float64(c.Ints[i]))
+					row.Attributes[c.Name] = float64(c.Ints[i])
 				case codec.Float:
-					vb.Append(c.Floats[i])
+					row.Attributes[c.Name] = c.Floats[i]
 				default:
-					vb.Append(map[bool]float64{false: 0, true: 1}[c.Bools[i]])
+					row.Attributes[c.Name] = map[bool]float64{false: 0, true: 1}[c.Bools[i]]
 				}
 			}
 		}
-		fb.Field(7).(*array.Int32Builder).Append(int32(t))
-		fb.Field(8).(*array.Int32Builder).Append(int32(in))
-		fb.Field(9).(*array.Int32Builder).Append(int32(out))
 		if b.Kind == codec.Factored {
-			list(10, b.A[i*t*in:(i+1)*t*in])
-			list(11, b.Delta[i*t*out:(i+1)*t*out])
-			list(12, nil)
+			row.A = b.A[i*t*in : (i+1)*t*in : (i+1)*t*in]
+			row.Delta = b.Delta[i*t*out : (i+1)*t*out : (i+1)*t*out]
 		} else {
-			list(10, nil)
-			list(11, nil)
-			list(12, b.Rows[i*b.Dim:(i+1)*b.Dim])
+			row.Grad = b.Rows[i*b.Dim : (i+1)*b.Dim : (i+1)*b.Dim]
 		}
 	}
-	return nil
+	return rows, nil
 }
 
-// appendMoments adds a layer's moments to moments.parquet's builder.
-func appendMoments(mb *array.RecordBuilder, r *db.Run, s *db.Snapshot, layer string, ids []uint64, ro *stats.Rollup) {
-	f64 := func(i int, v []float64) {
-		lb := mb.Field(i).(*array.ListBuilder)
-		lb.Append(true)
-		lb.ValueBuilder().(*array.Float64Builder).AppendValues(v, nil)
+// momentsRow returns a layer's row of moments.parquet.
+func momentsRow(r *db.Run, s *db.Snapshot, layer string, ids []uint64, ro *stats.Rollup) momentRow {
+	row := momentRow{Run: r.Name, Step: s.Step, Population: s.Population.String(), Layer: layer, BatchSize: int64(r.BatchSize),
+		N: int64(ro.N), D: int64(ro.D), Sum: ro.Sum, SumSq: ro.SumSq, SumSqNorm: ro.SumSqNorm, SqNorm: ro.SqNorms, Inner: ro.Inner,
+		ExampleID: make([]int64, len(ids))}
+	for i, id := range ids {
+		row.ExampleID[i] = int64(id)
 	}
-	mb.Field(0).(*array.StringBuilder).Append(r.Name)
-	mb.Field(1).(*array.Int64Builder).Append(s.Step)
-	mb.Field(2).(*array.StringBuilder).Append(s.Population.String())
-	mb.Field(3).(*array.StringBuilder).Append(layer)
-	mb.Field(4).(*array.Int64Builder).Append(int64(r.BatchSize))
-	mb.Field(5).(*array.Int64Builder).Append(int64(ro.N))
-	mb.Field(6).(*array.Int64Builder).Append(int64(ro.D))
-	f64(7, ro.Sum)
-	f64(8, ro.SumSq)
-	mb.Field(9).(*array.Float64Builder).Append(ro.SumSqNorm)
-	lb := mb.Field(10).(*array.ListBuilder)
-	lb.Append(true)
-	vb := lb.ValueBuilder().(*array.Int64Builder)
-	for _, id := range ids {
-		vb.Append(int64(id))
-	}
-	f64(11, ro.SqNorms)
-	f64(12, ro.Inner)
+	return row
 }
 
 // WriteResultParquet writes a query result (columns of string, int64 or
-// float64 values; NaN, no value, is written as null) as one Parquet table.
+// float64 values; NaN, no value, is written as null) as one Parquet table,
+// its columns in the result's order.
 func WriteResultParquet(w io.Writer, columns []string, rows [][]any) error {
-	fields := make([]arrow.Field, len(columns))
+	group := parquet.Group{}
+	names := make([]string, len(columns))
 	seen := map[string]int{}
 	for c, name := range columns {
-		var typ arrow.DataType = arrow.PrimitiveTypes.Float64
+		var typ parquet.Node = parquet.Leaf(parquet.DoubleType)
 		kinds := map[string]bool{}
 		for _, r := range rows {
 			switch r[c].(type) {
@@ -306,64 +252,78 @@ func WriteResultParquet(w io.Writer, columns []string, rows [][]any) error {
 		}
 		switch {
 		case kinds["string"]:
-			typ = arrow.BinaryTypes.String
+			typ = parquet.String()
 		case kinds["bool"] && len(kinds) == 1:
-			typ = arrow.FixedWidthTypes.Boolean
+			typ = parquet.Leaf(parquet.BooleanType)
 		case kinds["int"] && len(kinds) == 1:
-			typ = arrow.PrimitiveTypes.Int64
+			typ = parquet.Int(64)
 		}
 		// Parquet column names must be distinct.
 		if k := seen[name]; k > 0 {
 			name = fmt.Sprintf("%s_%d", name, k+1)
 		}
 		seen[columns[c]]++
-		fields[c] = arrow.Field{Name: name, Type: typ, Nullable: true}
+		names[c] = name
+		group[name] = parquet.Optional(typ)
 	}
-	schema := arrow.NewSchema(fields, nil)
-	b := array.NewRecordBuilder(memory.NewGoAllocator(), schema)
-	defer b.Release()
-	for _, r := range rows {
+	schema := parquet.NewSchema("result", orderedGroup{group, names})
+	out := make([]parquet.Row, len(rows))
+	for i, r := range rows {
+		row := make(parquet.Row, len(r))
 		for c, v := range r {
-			switch fb := b.Field(c).(type) {
-			case *array.StringBuilder:
-				if v == nil {
-					fb.AppendNull()
-				} else {
-					fb.Append(fmt.Sprint(v))
+			var x parquet.Value
+			switch group[names[c]].Type().Kind() {
+			case parquet.ByteArray:
+				if v != nil {
+					x = parquet.ValueOf(fmt.Sprint(v))
 				}
-			case *array.Int64Builder:
-				switch x := v.(type) {
+			case parquet.Int64:
+				switch n := v.(type) {
 				case int64:
-					fb.Append(x)
+					x = parquet.ValueOf(n)
 				case int:
-					fb.Append(int64(x))
-				default:
-					fb.AppendNull()
+					x = parquet.ValueOf(int64(n))
 				}
-			case *array.BooleanBuilder:
-				if x, ok := v.(bool); ok {
-					fb.Append(x)
-				} else {
-					fb.AppendNull()
+			case parquet.Boolean:
+				if b, ok := v.(bool); ok {
+					x = parquet.ValueOf(b)
 				}
-			case *array.Float64Builder:
-				x, ok := toFloat(v)
-				if !ok || math.IsNaN(x) {
-					fb.AppendNull()
-				} else {
-					fb.Append(x)
+			default:
+				if f, ok := toFloat(v); ok && !math.IsNaN(f) {
+					x = parquet.ValueOf(f)
 				}
 			}
+			def := 0
+			if !x.IsNull() {
+				def = 1
+			}
+			row[c] = x.Level(0, def, c)
 		}
+		out[i] = row
 	}
-	// The writer closes what it writes to if it can: w stays the caller's.
-	fw, err := pqarrow.NewFileWriter(schema, struct{ io.Writer }{w}, writerProps(), pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
-	if err != nil {
-		return err
+	pw := parquet.NewWriter(w, schema, compression)
+	_, err := pw.WriteRows(out)
+	return errors.Join(err, pw.Close())
+}
+
+// orderedGroup is a Parquet group whose fields come in the given order
+// (a parquet.Group's are sorted by name).
+type orderedGroup struct {
+	parquet.Group
+	order []string
+}
+
+func (g orderedGroup) Fields() []parquet.Field {
+	fields := g.Group.Fields()
+	byName := make(map[string]parquet.Field, len(fields))
+	for _, f := range fields {
+		byName[f.Name()] = f
 	}
-	rec := b.NewRecordBatch()
-	defer rec.Release()
-	return errors.Join(fw.Write(rec), fw.Close())
+	out := make([]parquet.Field, len(g.order))
+	for i, name := range g.order {
+		out[i] = byName[name]
+	}
+	return out
 }
 
 func toFloat(v any) (float64, bool) {
