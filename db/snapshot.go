@@ -594,29 +594,51 @@ func readRollup(item readItem, sel Select) ([]byte, error) {
 }
 
 // ReadRollups reads the rollups of s that a scan with sel.Later listed
-// (head and buffers as sel says), in a transaction of its own: a rollup
-// gone since (its run deleted) is an error.
+// (head and buffers as sel says), in a transaction of its own, with one
+// seek: a snapshot's rollup keys are adjacent. A rollup gone since (its
+// run deleted) is an error.
 func (d *DB) ReadRollups(s *Snapshot, sel Select) error {
-	return d.view(func(txn readTxn) error {
-		for i := range s.Rollups {
-			lb := &s.Rollups[i]
-			if lb.key == nil {
+	want := map[string]*LayerBlock{}
+	var first []byte
+	for i := range s.Rollups {
+		lb := &s.Rollups[i]
+		if lb.key != nil {
+			want[string(lb.key)] = lb
+			if first == nil || string(lb.key) < string(first) {
+				first = lb.key
+			}
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	err := d.view(func(txn readTxn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: first[:13]})
+		defer it.Close()
+		for it.Seek(first); it.Valid() && len(want) > 0; it.Next() {
+			item := it.Item()
+			lb := want[string(item.Key())]
+			if lb == nil {
 				continue
 			}
-			item, err := txn.Get(lb.key)
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				err = fmt.Errorf("it was removed while the store was read")
-			}
-			if err == nil {
-				lb.Data, err = readRollup(item, sel)
-			}
+			data, err := readRollup(item, sel)
 			if err != nil {
 				return fmt.Errorf("read step %d %s rollup: %w", s.Step, lb.Layer, err)
 			}
-			lb.key = nil
+			lb.Data, lb.key = data, nil
+			delete(want, string(item.Key()))
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, lb := range s.Rollups {
+		if lb.key != nil {
+			return fmt.Errorf("read step %d %s rollup: it was removed while the store was read", s.Step, lb.Layer)
+		}
+	}
+	return nil
 }
 
 // Snapshots calls fn for each snapshot of run r in window w, in step

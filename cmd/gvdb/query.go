@@ -183,11 +183,15 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st parser.Statement, 
 	opts := out.opts
 	format, timing := out.format, out.timing
 	opts.MeasureMemory = timing
-	opts.Progress = func(done, total int) {
-		if bar == nil {
-			bar = m.newProgress("query", int64(total))
+	if m.Interactive {
+		// Only a terminal shows the bar; elsewhere the query does not
+		// count its snapshots first.
+		opts.Progress = func(done, total int) {
+			if bar == nil {
+				bar = m.newProgress("query", int64(total))
+			}
+			bar.update(int64(done), "snapshots")
 		}
-		bar.update(int64(done), "snapshots")
 	}
 	res, err := query.Eval(ctx, d, st, opts)
 	if bar != nil {
