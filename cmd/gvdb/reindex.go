@@ -16,12 +16,13 @@ func init() {
 func (m *Main) reindex(ctx context.Context, args []string) error {
 	fs := m.newFlags("reindex [flags]", `Compute each snapshot's rollups from its blocks and store them beside the
 blocks: per layer, the example count, Σ|g_i|², |Σ g_i|² and each example's
-|g_i|² and g_i·μ, and, by --rollups, each coordinate's mean and sd as
-float32 (8 bytes a parameter). Moment statistics (variance, nvar, gns, snr, norms,
+|g_i|² and g_i·μ, and, by --rollups, each coordinate's mean/sd ratio and
+sd as float32 (8 bytes a parameter). Moment statistics (variance, nvar, gns, snr, norms,
 the norm/inner/orthogonality tests, pooled windows) are then answered
 without reading blocks. Snapshots that have rollups are skipped unless
---replace. Stores written by gvdb 0.2 have rollups already (train
---rollups).`, `  gvdb reindex
+--replace (which also rewrites rollups of an earlier format, so that
+nvar reads half their bytes). Stores written by gvdb 0.2 have rollups
+already (train --rollups).`, `  gvdb reindex
   gvdb reindex --runs 'lr-*' --rollups vectors --replace`)
 	dir := fs.String("db", db.DefaultDir, "store directory")
 	glob := fs.String("runs", "*", "runs to index (a glob)")

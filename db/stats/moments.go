@@ -57,10 +57,9 @@ type Moments struct {
 	Warnings []string
 	// NonFinite is true when some gradient value is NaN or Inf.
 	NonFinite bool
-	// rounded holds, instead of Sum and SumSq, the layers' float32
-	// per-coordinate means and sds from their rollups, as FromRollups
-	// keeps them when only per-snapshot statistics need them (nvar and
-	// snr read them directly; nothing converts them to float64).
+	// rounded holds, instead of Sum and SumSq, the layers' rollups with
+	// float32 vectors, as FromRollups keeps them when only per-snapshot
+	// statistics need them (nvar and snr read their z_j in place).
 	rounded []*Rollup
 }
 
