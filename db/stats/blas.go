@@ -101,7 +101,7 @@ func SerialBLAS() (restore func()) {
 // serialize sets OpenBLAS to one thread, if it is loaded (load does it
 // otherwise); serialMu is held.
 func (l *lazyBLAS) serialize() {
-	if o := l.loaded(); o != nil && o.setThreads != nil {
+	if o := l.o; o != nil && o.setThreads != nil {
 		threads = o.getThreads()
 		o.setThreads(1)
 	}
@@ -109,7 +109,7 @@ func (l *lazyBLAS) serialize() {
 
 // restore sets OpenBLAS's thread count back; serialMu is held.
 func (l *lazyBLAS) restore() {
-	if o := l.loaded(); o != nil && o.setThreads != nil && threads > 0 {
+	if o := l.o; o != nil && o.setThreads != nil && threads > 0 {
 		o.setThreads(threads)
 	}
 }
@@ -147,30 +147,31 @@ func (l *lazyBLAS) load() *openBLAS {
 	return l.o
 }
 
-// loaded returns OpenBLAS if it is loaded, without loading it; serialMu
-// is held.
-func (l *lazyBLAS) loaded() *openBLAS { return l.o }
+// large returns OpenBLAS for an m×k by k×n product large enough for it
+// (loading it), nil for gonum's.
+func (l *lazyBLAS) large(m, n, k int) *openBLAS {
+	if m*n*k < smallGemm {
+		return nil
+	}
+	return l.load()
+}
 
 // Dgemm is OpenBLAS's for large products (see openBLAS.Dgemm), else gonum's.
 func (l *lazyBLAS) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
-	if m*n*k >= smallGemm {
-		if o := l.load(); o != nil {
-			o.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-			return
-		}
+	if o := l.large(m, n, k); o != nil {
+		o.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	} else {
+		l.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	}
-	l.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 // Sgemm is Dgemm's float32 twin.
 func (l *lazyBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	if m*n*k >= smallGemm {
-		if o := l.load(); o != nil {
-			o.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-			return
-		}
+	if o := l.large(m, n, k); o != nil {
+		o.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	} else {
+		l.Implementation.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	}
-	l.Implementation.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 var impl Impl

@@ -342,16 +342,17 @@ func (r *Rollup) Marshal() []byte {
 
 // rollupHeader is an encoded rollup's header.
 type rollupHeader struct {
-	flags              byte
-	n, d, badRow, nnz  uint64
-	size               int // its bytes
-	valuesEnd, headEnd int // ratios: where the per-example values end, and the head
+	flags             byte
+	n, d, badRow, nnz uint64
+	size              int // its bytes
+	// Ratios: where the per-example values end, and the head.
+	valuesEnd, headEnd int
 }
 
-// parseRollupHeader reads an encoded rollup's header against the shape
-// the snapshot and schema give (n examples, d parameters) and, for
-// ratios, locates the head.
-func parseRollupHeader(v []byte, n, d int) (rollupHeader, error) {
+// parseRollupHeader reads an encoded rollup's header and, for ratios,
+// locates the head (the sizes bounded by len(v), so that nothing
+// overflows; the caller checks the shape and the length).
+func parseRollupHeader(v []byte) (rollupHeader, error) {
 	var h rollupHeader
 	bad := func(what string) (rollupHeader, error) { return h, fmt.Errorf("%w: %s", ErrCorruptRollup, what) }
 	if len(v) < 6 {
@@ -376,15 +377,12 @@ func parseRollupHeader(v []byte, n, d int) (rollupHeader, error) {
 		}
 		*p, h.size = x, h.size+k
 	}
-	if h.n != uint64(n) || h.d != uint64(d) {
-		return bad(fmt.Sprintf("shape %d x %d, the snapshot and schema say %d x %d", h.n, h.d, n, d))
-	}
 	if h.flags&flagRatios != 0 {
-		if h.nnz > h.d {
-			return bad(fmt.Sprintf("%d nonzero coordinates of %d", h.nnz, h.d))
+		if h.n > uint64(len(v)) || h.d > 8*uint64(len(v)) || h.nnz > h.d {
+			return bad(fmt.Sprintf("%d examples, %d coordinates (%d nonzero) in %d bytes", h.n, h.d, h.nnz, len(v)))
 		}
-		h.valuesEnd = h.size + 16 + 16*n
-		h.headEnd = h.valuesEnd + (d+7)/8 + 4*int(h.nnz) + 4
+		h.valuesEnd = h.size + 16 + 16*int(h.n)
+		h.headEnd = h.valuesEnd + (int(h.d)+7)/8 + 4*int(h.nnz) + 4
 	}
 	return h, nil
 }
@@ -395,24 +393,11 @@ func parseRollupHeader(v []byte, n, d int) (rollupHeader, error) {
 // bytes). It is len(v) for the other encodings and for what it cannot
 // parse (UnmarshalRollup then says what is wrong).
 func RollupHead(v []byte) int {
-	if len(v) < 2 || v[1]&flagRatios == 0 {
+	h, err := parseRollupHeader(v)
+	if err != nil || h.flags&flagRatios == 0 {
 		return len(v)
 	}
-	// The shape is the value's own here; UnmarshalRollup checks it.
-	var hdr [4]uint64
-	off := 2
-	for i := range hdr {
-		x, k := binary.Uvarint(v[off:])
-		if k <= 0 {
-			return len(v)
-		}
-		hdr[i], off = x, off+k
-	}
-	n, d, nnz := hdr[0], hdr[1], hdr[3]
-	if n > uint64(len(v)) || d > 8*uint64(len(v)) || nnz > d {
-		return len(v)
-	}
-	return min(off+16+16*int(n)+(int(d)+7)/8+4*int(nnz)+4, len(v))
+	return min(h.headEnd, len(v))
 }
 
 // UnmarshalRollup decodes a rollup, checking its checksums and sizes; n and
@@ -431,9 +416,12 @@ func UnmarshalRollup(v []byte, n, d int) (*Rollup, error) {
 	if !ratio && !checksum(v[:len(v)-4], v[len(v)-4:]) {
 		return bad("checksum mismatch")
 	}
-	h, err := parseRollupHeader(v, n, d)
+	h, err := parseRollupHeader(v)
 	if err != nil {
 		return nil, err
+	}
+	if h.n != uint64(n) || h.d != uint64(d) {
+		return bad(fmt.Sprintf("shape %d x %d, the snapshot and schema say %d x %d", h.n, h.d, n, d))
 	}
 	body := v[h.size:]
 	want := 16 + 16*n
