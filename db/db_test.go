@@ -517,3 +517,27 @@ func TestReadRollupsLater(t *testing.T) {
 		}
 	})
 }
+
+// TestMatchRuns: runs by glob, sorted; a malformed pattern is an error.
+func TestMatchRuns(t *testing.T) {
+	runDBTest(t, func(t *testing.T, d *DB) {
+		for _, n := range []string{"lr-1", "b", "lr-0"} {
+			if err := d.CreateRun(testRun(n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for glob, want := range map[string]string{"lr-*": "lr-0 lr-1", "*": "b lr-0 lr-1", "b": "b", "x*": ""} {
+			runs, err := d.MatchRuns(glob)
+			var got []string
+			for _, r := range runs {
+				got = append(got, r.Name)
+			}
+			if err != nil || strings.Join(got, " ") != want {
+				t.Errorf("%q: %v, %v; want %s", glob, got, err, want)
+			}
+		}
+		if _, err := d.MatchRuns("lr-["); err == nil {
+			t.Error("malformed pattern accepted")
+		}
+	})
+}

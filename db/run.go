@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -302,6 +303,19 @@ func (d *DB) Runs() ([]*Run, error) {
 	sort.Slice(runs, func(i, j int) bool { return runs[i].Name < runs[j].Name })
 	d.markLive(runs...)
 	return runs, nil
+}
+
+// MatchRuns returns the runs whose names match glob (a path.Match
+// pattern), sorted by name; a malformed pattern is an error.
+func (d *DB) MatchRuns(glob string) ([]*Run, error) {
+	if _, err := path.Match(glob, ""); err != nil {
+		return nil, fmt.Errorf("bad run pattern %q: %w", glob, err)
+	}
+	all, err := d.Runs()
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(r *Run) bool { ok, _ := path.Match(glob, r.Name); return !ok }), nil
 }
 
 // RunNames returns the names of all runs, sorted.

@@ -153,24 +153,12 @@ func exportRuns(d *db.DB, name string, glob bool) ([]*db.Run, error) {
 	if _, err := path.Match(name, ""); err != nil {
 		return nil, usagef("export: bad --run pattern %q", name)
 	}
-	names, err := d.RunNames()
-	if err != nil {
-		return nil, err
+	runs, err := d.MatchRuns(name)
+	if err == nil && len(runs) == 0 {
+		names, _ := d.RunNames()
+		err = fmt.Errorf("no run matches %q (runs: %s)", name, strings.Join(names, ", "))
 	}
-	var runs []*db.Run
-	for _, n := range names {
-		if ok, _ := path.Match(name, n); ok {
-			r, err := d.Run(n)
-			if err != nil {
-				return nil, err
-			}
-			runs = append(runs, r)
-		}
-	}
-	if len(runs) == 0 {
-		return nil, fmt.Errorf("no run matches %q (runs: %s)", name, strings.Join(names, ", "))
-	}
-	return runs, nil
+	return runs, err
 }
 
 // snapshotProgress returns a progress callback counting the runs'

@@ -183,9 +183,7 @@ func (m *Main) runStatement(ctx context.Context, d *db.DB, st parser.Statement, 
 	opts := out.opts
 	format, timing := out.format, out.timing
 	opts.MeasureMemory = timing
-	if m.Interactive {
-		// Only a terminal shows the bar; elsewhere the query does not
-		// count its snapshots first.
+	if m.Interactive { // else the query need not count its snapshots
 		opts.Progress = func(done, total int) {
 			if bar == nil {
 				bar = m.newProgress("query", int64(total))

@@ -43,14 +43,11 @@ already (train --rollups).`, `  gvdb reindex
 		return err
 	}
 	defer d.Close()
-	runs, err := d.Runs()
+	runs, err := d.MatchRuns(*glob)
 	if err != nil {
 		return err
 	}
 	for _, r := range runs {
-		if ok, _ := path.Match(*glob, r.Name); !ok {
-			continue
-		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -516,15 +515,12 @@ const svrgZerosNote = "SVRG is 0 at its anchor's own steps, which a log axis can
 
 // selectRuns returns the runs matching glob that have snapshots.
 func selectRuns(d *db.DB, glob string) ([]*db.Run, error) {
-	all, err := d.Runs()
+	all, err := d.MatchRuns(glob)
 	if err != nil {
 		return nil, err
 	}
 	var runs []*db.Run
 	for _, r := range all {
-		if ok, _ := path.Match(glob, r.Name); !ok {
-			continue
-		}
 		steps, err := d.SnapshotInfos(r, db.AllSteps)
 		if err != nil {
 			return nil, err
