@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -442,5 +443,30 @@ func TestAttributesAndPerturbations(t *testing.T) {
 	}
 	if math.Abs(mean-loss) > 1e-5*loss {
 		t.Errorf("mean example loss %g, batch loss %g", mean, loss)
+	}
+}
+
+// TestTrainingSetFreed: a finished training keeps no reference to its
+// training set (Gorgonia keeps its graph, and so the Net, reachable after
+// the VM closes), so a process that trains again, like the demo, does not
+// hold every training set it used.
+func TestTrainingSetFreed(t *testing.T) {
+	heap := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	before := heap()
+	func() {
+		const n = 16000 // 50 MB of images
+		data := &Dataset{Name: "big", Dim: 784, C: 1, H: 28, W: 28, Classes: 10, X: make([]float32, n*784), Labels: make([]int, n)}
+		cfg := Config{Hidden: []int{8}, Train: data, Test: fakeImages(64, 5), Config: db.Config{Model: "mlp", Steps: 3, BatchSize: 16, LR: 0.05, Seed: 1}}
+		if _, err := Train(context.Background(), cfg, &memSink{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	if grew := heap() - before; grew > 20<<20 {
+		t.Errorf("the heap kept %d MiB after training on a 50 MB training set", grew>>20)
 	}
 }
