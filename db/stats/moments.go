@@ -176,6 +176,13 @@ func f64(v []float32) []float64 {
 	return out
 }
 
+// square squares v's values in place.
+func square(v []float64) {
+	for i, x := range v {
+		v[i] = x * x
+	}
+}
+
 func squares(v []float64) []float64 {
 	out := make([]float64, len(v))
 	for i, x := range v {
@@ -270,7 +277,11 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 			lm.sqNorms[i] = an[i] * dn[i]
 		}
 		if coords {
-			lm.sumSq = atb(squares(a), squares(d), n, b.In, b.Out)
+			// a and d are this function's copies: squared in place, not
+			// into fresh memory.
+			square(a)
+			square(d)
+			lm.sumSq = atb(a, d, n, b.In, b.Out)
 		}
 		return lm
 	case !coords:
