@@ -3,13 +3,13 @@ package query
 import (
 	"errors"
 	"fmt"
-	"math/bits"
 	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"gvdb/db"
+	"gvdb/db/bufpool"
 	"gvdb/db/codec"
 	"gvdb/db/stats"
 	"gvdb/query/parser"
@@ -87,7 +87,7 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 	}
 	// The workers read the rollups (Later), in parallel.
 	sel := db.Select{Layers: all, Anchor: need.anchor, Filter: e.keep, Rollups: useRollups, NoBlocks: useRollups, Attributes: true,
-		Buffer: rollupBuffers.get, Later: true}
+		Buffer: rollupBuffers.Get, Later: true}
 	if !need.mean && !pooled {
 		// Per-snapshot statistics need no float32 sds: about half the
 		// bytes of the rollups.
@@ -149,7 +149,7 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 			// processed (statistics hold no raw bytes; pooled moments
 			// are float64 copies).
 			for _, lb := range s.Rollups {
-				rollupBuffers.put(lb.Data)
+				rollupBuffers.Put(lb.Data)
 			}
 			s.Rollups = nil
 			<-sem
@@ -507,30 +507,5 @@ func (e *evaluator) scanScalars(rp runPlan, ri int) error {
 	return nil
 }
 
-// bufferPool recycles read buffers in power-of-two size classes.
-type bufferPool struct{ classes [48]sync.Pool }
-
 // rollupBuffers holds the buffers rollups are read into.
-var rollupBuffers bufferPool
-
-// get returns a buffer of at least n bytes.
-func (p *bufferPool) get(n int) []byte {
-	c := bits.Len(uint(max(n, 1) - 1))
-	if c >= len(p.classes) {
-		return make([]byte, n)
-	}
-	if b, ok := p.classes[c].Get().(*[]byte); ok {
-		return (*b)[:n]
-	}
-	return make([]byte, n, 1<<c)
-}
-
-// put returns a buffer that get gave (others are left to the collector).
-func (p *bufferPool) put(b []byte) {
-	c := bits.Len(uint(max(cap(b), 1) - 1))
-	if c >= len(p.classes) || cap(b) != 1<<c {
-		return
-	}
-	b = b[:0]
-	p.classes[c].Put(&b)
-}
+var rollupBuffers bufpool.Pool[byte]

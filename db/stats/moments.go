@@ -7,6 +7,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
+	"gvdb/db/bufpool"
 	"gvdb/db/codec"
 )
 
@@ -103,20 +104,25 @@ func Compute(layers []Layer, step int64, need Need) (*Moments, error) {
 	}
 	keepSum := need.Mean || need.Coords || need.Inner
 	if keepSum {
-		m.Sum = make([]float64, 0, m.D)
+		m.Sum = make([]float64, m.D)
 	}
 	if need.Coords {
-		m.SumSq = make([]float64, 0, m.D)
+		m.SumSq = make([]float64, m.D)
 	}
+	off := 0
 	for _, l := range layers {
-		lm := layerMoments(l.Block, need.Coords, keepSum)
-		m.SumNormSq += lm.sumNormSq
+		// Each layer writes its sums into its part of m.Sum and m.SumSq.
+		p := l.Block.Params()
+		var sum, sumSq []float64
 		if keepSum {
-			m.Sum = append(m.Sum, lm.sum...)
+			sum = m.Sum[off : off+p]
 		}
 		if need.Coords {
-			m.SumSq = append(m.SumSq, lm.sumSq...)
+			sumSq = m.SumSq[off : off+p]
 		}
+		off += p
+		lm := layerMoments(l.Block, sum, sumSq)
+		m.SumNormSq += lm.sumNormSq
 		for i, v := range lm.sqNorms {
 			m.SqNorms[i] += v
 		}
@@ -142,8 +148,28 @@ func Compute(layers []Layer, step int64, need Need) (*Moments, error) {
 }
 
 type layerMom struct {
-	sum, sumSq, sqNorms []float64
-	sumNormSq           float64 // |Σ_i g_i|²
+	sqNorms   []float64
+	sumNormSq float64 // |Σ_i g_i|²
+}
+
+// scratch recycles the block path's float64 temporaries (the factors'
+// float64 copies, products): fresh, each costs a page fault a page.
+var scratch bufpool.Pool[float64]
+
+// widen returns a float64 copy of v from scratch; the caller puts it back.
+func widen(v []float32) []float64 {
+	out := scratch.Get(len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+// release puts scratch slices back.
+func release(vs ...[]float64) {
+	for _, v := range vs {
+		scratch.Put(v)
+	}
 }
 
 // gramRoute forces (1) or forbids (-1) the Gram form in tests; 0 decides
@@ -195,27 +221,34 @@ func general(rows, cols int, data []float64) blas64.General {
 	return blas64.General{Rows: rows, Cols: cols, Stride: cols, Data: data}
 }
 
-// atb returns XᵀY for X (r x p) and Y (r x q), row-major p x q. X is
-// transposed explicitly first: gonum's Gemm is about twice as fast on
-// (NoTrans, NoTrans) as on (Trans, NoTrans).
+// atb returns XᵀY for X (r x p) and Y (r x q), row-major p x q.
 func atb(x []float64, y []float64, r, p, q int) []float64 {
 	out := make([]float64, p*q)
+	atbInto(out, x, y, r, p, q)
+	return out
+}
+
+// atbInto writes XᵀY into out (p·q values, overwritten). On gonum X is
+// transposed explicitly first: its Gemm is about twice as fast on
+// (NoTrans, NoTrans) as on (Trans, NoTrans).
+func atbInto(out, x, y []float64, r, p, q int) {
 	if r == 0 {
-		return out
+		clear(out)
+		return
 	}
 	if lazy != nil && lazy.load() != nil {
 		// OpenBLAS multiplies by Xᵀ as fast as by X.
 		blas64.Gemm(blas.Trans, blas.NoTrans, 1, general(r, p, x), general(r, q, y), 0, general(p, q, out))
-		return out
+		return
 	}
-	xt := make([]float64, p*r)
+	xt := scratch.Get(p * r)
 	for i := range r {
 		for j, v := range x[i*p : (i+1)*p] {
 			xt[j*r+i] = v
 		}
 	}
 	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, general(p, r, xt), general(r, q, y), 0, general(p, q, out))
-	return out
+	scratch.Put(xt)
 }
 
 func rowSqNorms(x []float64, r, c int) []float64 {
@@ -227,22 +260,26 @@ func rowSqNorms(x []float64, r, c int) []float64 {
 	return out
 }
 
-func layerMoments(b *codec.Block, coords, keepSum bool) layerMom {
-	lm := layerMoments1(b, coords, keepSum)
-	if lm.sum != nil {
-		lm.sumNormSq = sumSquares(lm.sum)
+// layerMoments computes one layer's moments. sum (Params values, zero),
+// when not nil, receives Σ_i g_i; sumSq, when not nil, Σ_i g_i∘g_i.
+func layerMoments(b *codec.Block, sum, sumSq []float64) layerMom {
+	lm := layerMoments1(b, sum, sumSq)
+	if sum != nil {
+		lm.sumNormSq = sumSquares(sum)
 	}
 	return lm
 }
 
-func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
+func layerMoments1(b *codec.Block, sum, sumSq []float64) layerMom {
 	n := b.N()
+	coords := sumSq != nil
 	switch {
-	case b.Kind == codec.Factored && b.T == 1 && !keepSum && !coords && useGram(n, b.In, b.Out):
+	case b.Kind == codec.Factored && b.T == 1 && sum == nil && !coords && useGram(n, b.In, b.Out):
 		// |Σ_i g_i|² = Σ_ij (a_i·a_j)(d_i·d_j): the upper triangle of the
 		// Gram matrix, counted twice off the diagonal.
-		a, d := f64(b.A), f64(b.Delta)
-		g := &Gram{N: n, K: make([]float64, n*n)}
+		a, d := widen(b.A), widen(b.Delta)
+		g := &Gram{N: n, K: scratch.Get(n * n)}
+		clear(g.K)
 		g.add(a, b.In, d, b.Out)
 		lm := layerMom{sqNorms: make([]float64, n)}
 		for i := range n {
@@ -253,50 +290,62 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 				lm.sumNormSq += 2 * v
 			}
 		}
+		release(a, d, g.K)
+		return lm
+	case sum == nil:
+		// Only |g_i|² and |Σ_i g_i|² are asked for: the sum is computed
+		// in scratch.
+		sum = scratch.Get(b.Params())
+		clear(sum)
+		lm := layerMoments1(b, sum, sumSq)
+		lm.sumNormSq = sumSquares(sum)
+		release(sum)
 		return lm
 	case b.Kind == codec.Dense:
-		x := f64(b.Rows)
-		lm := layerMom{sum: make([]float64, b.Dim), sqNorms: rowSqNorms(x, n, b.Dim)}
-		if coords {
-			lm.sumSq = make([]float64, b.Dim)
-		}
+		x := widen(b.Rows)
+		lm := layerMom{sqNorms: rowSqNorms(x, n, b.Dim)}
 		for i := range n {
 			for j, v := range x[i*b.Dim : (i+1)*b.Dim] {
-				lm.sum[j] += v
+				sum[j] += v
 				if coords {
-					lm.sumSq[j] += v * v
+					sumSq[j] += v * v
 				}
 			}
 		}
+		release(x)
 		return lm
 	case b.T == 1:
-		a, d := f64(b.A), f64(b.Delta)
-		lm := layerMom{sum: atb(a, d, n, b.In, b.Out), sqNorms: make([]float64, n)}
+		a, d := widen(b.A), widen(b.Delta)
+		defer release(a, d)
+		atbInto(sum, a, d, n, b.In, b.Out)
+		lm := layerMom{sqNorms: make([]float64, n)}
 		an, dn := rowSqNorms(a, n, b.In), rowSqNorms(d, n, b.Out)
 		for i := range n {
 			lm.sqNorms[i] = an[i] * dn[i]
 		}
 		if coords {
-			// a and d are this function's copies: squared in place, not
-			// into fresh memory.
+			// a and d are this function's copies: squared in place.
 			square(a)
 			square(d)
-			lm.sumSq = atb(a, d, n, b.In, b.Out)
+			atbInto(sumSq, a, d, n, b.In, b.Out)
 		}
 		return lm
 	case !coords:
 		// T > 1 positions (a convolution, an SVRG difference): Σ_i g_i is
 		// one product over all N·T position rows; |g_i|² is
 		// Σ_st (a_is·a_it)(d_is·d_it) or, when cheaper, |A_iᵀΔ_i|².
-		a, d := f64(b.A), f64(b.Delta)
-		lm := layerMom{sum: atb(a, d, n*b.T, b.In, b.Out), sqNorms: make([]float64, n)}
+		a, d := widen(b.A), widen(b.Delta)
+		defer release(a, d)
+		atbInto(sum, a, d, n*b.T, b.In, b.Out)
+		lm := layerMom{sqNorms: make([]float64, n)}
 		if b.T*(b.In+b.Out) <= b.In*b.Out {
 			for i := range n {
 				lm.sqNorms[i] = positionNormSq(a[i*b.T*b.In:(i+1)*b.T*b.In], d[i*b.T*b.Out:(i+1)*b.T*b.Out], b.T, b.In, b.Out)
 			}
 			return lm
 		}
-		g := make([]float64, b.Params())
+		g := scratch.Get(b.Params())
+		defer release(g)
 		for i := range n {
 			materialize(b, i, g)
 			lm.sqNorms[i] = sumSquares(g)
@@ -307,13 +356,14 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 		// has T = 2): G_i = Σ_s a_is d_isᵀ, so Σ_i G_i∘G_i =
 		// Σ_st (A_s∘A_t)ᵀ(Δ_s∘Δ_t) with A_s the N x In rows of position
 		// s: T(T+1)/2 matrix products instead of N materialized gradients.
-		a, d := f64(b.A), f64(b.Delta)
-		lm := layerMom{sum: atb(a, d, n*b.T, b.In, b.Out), sqNorms: make([]float64, n)}
+		a, d := widen(b.A), widen(b.Delta)
+		pa, pd, prod := scratch.Get(n*b.In), scratch.Get(n*b.Out), scratch.Get(b.Params())
+		defer release(a, d, pa, pd, prod)
+		atbInto(sum, a, d, n*b.T, b.In, b.Out)
+		lm := layerMom{sqNorms: make([]float64, n)}
 		for i := range n {
 			lm.sqNorms[i] = positionNormSq(a[i*b.T*b.In:(i+1)*b.T*b.In], d[i*b.T*b.Out:(i+1)*b.T*b.Out], b.T, b.In, b.Out)
 		}
-		lm.sumSq = make([]float64, b.Params())
-		pa, pd := make([]float64, n*b.In), make([]float64, n*b.Out)
 		for s := range b.T {
 			for t := s; t < b.T; t++ {
 				w := 1.0
@@ -330,8 +380,9 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 						pd[i*b.Out+j] = ds[j] * dt[j]
 					}
 				}
-				for j, v := range atb(pa, pd, n, b.In, b.Out) {
-					lm.sumSq[j] += v
+				atbInto(prod, pa, pd, n, b.In, b.Out)
+				for j, v := range prod {
+					sumSq[j] += v
 				}
 			}
 		}
@@ -339,15 +390,15 @@ func layerMoments1(b *codec.Block, coords, keepSum bool) layerMom {
 	default:
 		// Per-coordinate moments with T > maxProductT: materialize one
 		// example at a time, G_i = A_iᵀΔ_i.
-		p := b.Params()
-		lm := layerMom{sum: make([]float64, p), sqNorms: make([]float64, n), sumSq: make([]float64, p)}
-		g := make([]float64, p)
+		lm := layerMom{sqNorms: make([]float64, n)}
+		g := scratch.Get(b.Params())
+		defer release(g)
 		for i := range n {
 			materialize(b, i, g)
 			for j, v := range g {
-				lm.sum[j] += v
+				sum[j] += v
 				lm.sqNorms[i] += v * v
-				lm.sumSq[j] += v * v
+				sumSq[j] += v * v
 			}
 		}
 		return lm
