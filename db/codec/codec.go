@@ -613,6 +613,13 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 	lo := r.cold[:count*(w-1)]
 	r.cold = r.cold[count*(w-1):]
 	vals := make([]float32, total)
+	if enc == Float32 {
+		if !unshuffle32(vals, bitmap, hi, lo, count) {
+			r.fail("bitmap has bits past the matrix")
+			return nil
+		}
+		return vals
+	}
 	j := 0
 	for k := range vals {
 		if bitmap != nil && bitmap[k>>3]&(1<<(k&7)) == 0 {
@@ -656,6 +663,42 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 		}
 	}
 	return vals
+}
+
+// unshuffle32 rebuilds count float32 values from their byte planes (hi
+// holds the top bytes, lo the three others, plane by plane) into vals at
+// the positions bitmap sets, zeros elsewhere (all of vals when bitmap is
+// nil, count then being len(vals)). The values are rebuilt in the last
+// count slots of vals and then moved forward to their positions: the
+// k-th position takes the j-th value with j ≥ k - (len(vals) - count), so
+// no value is overwritten before it is moved. It reports false when the
+// bitmap sets other than count bits within vals.
+func unshuffle32(vals []float32, bitmap, hi, lo []byte, count int) bool {
+	total := len(vals)
+	if count > total {
+		return false
+	}
+	packed := vals[total-count:]
+	b0, b1, b2, b3 := lo[:count], lo[count:2*count], lo[2*count:3*count], hi[:count]
+	for j := range packed {
+		packed[j] = math.Float32frombits(uint32(b0[j]) | uint32(b1[j])<<8 | uint32(b2[j])<<16 | uint32(b3[j])<<24)
+	}
+	if bitmap == nil {
+		return true
+	}
+	j := total - count
+	for k := range vals {
+		if bitmap[k>>3]&(1<<(k&7)) == 0 {
+			vals[k] = 0
+			continue
+		}
+		if j == total {
+			return false
+		}
+		vals[k] = vals[j]
+		j++
+	}
+	return j == total
 }
 
 // fillBitmap sets bit k of bm when vals[k] is not +0, without branches.

@@ -380,3 +380,72 @@ func TestColdCompression(t *testing.T) {
 		}
 	}
 }
+
+// TestUnshuffle32 checks the float32 fast path of decoding against a
+// value-by-value scatter: every size up to a few bitmap bytes, sparse and
+// dense, and bitmaps whose set bits are not the values' count (padding
+// bits past the matrix, a bit too few) are refused.
+func TestUnshuffle32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for total := 0; total < 70; total++ {
+		for _, density := range []float64{0, 0.3, 1} {
+			want := make([]float32, total)
+			bitmap := make([]byte, (total+7)/8)
+			var packed []float32
+			for k := range want {
+				if rng.Float64() < density {
+					want[k] = float32(rng.NormFloat64())
+					bitmap[k>>3] |= 1 << (k & 7)
+					packed = append(packed, want[k])
+				}
+			}
+			count := len(packed)
+			hi, lo := make([]byte, count), make([]byte, 3*count)
+			for j, v := range packed {
+				b := math.Float32bits(v)
+				lo[j], lo[count+j], lo[2*count+j], hi[j] = byte(b), byte(b>>8), byte(b>>16), byte(b>>24)
+			}
+			got := make([]float32, total)
+			for k := range got {
+				got[k] = -1 // leftovers must be overwritten
+			}
+			if !unshuffle32(got, bitmap, hi, lo, count) {
+				t.Fatalf("total %d, %d values: refused", total, count)
+			}
+			for k := range want {
+				if math.Float32bits(got[k]) != math.Float32bits(want[k]) {
+					t.Fatalf("total %d, %d values: position %d is %v, want %v", total, count, k, got[k], want[k])
+				}
+			}
+			if count == total {
+				dense := make([]float32, total)
+				if !unshuffle32(dense, nil, hi, lo, count) || !slicesEqual(dense, want) {
+					t.Fatalf("total %d without a bitmap: %v, want %v", total, dense, want)
+				}
+			}
+			if total%8 != 0 {
+				// A padding bit past the matrix: one value too many.
+				bad := append([]byte(nil), bitmap...)
+				bad[len(bad)-1] |= 0x80
+				if unshuffle32(make([]float32, total), bad, append(hi, 0), append(lo, 0, 0, 0), count+1) {
+					t.Fatalf("total %d: a bit past the matrix was accepted", total)
+				}
+			}
+			if count > 0 && unshuffle32(make([]float32, total), bitmap, hi[:count-1], lo, count-1) {
+				t.Fatalf("total %d: a bitmap with one bit more than the values was accepted", total)
+			}
+		}
+	}
+}
+
+func slicesEqual(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
