@@ -131,13 +131,14 @@ func (e *evaluator) scanStats(rp runPlan, ri int) error {
 		if err := e.ctx.Err(); err != nil {
 			return err
 		}
+		// Stats are also added to by the workers' apply: under mu.
 		mu.Lock()
 		err := firstEr
+		e.res.Stats.Read += time.Since(readStart)
 		mu.Unlock()
 		if err != nil {
 			return err
 		}
-		e.res.Stats.Read += time.Since(readStart)
 		i := idx
 		idx++
 		sem <- struct{}{}
