@@ -629,9 +629,7 @@ func (r *reader) matrix(rows, cols int, enc Encoding) []float32 {
 			r.fail("bitmap has bits past the matrix")
 			return nil
 		}
-		switch enc {
-		case Float32:
-			vals[k] = math.Float32frombits(uint32(lo[j]) | uint32(lo[count+j])<<8 | uint32(lo[2*count+j])<<16 | uint32(hi[j])<<24)
+		switch enc { // Float32 took unshuffle32 above
 		case Float16:
 			vals[k] = f16ToF32(uint16(lo[j]) | uint16(hi[j])<<8)
 		case BFloat16:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -419,7 +420,7 @@ func TestUnshuffle32(t *testing.T) {
 			}
 			if count == total {
 				dense := make([]float32, total)
-				if !unshuffle32(dense, nil, hi, lo, count) || !slicesEqual(dense, want) {
+				if !unshuffle32(dense, nil, hi, lo, count) || !slices.EqualFunc(dense, want, sameBits) {
 					t.Fatalf("total %d without a bitmap: %v, want %v", total, dense, want)
 				}
 			}
@@ -438,14 +439,4 @@ func TestUnshuffle32(t *testing.T) {
 	}
 }
 
-func slicesEqual(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-			return false
-		}
-	}
-	return true
-}
+func sameBits(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) }

@@ -157,13 +157,7 @@ type layerMom struct {
 var scratch bufpool.Pool[float64]
 
 // widen returns a float64 copy of v from scratch; the caller puts it back.
-func widen(v []float32) []float64 {
-	out := scratch.Get(len(v))
-	for i, x := range v {
-		out[i] = float64(x)
-	}
-	return out
-}
+func widen(v []float32) []float64 { return widenInto(scratch.Get(len(v)), v) }
 
 // release puts scratch slices back.
 func release(vs ...[]float64) {
@@ -194,8 +188,10 @@ func sumSquares(v []float64) float64 {
 }
 
 // f64 widens a float32 matrix.
-func f64(v []float32) []float64 {
-	out := make([]float64, len(v))
+func f64(v []float32) []float64 { return widenInto(make([]float64, len(v)), v) }
+
+// widenInto writes v's values into out (len(v) values) and returns it.
+func widenInto(out []float64, v []float32) []float64 {
 	for i, x := range v {
 		out[i] = float64(x)
 	}
@@ -263,44 +259,49 @@ func rowSqNorms(x []float64, r, c int) []float64 {
 // layerMoments computes one layer's moments. sum (Params values, zero),
 // when not nil, receives Σ_i g_i; sumSq, when not nil, Σ_i g_i∘g_i.
 func layerMoments(b *codec.Block, sum, sumSq []float64) layerMom {
-	lm := layerMoments1(b, sum, sumSq)
-	if sum != nil {
-		lm.sumNormSq = sumSquares(sum)
+	if sum == nil && sumSq == nil && b.Kind == codec.Factored && b.T == 1 && useGram(b.N(), b.In, b.Out) {
+		return gramMoments(b)
 	}
-	return lm
-}
-
-func layerMoments1(b *codec.Block, sum, sumSq []float64) layerMom {
-	n := b.N()
-	coords := sumSq != nil
-	switch {
-	case b.Kind == codec.Factored && b.T == 1 && sum == nil && !coords && useGram(n, b.In, b.Out):
-		// |Σ_i g_i|² = Σ_ij (a_i·a_j)(d_i·d_j): the upper triangle of the
-		// Gram matrix, counted twice off the diagonal.
-		a, d := widen(b.A), widen(b.Delta)
-		g := &Gram{N: n, K: scratch.Get(n * n)}
-		clear(g.K)
-		g.add(a, b.In, d, b.Out)
-		lm := layerMom{sqNorms: make([]float64, n)}
-		for i := range n {
-			row := g.K[i*n : (i+1)*n]
-			lm.sqNorms[i] = row[i]
-			lm.sumNormSq += row[i]
-			for _, v := range row[i+1:] {
-				lm.sumNormSq += 2 * v
-			}
-		}
-		release(a, d, g.K)
-		return lm
-	case sum == nil:
+	if sum == nil {
 		// Only |g_i|² and |Σ_i g_i|² are asked for: the sum is computed
 		// in scratch.
 		sum = scratch.Get(b.Params())
 		clear(sum)
-		lm := layerMoments1(b, sum, sumSq)
-		lm.sumNormSq = sumSquares(sum)
-		release(sum)
-		return lm
+		defer release(sum)
+	}
+	lm := layerMoments1(b, sum, sumSq)
+	lm.sumNormSq = sumSquares(sum)
+	return lm
+}
+
+// gramMoments returns |g_i|² and |Σ_i g_i|² of a factored T = 1 layer
+// from its Gram matrix: |Σ_i g_i|² = Σ_ij (a_i·a_j)(d_i·d_j), the upper
+// triangle counted twice off the diagonal.
+func gramMoments(b *codec.Block) layerMom {
+	n := b.N()
+	a, d := widen(b.A), widen(b.Delta)
+	g := &Gram{N: n, K: scratch.Get(n * n)}
+	clear(g.K)
+	g.add(a, b.In, d, b.Out)
+	lm := layerMom{sqNorms: make([]float64, n)}
+	for i := range n {
+		row := g.K[i*n : (i+1)*n]
+		lm.sqNorms[i] = row[i]
+		lm.sumNormSq += row[i]
+		for _, v := range row[i+1:] {
+			lm.sumNormSq += 2 * v
+		}
+	}
+	release(a, d, g.K)
+	return lm
+}
+
+// layerMoments1 writes Σ_i g_i into sum (never nil) and, when sumSq is not
+// nil, Σ_i g_i∘g_i into sumSq, and returns each example's |g_i|².
+func layerMoments1(b *codec.Block, sum, sumSq []float64) layerMom {
+	n := b.N()
+	coords := sumSq != nil
+	switch {
 	case b.Kind == codec.Dense:
 		x := widen(b.Rows)
 		lm := layerMom{sqNorms: rowSqNorms(x, n, b.Dim)}
