@@ -194,7 +194,17 @@ func summary(runs []RunRow, findings []Finding, figs []Figure) string {
 	return fmt.Sprintf("%d runs (%s), %d of them with full snapshots of the training set, measured as in "+
 		"A Study of Gradient Variance in Deep Learning (Faghri et al., 2020): the variance of SG-B, SG-2B, SVRG and "+
 		"Gradient Clustering over training, normalized variance beside the loss, and GC's distortion against K, in %d figures. "+
-		"Of the paper's %d claims checked in the Findings table, %d hold, %d do not hold and %d are not measurable on these runs. "+
+		"Of the paper's %d claims checked in the Findings table, %s, %s and %s on these runs. "+
 		"Every figure shows the query that made it.",
-		len(runs), strings.Join(names, ", "), full, len(figs), len(findings), count[Holds], count[DoesNotHold], count[NotMeasurable])
+		len(runs), strings.Join(names, ", "), full, len(figs), len(findings),
+		agree(count[Holds], "holds", "hold"), agree(count[DoesNotHold], "does not hold", "do not hold"),
+		agree(count[NotMeasurable], "is not measurable", "are not measurable"))
+}
+
+// agree writes n and the verb phrase in the number n takes.
+func agree(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
